@@ -1,0 +1,916 @@
+//! The embedded ledger: C2SP tiles on the local file system, a WAL for group commit.
+//!
+//! Files under the ledger directory (see [`crate::layout`]):
+//! - `checkpoint`: the latest signed checkpoint (replaced atomically after every batch).
+//! - `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]`: hash tiles and entry bundles.
+//! - `hashes`: the stored-hash index proofs are read from ([`crate::hashes`]).
+//! - `wal`: batches appended since the tiles were last made durable ([`crate::wal`]).
+//! - `notary.vkey`: the notary's note verifier key, pinned at creation.
+//! - `LOCK`: held (flock) by the one writer.
+//!
+//! Life of a batch: encode → append to the WAL and `fdatasync` (the commit point) → derive
+//! stored hashes, bundles and tiles and write them to the page cache → sign and replace the
+//! checkpoint → publish the new size to readers → return. Every `flush_bytes` of WAL (and on
+//! [`EmbeddedLedger::flush`] or drop) the tiles, bundles and index written since the last flush
+//! are synced, a durable checkpoint is written, superseded partial tiles are removed, and the
+//! WAL starts afresh at the new size.
+//!
+//! Opening re-checks the files against the checkpoint: the partial bundle at the WAL's base is
+//! re-hashed against the index, the right-edge tiles are compared with the index, WAL batches
+//! are replayed, and the root recomputed from the index must equal the checkpoint's. Anything
+//! else refuses to open with the file named. The full, every-byte check is [`crate::fsck`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tlog_tiles::tlog::{self, stored_hash_count, stored_hash_index};
+use tlog_tiles::Tile;
+use triplicate_core::Hash;
+use triplicate_keys::Signer;
+
+use crate::bundle;
+use crate::checkpoint::SignedCheckpoint;
+use crate::fsutil;
+use crate::hashes::{HashFile, Reader};
+use crate::layout::{self, TILE_HEIGHT, TILE_WIDTH};
+use crate::wal::{self, Wal};
+use crate::{b64, AppendOutcome, Ledger, LedgerError};
+
+/// How an embedded ledger is opened.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The ledger directory (`<data-dir>/ledger`).
+    pub dir: PathBuf,
+    /// The checkpoint origin line: a unique, schema-less name for this log.
+    pub origin: String,
+    /// WAL size after which tiles are made durable and the WAL restarted.
+    pub flush_bytes: u64,
+}
+
+impl LedgerConfig {
+    /// Defaults for a ledger directory.
+    pub fn new(dir: impl Into<PathBuf>, origin: impl Into<String>) -> Self {
+        LedgerConfig {
+            dir: dir.into(),
+            origin: origin.into(),
+            flush_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The state readers see: a size and the checkpoint that covers it.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    checkpoint: SignedCheckpoint,
+}
+
+/// Writer-only state.
+#[derive(Debug)]
+struct Writer {
+    wal: Wal,
+    size: u64,
+    /// Encoded entries of the bundle that holds index `size` (fewer than 256 of them).
+    partial_bundle: Vec<u8>,
+    /// Latest width written since the last flush, per (level, tile index); level
+    /// `u8::MAX` stands for entry bundles. Only these need syncing at a flush.
+    dirty: BTreeMap<(u8, u64), u64>,
+    poisoned: Option<String>,
+    _lock: File,
+}
+
+/// The embedded verified ledger. See the module docs for its files and life cycle.
+pub struct EmbeddedLedger {
+    dir: PathBuf,
+    origin: String,
+    flush_bytes: u64,
+    signer: Option<Arc<dyn Signer>>,
+    hashes: HashFile,
+    snapshot: RwLock<Snapshot>,
+    writer: Option<Mutex<Writer>>,
+}
+
+impl std::fmt::Debug for EmbeddedLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLedger")
+            .field("dir", &self.dir)
+            .field("origin", &self.origin)
+            .field("size", &self.tree_size())
+            .field("writable", &self.writer.is_some())
+            .finish()
+    }
+}
+
+const ENTRIES_LEVEL: u8 = u8::MAX;
+
+fn tlog_err(e: tlog::Error) -> LedgerError {
+    LedgerError::Proof(e.to_string())
+}
+
+fn read_vkey(dir: &Path) -> Result<Option<String>, LedgerError> {
+    let path = dir.join(layout::NOTARY_VKEY);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LedgerError::Io {
+            what: "read notary key",
+            path,
+            source,
+        }),
+    }
+}
+
+fn read_checkpoint(dir: &Path, vkey: &str) -> Result<Option<SignedCheckpoint>, LedgerError> {
+    let path = dir.join(layout::CHECKPOINT);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(LedgerError::Io {
+                what: "read checkpoint",
+                path,
+                source,
+            })
+        }
+    };
+    SignedCheckpoint::verify(&text, vkey)
+        .map(Some)
+        .map_err(|e| LedgerError::Corrupt {
+            file: path,
+            reason: e.to_string(),
+        })
+}
+
+fn lock(dir: &Path) -> Result<File, LedgerError> {
+    let path = dir.join(layout::LOCK);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| LedgerError::Io {
+            what: "open lock file",
+            path: path.clone(),
+            source,
+        })?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(LedgerError::Locked {
+                path: dir.to_path_buf(),
+                holder: if holder.is_empty() {
+                    "another process".into()
+                } else {
+                    format!("pid {holder}")
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(LedgerError::Io {
+                what: "lock",
+                path,
+                source,
+            })
+        }
+    }
+    // Best effort: say who holds the lock, for the error a second process prints.
+    let _ = f.set_len(0);
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(f)
+}
+
+impl EmbeddedLedger {
+    /// Opens (creating if empty) the ledger as its single writer, recovering from a crash by
+    /// replaying the WAL. Refuses to open when the files disagree with the checkpoint.
+    #[tracing::instrument(skip_all, fields(dir = %config.dir.display()))]
+    pub fn open(
+        config: LedgerConfig,
+        signer: Arc<dyn Signer>,
+    ) -> Result<EmbeddedLedger, LedgerError> {
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| LedgerError::Io {
+            what: "create ledger directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let lock_file = lock(&dir)?;
+        let vkey = triplicate_keys::note::note_verifier_key(signer.name(), &signer.public_key())
+            .map_err(|e| {
+                LedgerError::Checkpoint(crate::CheckpointError::VerifierKey(e.to_string()))
+            })?;
+        match read_vkey(&dir)? {
+            Some(pinned) if pinned != vkey => {
+                return Err(LedgerError::NotaryKeyMismatch {
+                    pinned,
+                    offered: vkey,
+                })
+            }
+            Some(_) => {}
+            None => {
+                if dir.join(layout::CHECKPOINT).exists() {
+                    return Err(LedgerError::Missing {
+                        file: dir.join(layout::NOTARY_VKEY),
+                    });
+                }
+                fsutil::replace_file(
+                    &dir.join(layout::NOTARY_VKEY),
+                    format!("{vkey}\n").as_bytes(),
+                    true,
+                )?;
+            }
+        }
+
+        let checkpoint = read_checkpoint(&dir, &vkey)?;
+        let wal_path = dir.join(layout::WAL);
+        let hashes_path = dir.join(layout::HASHES);
+
+        let Some(checkpoint) = checkpoint else {
+            // A fresh ledger, unless something else is already there.
+            for f in [&wal_path, &hashes_path] {
+                if f.exists() {
+                    return Err(LedgerError::Missing {
+                        file: dir.join(layout::CHECKPOINT),
+                    });
+                }
+            }
+            if dir.join("tile").exists() {
+                return Err(LedgerError::Missing {
+                    file: dir.join(layout::CHECKPOINT),
+                });
+            }
+            let hashes = HashFile::open(&hashes_path, true)?;
+            hashes.sync()?;
+            let wal = Wal::create(&wal_path, 0)?;
+            let cp =
+                SignedCheckpoint::sign(&config.origin, 0, tlog::EMPTY_HASH.0, signer.as_ref())?;
+            fsutil::replace_file(&dir.join(layout::CHECKPOINT), cp.note.as_bytes(), true)?;
+            tracing::info!(origin = %config.origin, "created a new ledger");
+            return Ok(EmbeddedLedger {
+                dir,
+                origin: config.origin,
+                flush_bytes: config.flush_bytes,
+                signer: Some(signer),
+                hashes,
+                snapshot: RwLock::new(Snapshot { checkpoint: cp }),
+                writer: Some(Mutex::new(Writer {
+                    wal,
+                    size: 0,
+                    partial_bundle: Vec::new(),
+                    dirty: BTreeMap::new(),
+                    poisoned: None,
+                    _lock: lock_file,
+                })),
+            });
+        };
+
+        if checkpoint.origin != config.origin {
+            return Err(LedgerError::OriginMismatch {
+                stored: checkpoint.origin,
+                configured: config.origin,
+            });
+        }
+        if !wal_path.exists() {
+            return Err(LedgerError::Missing { file: wal_path });
+        }
+        let (wal, contents) = Wal::open(&wal_path)?;
+        let base = contents.base_size;
+        let hashes = HashFile::open(&hashes_path, true)?;
+        let have = hashes.count()?;
+        if have < stored_hash_count(base) {
+            return Err(LedgerError::Corrupt {
+                file: hashes_path,
+                reason: format!(
+                    "holds {have} hashes but the durable tree of {base} entries needs {}",
+                    stored_hash_count(base)
+                ),
+            });
+        }
+        // Hashes past the durable base belong to batches the WAL replays below.
+        hashes.truncate(stored_hash_count(base))?;
+        let partial_bundle = load_partial_bundle(&dir, base)?;
+        check_right_edge(&dir, &hashes, base, &partial_bundle)?;
+
+        let mut ledger = EmbeddedLedger {
+            dir: dir.clone(),
+            origin: config.origin,
+            flush_bytes: config.flush_bytes,
+            signer: Some(signer),
+            hashes,
+            snapshot: RwLock::new(Snapshot {
+                checkpoint: checkpoint.clone(),
+            }),
+            writer: None,
+        };
+        let mut writer = Writer {
+            wal,
+            size: base,
+            partial_bundle,
+            dirty: BTreeMap::new(),
+            poisoned: None,
+            _lock: lock_file,
+        };
+        let mut replayed = 0u64;
+        for batch in &contents.batches {
+            ledger.apply(&mut writer, &batch.entries)?;
+            replayed += batch.entries.len() as u64;
+        }
+        if replayed > 0 {
+            tracing::info!(replayed, base, "replayed ledger WAL");
+        }
+        let size = writer.size;
+        if checkpoint.size > size {
+            return Err(LedgerError::Corrupt {
+                file: dir.join(layout::CHECKPOINT),
+                reason: format!(
+                    "checkpoint covers {} entries but the tiles and WAL hold only {size}",
+                    checkpoint.size
+                ),
+            });
+        }
+        let root = ledger.root_with(
+            &Reader::file(&ledger.hashes, stored_hash_count(size)),
+            checkpoint.size,
+        )?;
+        if root != checkpoint.root {
+            return Err(LedgerError::Corrupt {
+                file: dir.join(layout::CHECKPOINT),
+                reason: format!(
+                    "root of the first {} entries is {} but the checkpoint says {}",
+                    checkpoint.size,
+                    b64(&root),
+                    b64(&checkpoint.root)
+                ),
+            });
+        }
+        if size > checkpoint.size {
+            // Entries the WAL held beyond the last checkpoint written (a crash between the
+            // WAL sync and the checkpoint write): they were acknowledged, so they stay.
+            ledger.publish(size)?;
+        }
+        ledger.writer = Some(Mutex::new(writer));
+        tracing::info!(size, "opened ledger");
+        Ok(ledger)
+    }
+
+    /// Opens the ledger for reading only (no lock, no replay): for proofs and inspection
+    /// while another process writes, or offline. Readers see the latest checkpoint's tree.
+    pub fn open_read_only(
+        dir: &Path,
+        verifier_key: Option<&str>,
+    ) -> Result<EmbeddedLedger, LedgerError> {
+        let pinned = read_vkey(dir)?;
+        let vkey = match (verifier_key, pinned) {
+            (Some(v), _) => v.to_owned(),
+            (None, Some(p)) => p,
+            (None, None) => {
+                return Err(LedgerError::Missing {
+                    file: dir.join(layout::NOTARY_VKEY),
+                })
+            }
+        };
+        let checkpoint = read_checkpoint(dir, &vkey)?.ok_or_else(|| LedgerError::Missing {
+            file: dir.join(layout::CHECKPOINT),
+        })?;
+        let hashes = HashFile::open(&dir.join(layout::HASHES), false)?;
+        let need = stored_hash_count(checkpoint.size);
+        if hashes.count()? < need {
+            return Err(LedgerError::Corrupt {
+                file: dir.join(layout::HASHES),
+                reason: format!(
+                    "holds fewer hashes than the checkpoint's {} entries need; open the ledger with its writer to replay the WAL",
+                    checkpoint.size
+                ),
+            });
+        }
+        let ledger = EmbeddedLedger {
+            dir: dir.to_path_buf(),
+            origin: checkpoint.origin.clone(),
+            flush_bytes: u64::MAX,
+            signer: None,
+            hashes,
+            snapshot: RwLock::new(Snapshot {
+                checkpoint: checkpoint.clone(),
+            }),
+            writer: None,
+        };
+        let root = ledger.root_with(&Reader::file(&ledger.hashes, need), checkpoint.size)?;
+        if root != checkpoint.root {
+            return Err(LedgerError::Corrupt {
+                file: dir.join(layout::HASHES),
+                reason: format!(
+                    "root of the first {} entries is {} but the checkpoint says {}",
+                    checkpoint.size,
+                    b64(&root),
+                    b64(&checkpoint.root)
+                ),
+            });
+        }
+        Ok(ledger)
+    }
+
+    /// The ledger directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The checkpoint origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        match self.snapshot.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn root_with(&self, reader: &Reader<'_>, size: u64) -> Result<Hash, LedgerError> {
+        tlog::tree_hash(size, reader)
+            .map(|h| h.0)
+            .map_err(|e| LedgerError::Corrupt {
+                file: self.hashes.path().to_path_buf(),
+                reason: format!("cannot compute the root of {size} entries: {e}"),
+            })
+    }
+
+    /// Derives and writes stored hashes, bundles and tiles for `entries` appended at
+    /// `writer.size`. Not durable: the WAL is.
+    fn apply(&self, writer: &mut Writer, entries: &[Vec<u8>]) -> Result<(), LedgerError> {
+        let start = writer.size;
+        let end = start + entries.len() as u64;
+        let pending_start = stored_hash_count(start);
+        let mut pending: Vec<Hash> = Vec::with_capacity(entries.len() * 2 + 8);
+        for (i, e) in entries.iter().enumerate() {
+            let n = start + i as u64;
+            let reader = Reader {
+                file: &self.hashes,
+                limit: pending_start,
+                pending_start,
+                pending: &pending,
+            };
+            let new = tlog::stored_hashes(n, e, &reader).map_err(tlog_err)?;
+            pending.extend(new.into_iter().map(|h| h.0));
+        }
+        self.hashes.write_at(pending_start, &pending)?;
+
+        // Entry bundles.
+        let mut bundle_n = start / TILE_WIDTH;
+        let mut in_bundle = start % TILE_WIDTH;
+        for e in entries {
+            bundle::push(&mut writer.partial_bundle, e)?;
+            in_bundle += 1;
+            if in_bundle == TILE_WIDTH {
+                let path = self.dir.join(layout::bundle_path(bundle_n, TILE_WIDTH));
+                fsutil::write_file(&path, &writer.partial_bundle)?;
+                writer.dirty.insert((ENTRIES_LEVEL, bundle_n), TILE_WIDTH);
+                writer.partial_bundle.clear();
+                bundle_n += 1;
+                in_bundle = 0;
+            }
+        }
+        if in_bundle > 0 {
+            let path = self.dir.join(layout::bundle_path(bundle_n, in_bundle));
+            fsutil::write_file(&path, &writer.partial_bundle)?;
+            writer.dirty.insert((ENTRIES_LEVEL, bundle_n), in_bundle);
+        }
+
+        // Hash tiles.
+        let reader = Reader {
+            file: &self.hashes,
+            limit: pending_start,
+            pending_start,
+            pending: &pending,
+        };
+        for t in Tile::new_tiles(TILE_HEIGHT, start, end) {
+            let data = t.read_data(&reader).map_err(tlog_err)?;
+            let width = u64::from(t.width());
+            let path = self
+                .dir
+                .join(layout::tile_path(t.level(), t.level_index(), width));
+            fsutil::write_file(&path, &data)?;
+            writer.dirty.insert((t.level(), t.level_index()), width);
+        }
+        writer.size = end;
+        Ok(())
+    }
+
+    /// Signs a checkpoint for `size`, writes it (not durably: the WAL covers it) and makes it
+    /// the one readers see.
+    fn publish(&self, size: u64) -> Result<SignedCheckpoint, LedgerError> {
+        let signer = self.signer.as_ref().ok_or(LedgerError::ReadOnly)?;
+        let root = self.root_with(&Reader::file(&self.hashes, stored_hash_count(size)), size)?;
+        let cp = SignedCheckpoint::sign(&self.origin, size, root, signer.as_ref())?;
+        fsutil::replace_file(
+            &self.dir.join(layout::CHECKPOINT),
+            cp.note.as_bytes(),
+            false,
+        )?;
+        match self.snapshot.write() {
+            Ok(mut s) => s.checkpoint = cp.clone(),
+            Err(p) => p.into_inner().checkpoint = cp.clone(),
+        }
+        Ok(cp)
+    }
+
+    /// Makes every file written since the last flush durable, writes a durable checkpoint,
+    /// removes partial tiles that full tiles replaced, and restarts the WAL at the current
+    /// size. Called automatically when the WAL grows past `flush_bytes`, and on drop.
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        let Some(w) = &self.writer else {
+            return Err(LedgerError::ReadOnly);
+        };
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        self.flush_locked(&mut w)
+    }
+
+    fn flush_locked(&self, w: &mut Writer) -> Result<(), LedgerError> {
+        if let Some(reason) = &w.poisoned {
+            return Err(LedgerError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        let mut dirs = BTreeSet::new();
+        let mut full = Vec::new();
+        for (&(level, n), &width) in &w.dirty {
+            let rel = if level == ENTRIES_LEVEL {
+                layout::bundle_path(n, width)
+            } else {
+                layout::tile_path(level, n, width)
+            };
+            let path = self.dir.join(&rel);
+            fsutil::sync_file(&path)?;
+            let mut p = path.parent();
+            while let Some(d) = p {
+                if !d.starts_with(&self.dir) || !dirs.insert(d.to_path_buf()) {
+                    break;
+                }
+                p = d.parent();
+            }
+            if width == TILE_WIDTH {
+                full.push(path);
+            }
+        }
+        self.hashes.sync()?;
+        for d in dirs.iter().rev() {
+            fsutil::sync_dir(d)?;
+        }
+        let size = w.size;
+        let cp = self.snapshot().checkpoint;
+        debug_assert_eq!(cp.size, size);
+        fsutil::replace_file(&self.dir.join(layout::CHECKPOINT), cp.note.as_bytes(), true)?;
+        // Partial tiles of tiles now full and durable are no longer needed: a client holding
+        // an older checkpoint reads the full tile's prefix.
+        for path in full {
+            let mut partial_dir = path.into_os_string();
+            partial_dir.push(".p");
+            let partial_dir = PathBuf::from(partial_dir);
+            if partial_dir.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&partial_dir) {
+                    tracing::warn!(dir = %partial_dir.display(), error = %e, "could not remove superseded partial tiles");
+                }
+            }
+        }
+        w.wal = Wal::create(&self.dir.join(layout::WAL), size)?;
+        w.dirty.clear();
+        tracing::debug!(size, "flushed ledger tiles");
+        Ok(())
+    }
+
+    fn check_overlap(
+        &self,
+        first_index: u64,
+        entries: &[Vec<u8>],
+        size: u64,
+    ) -> Result<usize, LedgerError> {
+        let overlap = usize::try_from(size.saturating_sub(first_index))
+            .unwrap_or(usize::MAX)
+            .min(entries.len());
+        for (k, e) in entries.iter().take(overlap).enumerate() {
+            let index = first_index + k as u64;
+            let stored = self.hashes.read(stored_hash_index(0, index))?;
+            let offered = tlog::record_hash(e).0;
+            if stored != offered {
+                return Err(LedgerError::Conflict {
+                    index,
+                    stored: b64(&stored),
+                    offered: b64(&offered),
+                });
+            }
+        }
+        Ok(overlap)
+    }
+}
+
+/// Reads the partial entry bundle for a tree of `size` entries.
+fn load_partial_bundle(dir: &Path, size: u64) -> Result<Vec<u8>, LedgerError> {
+    let width = size % TILE_WIDTH;
+    if width == 0 {
+        return Ok(Vec::new());
+    }
+    let path = dir.join(layout::bundle_path(size / TILE_WIDTH, width));
+    let data = std::fs::read(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            LedgerError::Missing { file: path.clone() }
+        } else {
+            LedgerError::Io {
+                what: "read entry bundle",
+                path: path.clone(),
+                source,
+            }
+        }
+    })?;
+    let n = bundle::parse(&data)
+        .map_err(|reason| LedgerError::Corrupt {
+            file: path.clone(),
+            reason,
+        })?
+        .len() as u64;
+    if n != width {
+        return Err(LedgerError::Corrupt {
+            file: path,
+            reason: format!("holds {n} entries, expected {width}"),
+        });
+    }
+    Ok(data)
+}
+
+/// Cheap open-time check of the files at the durable base: the partial bundle's entries hash to
+/// the index's leaf hashes, and each level's right-edge tile equals the index.
+fn check_right_edge(
+    dir: &Path,
+    hashes: &HashFile,
+    size: u64,
+    partial: &[u8],
+) -> Result<(), LedgerError> {
+    if size == 0 {
+        return Ok(());
+    }
+    let reader = Reader::file(hashes, stored_hash_count(size));
+    let first = size - size % TILE_WIDTH;
+    let entries = bundle::parse(partial).map_err(|reason| LedgerError::Corrupt {
+        file: dir.join(layout::bundle_path(size / TILE_WIDTH, size % TILE_WIDTH)),
+        reason,
+    })?;
+    for (k, e) in entries.iter().enumerate() {
+        let i = first + k as u64;
+        if hashes.read(stored_hash_index(0, i))? != tlog::record_hash(e).0 {
+            return Err(LedgerError::Corrupt {
+                file: dir.join(layout::bundle_path(size / TILE_WIDTH, size % TILE_WIDTH)),
+                reason: format!("entry {i} does not hash to the stored leaf hash"),
+            });
+        }
+    }
+    // The rightmost tile at each level (full or partial).
+    let mut level: u8 = 0;
+    loop {
+        let count = size >> (u32::from(level) * u32::from(TILE_HEIGHT));
+        if count == 0 {
+            break;
+        }
+        let n = (count - 1) / TILE_WIDTH;
+        let width = count - n * TILE_WIDTH;
+        let rel = layout::tile_path(level, n, width);
+        let path = dir.join(&rel);
+        let data = std::fs::read(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                LedgerError::Missing { file: path.clone() }
+            } else {
+                LedgerError::Io {
+                    what: "read tile",
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let width32 = u32::try_from(width).map_err(|_| LedgerError::Proof("tile width".into()))?;
+        let expected = Tile::new(TILE_HEIGHT, level, n, width32, false)
+            .read_data(&reader)
+            .map_err(tlog_err)?;
+        if data != expected {
+            return Err(LedgerError::Corrupt {
+                file: path,
+                reason: "tile does not match the stored hashes".into(),
+            });
+        }
+        level += 1;
+    }
+    Ok(())
+}
+
+impl Ledger for EmbeddedLedger {
+    #[tracing::instrument(skip_all, fields(first_index, count = entries.len()))]
+    fn append(&self, first_index: u64, entries: &[Vec<u8>]) -> Result<AppendOutcome, LedgerError> {
+        let Some(w) = &self.writer else {
+            return Err(LedgerError::ReadOnly);
+        };
+        if entries.is_empty() {
+            return Err(LedgerError::EmptyBatch);
+        }
+        for e in entries {
+            if e.len() > bundle::MAX_ENTRY_BYTES {
+                return Err(LedgerError::EntryTooLarge {
+                    len: e.len(),
+                    max: bundle::MAX_ENTRY_BYTES,
+                });
+            }
+        }
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reason) = &w.poisoned {
+            return Err(LedgerError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        let size = w.size;
+        if first_index > size {
+            return Err(LedgerError::Gap {
+                expected: size,
+                got: first_index,
+            });
+        }
+        let overlap = self.check_overlap(first_index, entries, size)?;
+        let fresh = &entries[overlap..];
+        if fresh.is_empty() {
+            return Ok(AppendOutcome {
+                first_index,
+                appended: 0,
+                checkpoint: self.snapshot().checkpoint,
+            });
+        }
+        // The commit point.
+        w.wal.append_durable(&wal::encode_batch(size, fresh))?;
+        let applied = self
+            .apply(&mut w, fresh)
+            .and_then(|()| self.publish(w.size));
+        let checkpoint = match applied {
+            Ok(cp) => cp,
+            Err(e) => {
+                // The batch is durable in the WAL but the tiles may be half written; only a
+                // reopen (which replays the WAL) can bring them back in line.
+                tracing::error!(error = %e, "ledger append failed after commit; refusing further writes until reopened");
+                w.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        if w.wal.len() >= self.flush_bytes {
+            if let Err(e) = self.flush_locked(&mut w) {
+                tracing::error!(error = %e, "ledger flush failed; refusing further writes until reopened");
+                w.poisoned = Some(e.to_string());
+            }
+        }
+        Ok(AppendOutcome {
+            first_index,
+            appended: fresh.len() as u64,
+            checkpoint,
+        })
+    }
+
+    fn tree_size(&self) -> u64 {
+        self.snapshot().checkpoint.size
+    }
+
+    fn checkpoint(&self) -> SignedCheckpoint {
+        self.snapshot().checkpoint
+    }
+
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let size = self.tree_size();
+        if end > size || start > end {
+            return Err(LedgerError::OutOfRange {
+                index: end.max(start),
+                size,
+            });
+        }
+        let mut out = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
+        let mut i = start;
+        while i < end {
+            let (n, width) = layout::bundle_for(i, size);
+            let data = read_bundle(&self.dir, n, width)?;
+            let entries = bundle::parse(&data).map_err(|reason| LedgerError::Corrupt {
+                file: self.dir.join(layout::bundle_path(n, width)),
+                reason,
+            })?;
+            let base = n * TILE_WIDTH;
+            let from = usize::try_from(i - base).unwrap_or(usize::MAX);
+            let to = usize::try_from(end.min(base + width) - base).unwrap_or(usize::MAX);
+            if entries.len() < to {
+                return Err(LedgerError::Corrupt {
+                    file: self.dir.join(layout::bundle_path(n, width)),
+                    reason: format!("holds {} entries, expected at least {to}", entries.len()),
+                });
+            }
+            out.extend(entries[from..to].iter().map(|e| e.to_vec()));
+            i = base + to as u64;
+        }
+        Ok(out)
+    }
+
+    fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, LedgerError> {
+        let size = self.tree_size();
+        if end > size || start > end {
+            return Err(LedgerError::OutOfRange {
+                index: end.max(start),
+                size,
+            });
+        }
+        (start..end)
+            .map(|i| self.hashes.read(stored_hash_index(0, i)))
+            .collect()
+    }
+
+    fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        let current = self.tree_size();
+        if size > current {
+            return Err(LedgerError::OutOfRange {
+                index: size,
+                size: current,
+            });
+        }
+        self.root_with(
+            &Reader::file(&self.hashes, stored_hash_count(current)),
+            size,
+        )
+    }
+
+    fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, LedgerError> {
+        let current = self.tree_size();
+        if tree_size > current || index >= tree_size {
+            return Err(LedgerError::OutOfRange {
+                index,
+                size: tree_size.min(current),
+            });
+        }
+        let reader = Reader::file(&self.hashes, stored_hash_count(current));
+        tlog::prove_record(tree_size, index, &reader)
+            .map(|p| p.into_iter().map(|h| h.0).collect())
+            .map_err(tlog_err)
+    }
+
+    fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LedgerError> {
+        let current = self.tree_size();
+        if new_size > current || old_size > new_size {
+            return Err(LedgerError::OutOfRange {
+                index: new_size.max(old_size),
+                size: current,
+            });
+        }
+        if old_size == 0 || old_size == new_size {
+            // RFC 9162 §2.1.4: the proof from the empty tree, or to the same tree, is empty.
+            return Ok(Vec::new());
+        }
+        let reader = Reader::file(&self.hashes, stored_hash_count(current));
+        tlog::prove_tree(new_size, old_size, &reader)
+            .map(|p| p.into_iter().map(|h| h.0).collect())
+            .map_err(tlog_err)
+    }
+}
+
+/// Reads bundle `n` as of a tree where it holds `width` entries. A partial bundle may have been
+/// replaced by the full one (flush removes superseded partials); the full one starts with the
+/// same entries.
+fn read_bundle(dir: &Path, n: u64, width: u64) -> Result<Vec<u8>, LedgerError> {
+    let path = dir.join(layout::bundle_path(n, width));
+    match std::fs::read(&path) {
+        Ok(d) => Ok(d),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && width < TILE_WIDTH => {
+            let full = dir.join(layout::bundle_path(n, TILE_WIDTH));
+            std::fs::read(&full).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    LedgerError::Missing { file: path.clone() }
+                } else {
+                    LedgerError::Io {
+                        what: "read entry bundle",
+                        path: full.clone(),
+                        source,
+                    }
+                }
+            })
+        }
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(LedgerError::Missing { file: path })
+        }
+        Err(source) => Err(LedgerError::Io {
+            what: "read entry bundle",
+            path,
+            source,
+        }),
+    }
+}
+
+impl Drop for EmbeddedLedger {
+    fn drop(&mut self) {
+        if let Some(w) = &self.writer {
+            let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+            if w.poisoned.is_none() && !w.wal.is_empty() {
+                if let Err(e) = self.flush_locked(&mut w) {
+                    tracing::warn!(error = %e, "flush on close failed; the WAL will be replayed on the next open");
+                }
+            }
+        }
+    }
+}

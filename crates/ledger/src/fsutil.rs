@@ -1,0 +1,75 @@
+//! Small durable-file helpers.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use crate::LedgerError;
+
+/// Makes a directory's entries (created, renamed files) durable.
+pub fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| LedgerError::Io {
+            what: "sync directory",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Writes a file's full contents, creating parent directories. Not durable by itself: the
+/// caller records the path and syncs it at the next flush.
+pub fn write_file(path: &Path, data: &[u8]) -> Result<(), LedgerError> {
+    let io = |what: &'static str| {
+        move |source| LedgerError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io("create directory"))?;
+    }
+    let mut f = File::create(path).map_err(io("create file"))?;
+    f.write_all(data).map_err(io("write file"))?;
+    Ok(())
+}
+
+/// Replaces a file atomically: temporary file, rename. With `durable`, the temporary file is
+/// synced before the rename and the directory after it.
+pub fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<(), LedgerError> {
+    let tmp = path.with_extension("tmp");
+    let io = |what: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| LedgerError::Io {
+            what,
+            path: p,
+            source,
+        }
+    };
+    {
+        let mut f = File::create(&tmp).map_err(io("create file", &tmp))?;
+        f.write_all(data).map_err(io("write file", &tmp))?;
+        if durable {
+            f.sync_all().map_err(io("sync file", &tmp))?;
+        }
+    }
+    std::fs::rename(&tmp, path).map_err(io("rename file", path))?;
+    if durable {
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Syncs one file's data.
+pub fn sync_file(path: &Path) -> Result<(), LedgerError> {
+    File::open(path)
+        .and_then(|f| f.sync_data())
+        .map_err(|source| LedgerError::Io {
+            what: "sync file",
+            path: path.to_path_buf(),
+            source,
+        })
+}
