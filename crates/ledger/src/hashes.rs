@@ -91,6 +91,24 @@ impl HashFile {
         Ok(h)
     }
 
+    /// Reads consecutive hashes starting at `index` into `buf` (a multiple of 32 bytes).
+    pub fn read_into(&self, index: u64, buf: &mut [u8]) -> Result<(), LedgerError> {
+        self.file.read_exact_at(buf, index * 32).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                LedgerError::Corrupt {
+                    file: self.path.clone(),
+                    reason: format!("stored hashes from {index} are missing (file too short)"),
+                }
+            } else {
+                LedgerError::Io {
+                    what: "read hash index",
+                    path: self.path.clone(),
+                    source,
+                }
+            }
+        })
+    }
+
     /// Writes hashes starting at stored index `index` (not durable until [`HashFile::sync`]).
     pub fn write_at(&self, index: u64, hashes: &[Hash]) -> Result<(), LedgerError> {
         let mut buf = Vec::with_capacity(hashes.len() * 32);
@@ -151,24 +169,51 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Reads within this many hashes of each other are served by one `pread`: a proof's low-level
+/// siblings and a tile's hashes sit close together in stored-hash order, so this turns ~40
+/// small reads per proof into ~12.
+const COALESCE: u64 = 128;
+
 impl HashReader for Reader<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog::Hash>, tlog::Error> {
-        let mut out = Vec::with_capacity(indexes.len());
-        for &i in indexes {
+        let mut out = vec![tlog::Hash([0u8; 32]); indexes.len()];
+        // Positions of indexes to read from the file, sorted by index.
+        let mut from_file: Vec<(u64, usize)> = Vec::with_capacity(indexes.len());
+        for (pos, &i) in indexes.iter().enumerate() {
             if i >= self.pending_start {
                 let k = usize::try_from(i - self.pending_start)
                     .map_err(|_| tlog::Error::IndexesNotInTree)?;
                 let h = self.pending.get(k).ok_or(tlog::Error::IndexesNotInTree)?;
-                out.push(tlog::Hash(*h));
+                out[pos] = tlog::Hash(*h);
             } else if i < self.limit {
-                let h = self.file.read(i).map_err(|e| {
-                    tracing::error!(error = %e, "read stored hash");
-                    tlog::Error::IndexesNotInTree
-                })?;
-                out.push(tlog::Hash(h));
+                from_file.push((i, pos));
             } else {
                 return Err(tlog::Error::IndexesNotInTree);
             }
+        }
+        from_file.sort_unstable();
+        let mut buf = Vec::new();
+        let mut g = 0;
+        while g < from_file.len() {
+            let first = from_file[g].0;
+            let mut end = g + 1;
+            while end < from_file.len() && from_file[end].0 - first < COALESCE {
+                end += 1;
+            }
+            let last = from_file[end - 1].0;
+            let count = usize::try_from(last - first + 1).map_err(|_| tlog::Error::BadMath)?;
+            buf.resize(count * 32, 0);
+            self.file.read_into(first, &mut buf).map_err(|e| {
+                tracing::error!(error = %e, "read stored hashes");
+                tlog::Error::IndexesNotInTree
+            })?;
+            for &(i, pos) in &from_file[g..end] {
+                let off = usize::try_from(i - first).map_err(|_| tlog::Error::BadMath)? * 32;
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&buf[off..off + 32]);
+                out[pos] = tlog::Hash(h);
+            }
+            g = end;
         }
         Ok(out)
     }

@@ -2,6 +2,8 @@
 //! times over the same ledger. After every kill, every entry the child was told was committed
 //! must be there, byte for byte, and `fsck` must pass.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! The embedded ledger: conformance, reopening, recovery after a lost page cache, tampering,
 //! locking, and proofs for random sizes checked against the RFC 6962 definitions.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,0 +1,91 @@
+//! `cargo bench -p triplicate-ledger`: appends synthetic 1.2 KB entries in batches of 1,000 and
+//! reports the rate beside the machine bound measured in the same run (SHA-256 of the same
+//! bytes + a sequential write of the same volume with one fdatasync per batch), then the rate of
+//! inclusion proofs. `triplicate ledger bench` does the same with real, signed records.
+
+#![allow(clippy::print_stdout)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use triplicate_keys::SoftwareSigner;
+use triplicate_ledger::{EmbeddedLedger, Ledger, LedgerConfig};
+
+fn main() {
+    let n: u64 = std::env::var("BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let batch = 1000usize;
+    let entries: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut e = format!("{{\"seq\":{i},").into_bytes();
+            e.resize(1200, b'a' + (i % 26) as u8);
+            e
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = Arc::new(SoftwareSigner::generate("bench-notary"));
+
+    let t = Instant::now();
+    {
+        let l = EmbeddedLedger::open(LedgerConfig::new(dir.path().join("l"), "bench"), signer)
+            .expect("open");
+        let mut s = 0u64;
+        for c in entries.chunks(batch) {
+            l.append(s, c).expect("append");
+            s += c.len() as u64;
+        }
+        l.flush().expect("flush");
+    }
+    let ledger = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut sink = 0u8;
+    for e in &entries {
+        let mut h = Sha256::new();
+        h.update([0u8]);
+        h.update(e);
+        sink ^= h.finalize()[0];
+    }
+    let sha = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    {
+        let mut f = std::fs::File::create(dir.path().join("bound")).expect("create");
+        for c in entries.chunks(batch) {
+            let buf: Vec<u8> = c.concat();
+            f.write_all(&buf).expect("write");
+            f.sync_data().expect("sync");
+        }
+    }
+    let write = t.elapsed().as_secs_f64();
+
+    let ro = EmbeddedLedger::open_read_only(&dir.path().join("l"), None).expect("open ro");
+    let proofs: u64 = std::env::var("BENCH_PROOFS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let t = Instant::now();
+    let mut x = 88172645463325252u64;
+    for _ in 0..proofs {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ro.inclusion_proof(x % n, n).expect("proof");
+    }
+    let proof = t.elapsed().as_secs_f64();
+
+    println!("entries {n}, batch {batch}, 1200 bytes each (sink {sink})");
+    println!(
+        "ledger append:   {:>10.0} entries/s ({ledger:.3} s)",
+        n as f64 / ledger
+    );
+    println!(
+        "machine bound:   {:>10.0} entries/s (sha256 {sha:.3} s + write/fdatasync {write:.3} s)",
+        n as f64 / (sha + write)
+    );
+    println!("ratio ledger/bound: {:.2}", (sha + write) / ledger);
+    println!("inclusion proofs: {:>9.0}/s", proofs as f64 / proof);
+}
