@@ -307,8 +307,9 @@ impl EmbeddedLedger {
                 ),
             });
         }
-        // Hashes past the durable base belong to batches the WAL replays below.
-        hashes.truncate(stored_hash_count(base))?;
+        // Hashes past the durable base belong to batches the WAL replays below, which rewrites
+        // them with the same values (never truncate: a durable checkpoint may already name
+        // them, and a crash during the replay must not leave them missing).
         let partial_bundle = load_partial_bundle(&dir, base)?;
         check_right_edge(&dir, &hashes, base, &partial_bundle)?;
 
@@ -610,6 +611,9 @@ impl EmbeddedLedger {
         let cp = self.snapshot().checkpoint;
         debug_assert_eq!(cp.size, size);
         fsutil::replace_file(&self.dir.join(layout::CHECKPOINT), cp.note.as_bytes(), true)?;
+        // Restart the WAL at the new size before removing anything: until it is restarted, a
+        // reopen replays from the old base and needs the partial bundle there.
+        w.wal = Wal::create(&self.dir.join(layout::WAL), size)?;
         // Partial tiles of tiles now full and durable are no longer needed: a client holding
         // an older checkpoint reads the full tile's prefix.
         for path in full {
@@ -622,7 +626,6 @@ impl EmbeddedLedger {
                 }
             }
         }
-        w.wal = Wal::create(&self.dir.join(layout::WAL), size)?;
         w.dirty.clear();
         w.last_flush = std::time::Instant::now();
         tracing::debug!(size, "flushed ledger tiles");

@@ -17,30 +17,40 @@ pub fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
         })
 }
 
-/// Writes a file's full contents, creating parent directories. Not durable by itself: the
-/// caller records the path and syncs it at the next flush.
+/// Writes a file's full contents, creating parent directories, atomically: the data goes to a
+/// hidden temporary file beside it that is then renamed over the target. A reader (or a crash)
+/// never sees a half-written tile, even when a tile is rewritten (partial tiles of the same
+/// width at two flushes, bundles on WAL replay) while a durable checkpoint names it. Not durable
+/// by itself: the caller syncs at the next flush.
 pub fn write_file(path: &Path, data: &[u8]) -> Result<(), LedgerError> {
-    let io = |what: &'static str| {
+    let io = |what: &'static str, p: &Path| {
+        let p = p.to_path_buf();
         move |source| LedgerError::Io {
             what,
-            path: path.to_path_buf(),
+            path: p,
             source,
         }
     };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     // Create the file first and its directories only when missing: most writes go to a
     // directory that already exists, and this saves a stat and a mkdir per file.
-    let mut f = match File::create(path) {
+    let mut f = match File::create(&tmp) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io("create directory"))?;
+                std::fs::create_dir_all(parent).map_err(io("create directory", parent))?;
             }
-            File::create(path).map_err(io("create file"))?
+            File::create(&tmp).map_err(io("create file", &tmp))?
         }
-        Err(e) => return Err(io("create file")(e)),
+        Err(e) => return Err(io("create file", &tmp)(e)),
     };
-    f.write_all(data).map_err(io("write file"))?;
-    Ok(())
+    f.write_all(data).map_err(io("write file", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io("rename file", path))
 }
 
 /// Replaces a file atomically: temporary file, rename. With `durable`, the temporary file is

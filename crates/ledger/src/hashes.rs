@@ -120,13 +120,6 @@ impl HashFile {
             .map_err(self.io("write hash index"))
     }
 
-    /// Cuts the file to `count` hashes.
-    pub fn truncate(&self, count: u64) -> Result<(), LedgerError> {
-        self.file
-            .set_len(count * 32)
-            .map_err(self.io("truncate hash index"))
-    }
-
     /// Makes the file durable.
     pub fn sync(&self) -> Result<(), LedgerError> {
         self.file.sync_data().map_err(self.io("sync hash index"))
