@@ -337,7 +337,7 @@ impl EmbeddedLedger {
         };
         let mut replayed = 0u64;
         for batch in &contents.batches {
-            ledger.apply(&mut writer, &batch.entries)?;
+            ledger.apply(&mut writer, &batch.entries, true)?;
             replayed += batch.entries.len() as u64;
         }
         if replayed > 0 {
@@ -465,7 +465,15 @@ impl EmbeddedLedger {
 
     /// Derives and writes stored hashes, bundles and tiles for `entries` appended at
     /// `writer.size`. Not durable: the WAL is.
-    fn apply(&self, writer: &mut Writer, entries: &[Vec<u8>]) -> Result<(), LedgerError> {
+    ///
+    /// `replaying` is true when re-applying WAL batches on open: the files may then already be
+    /// named by a durable checkpoint, so they are replaced atomically.
+    fn apply(
+        &self,
+        writer: &mut Writer,
+        entries: &[Vec<u8>],
+        replaying: bool,
+    ) -> Result<(), LedgerError> {
         let start = writer.size;
         let end = start + entries.len() as u64;
         let pending_start = stored_hash_count(start);
@@ -491,7 +499,7 @@ impl EmbeddedLedger {
             in_bundle += 1;
             if in_bundle == TILE_WIDTH {
                 let path = self.dir.join(layout::bundle_path(bundle_n, TILE_WIDTH));
-                fsutil::write_file(&path, &writer.partial_bundle)?;
+                fsutil::write_file(&path, &writer.partial_bundle, replaying)?;
                 writer.dirty.insert((ENTRIES_LEVEL, bundle_n), TILE_WIDTH);
                 writer.partial_bundle.clear();
                 bundle_n += 1;
@@ -515,7 +523,7 @@ impl EmbeddedLedger {
             let path = self
                 .dir
                 .join(layout::tile_path(t.level(), t.level_index(), width));
-            fsutil::write_file(&path, &data)?;
+            fsutil::write_file(&path, &data, replaying)?;
             writer.dirty.insert((t.level(), t.level_index()), width);
         }
         writer.size = end;
@@ -549,6 +557,7 @@ impl EmbeddedLedger {
             fsutil::write_file(
                 &self.dir.join(layout::bundle_path(n, width)),
                 &w.partial_bundle,
+                true,
             )?;
             w.dirty.insert((ENTRIES_LEVEL, n), width);
         }
@@ -566,7 +575,11 @@ impl EmbeddedLedger {
                 let data = Tile::new(TILE_HEIGHT, level, n, w32, false)
                     .read_data(&reader)
                     .map_err(tlog_err)?;
-                fsutil::write_file(&self.dir.join(layout::tile_path(level, n, width)), &data)?;
+                fsutil::write_file(
+                    &self.dir.join(layout::tile_path(level, n, width)),
+                    &data,
+                    true,
+                )?;
                 w.dirty.insert((level, n), width);
             }
             level += 1;
@@ -794,7 +807,9 @@ impl Ledger for EmbeddedLedger {
         }
         // The commit point.
         w.wal.append_durable(&wal::encode_batch(size, fresh))?;
-        let applied = self.apply(&mut w, fresh).and_then(|()| self.publish(&w));
+        let applied = self
+            .apply(&mut w, fresh, false)
+            .and_then(|()| self.publish(&w));
         let checkpoint = match applied {
             Ok(cp) => cp,
             Err(e) => {

@@ -22,7 +22,11 @@ pub fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
 /// never sees a half-written tile, even when a tile is rewritten (partial tiles of the same
 /// width at two flushes, bundles on WAL replay) while a durable checkpoint names it. Not durable
 /// by itself: the caller syncs at the next flush.
-pub fn write_file(path: &Path, data: &[u8]) -> Result<(), LedgerError> {
+///
+/// With `atomic == false` the target is written in place: only for files that no durable
+/// checkpoint can name yet (a full tile completed by the batch being appended), where a torn
+/// write after a crash is simply rewritten by the WAL replay. It saves a rename per file.
+pub fn write_file(path: &Path, data: &[u8], atomic: bool) -> Result<(), LedgerError> {
     let io = |what: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |source| LedgerError::Io {
@@ -35,7 +39,11 @@ pub fn write_file(path: &Path, data: &[u8]) -> Result<(), LedgerError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let tmp = if atomic {
+        path.with_file_name(format!(".{name}.tmp"))
+    } else {
+        path.to_path_buf()
+    };
     // Create the file first and its directories only when missing: most writes go to a
     // directory that already exists, and this saves a stat and a mkdir per file.
     let mut f = match File::create(&tmp) {
@@ -50,7 +58,10 @@ pub fn write_file(path: &Path, data: &[u8]) -> Result<(), LedgerError> {
     };
     f.write_all(data).map_err(io("write file", &tmp))?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(io("rename file", path))
+    if atomic {
+        std::fs::rename(&tmp, path).map_err(io("rename file", path))?;
+    }
+    Ok(())
 }
 
 /// Replaces a file atomically: temporary file, rename. With `durable`, the temporary file is
