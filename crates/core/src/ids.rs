@@ -121,7 +121,10 @@ impl fmt::Display for KeyId {
 impl FromStr for KeyId {
     type Err = KeyIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(KeyId(s.to_owned()))
         } else {
             Err(KeyIdError(s.to_owned()))

@@ -4,10 +4,24 @@
 //! bytes (RFC 8785 JCS); the domain-separated digests that approvals and the notary sign; the
 //! RFC 6962 leaf hash the ledger stores.
 //!
-//! Must not know: files, databases, networks, clocks, key storage or any signature algorithm's
-//! implementation. It is pure and synchronous: the same input gives the same bytes on every
-//! machine, in every store, in every language that implements JCS.
+//! Must not know: files, databases, networks, key storage or any signature algorithm's
+//! implementation. It is pure and synchronous (the one clock read is `Timestamp::now`): the same
+//! input gives the same bytes on every machine, in every store, in every language that
+//! implements JCS.
 
+pub mod canonical;
+pub mod digest;
+pub mod error;
 pub mod ids;
+pub mod limits;
+pub mod receipt;
+pub mod record;
+pub mod timestamp;
 
+pub use error::{Problem, ValidationError};
 pub use ids::{Algorithm, Hash, KeyId, KeyIdError};
+pub use receipt::{Receipt, RECEIPT_VERSION};
+pub use record::{
+    Approval, Attachment, Decision, NotarySignature, Record, UnsignedRecord, RECORD_VERSION,
+};
+pub use timestamp::{Timestamp, TimestampError};

@@ -19,7 +19,7 @@ mod fsutil;
 mod hashes;
 pub mod layout;
 pub mod proof;
-// pub mod receipt; (enabled once core has Receipt)
+pub mod receipt;
 mod wal;
 
 use std::path::PathBuf;

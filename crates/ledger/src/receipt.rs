@@ -34,16 +34,22 @@ pub struct VerifiedReceipt {
 }
 
 /// Verifies a receipt with the notary's note verifier key (`<name>+<hex>+<base64>`).
-pub fn verify_receipt(receipt: &Receipt, notary_vkey: &str) -> Result<VerifiedReceipt, ReceiptError> {
+pub fn verify_receipt(
+    receipt: &Receipt,
+    notary_vkey: &str,
+) -> Result<VerifiedReceipt, ReceiptError> {
     // 1. The record's bytes give the leaf hash the receipt claims.
     receipt
         .check_self_consistent()
         .map_err(|e| ReceiptError::LeafHash(e.to_string()))?;
-    let leaf = receipt.record.leaf_hash();
+    let leaf = receipt
+        .record
+        .leaf_hash()
+        .map_err(|e| ReceiptError::LeafHash(e.to_string()))?;
 
     // 2. The notary signed the record.
-    let (_, notary) =
-        parse_note_verifier_key(notary_vkey).map_err(|e| ReceiptError::Checkpoint(e.to_string()))?;
+    let (_, notary) = parse_note_verifier_key(notary_vkey)
+        .map_err(|e| ReceiptError::Checkpoint(e.to_string()))?;
     let sig = &receipt.record.notary;
     if sig.alg != notary.alg() || sig.key_id != notary.key_id() {
         return Err(ReceiptError::NotarySignature(format!(
@@ -67,8 +73,14 @@ pub fn verify_receipt(receipt: &Receipt, notary_vkey: &str) -> Result<VerifiedRe
         .map_err(|e| ReceiptError::Checkpoint(e.to_string()))?;
 
     // 4. The leaf is in the checkpoint's tree.
-    proof::verify_inclusion(&receipt.inclusion_proof, receipt.seq, cp.size, &cp.root, &leaf)
-        .map_err(|e| ReceiptError::Inclusion(e.to_string()))?;
+    proof::verify_inclusion(
+        &receipt.inclusion_proof,
+        receipt.seq,
+        cp.size,
+        &cp.root,
+        &leaf,
+    )
+    .map_err(|e| ReceiptError::Inclusion(e.to_string()))?;
     Ok(VerifiedReceipt {
         seq: receipt.seq,
         leaf_hash: leaf,

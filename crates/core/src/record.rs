@@ -1,0 +1,593 @@
+//! The governance record: decisions, approvals, the notarised record, and their validation.
+//!
+//! Parsing is strict (unknown fields refused, canonical text for ids and times) so that a parsed
+//! value re-serialises to exactly the bytes it was signed as. Absent, `null` and empty optional
+//! fields (`supersedes`, `attachments`, an attachment's `name`) are the same thing, and the
+//! canonical form omits them.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::canonical::{to_jcs, CanonicalError};
+use crate::digest::{approval_message, domain_hash, leaf_hash, DECISION_DOMAIN, RECORD_DOMAIN};
+use crate::error::{from_serde, Problems, ValidationError};
+use crate::limits::*;
+use crate::{Algorithm, Hash, KeyId, Timestamp};
+
+/// The record format version this code writes and reads.
+pub const RECORD_VERSION: u32 = 1;
+
+/// UUIDs as canonical lowercase hyphenated text only.
+mod strict_uuid {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(u: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&u.hyphenated().to_string())
+    }
+
+    pub fn parse(s: &str) -> Result<Uuid, String> {
+        let u = Uuid::try_parse(s).map_err(|e| format!("{s:?} is not a UUID: {e}"))?;
+        let canonical = u.hyphenated().to_string();
+        if canonical != s {
+            return Err(format!("{s:?} is not canonical; write {canonical:?}"));
+        }
+        Ok(u)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(u: &Option<Uuid>, s: S) -> Result<S::Ok, S::Error> {
+            match u {
+                Some(u) => super::serialize(u, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                Some(s) => parse(&s).map(Some).map_err(serde::de::Error::custom),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// Bytes as standard, padded base64, decoded strictly.
+pub(crate) mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(&s)
+            .map_err(|e| serde::de::Error::custom(format!("not standard padded base64: {e}")))
+    }
+}
+
+fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A document referenced by digest rather than carried in the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// SHA-256 of the document, 64 lowercase hex digits.
+    pub sha256: String,
+    /// `type/subtype`, lowercase.
+    pub media_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// A human name for the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What people propose and approvers sign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// UUIDv7, canonical text.
+    #[serde(with = "strict_uuid")]
+    pub id: Uuid,
+    /// Dotted lowercase name, e.g. `budget.approval`.
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    /// Kind-specific data, a JSON object.
+    pub payload: Map<String, Value>,
+    pub proposed_at: Timestamp,
+    /// The decision this one replaces.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "strict_uuid::option"
+    )]
+    pub supersedes: Option<Uuid>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
+    pub attachments: Vec<Attachment>,
+}
+
+/// One approver's signature over a decision (see [`approval_message`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub key_id: KeyId,
+    pub alg: Algorithm,
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+    pub signed_at: Timestamp,
+}
+
+/// The notary's signature over a record's other fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotarySignature {
+    pub key_id: KeyId,
+    pub alg: Algorithm,
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+}
+
+/// A record before the notary signs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnsignedRecord {
+    pub version: u32,
+    pub seq: u64,
+    pub decision: Decision,
+    pub approvals: Vec<Approval>,
+    pub recorded_at: Timestamp,
+}
+
+/// What the three stores hold. `record_bytes = JCS(record)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub version: u32,
+    /// The record's index in the ledger.
+    pub seq: u64,
+    pub decision: Decision,
+    pub approvals: Vec<Approval>,
+    pub recorded_at: Timestamp,
+    pub notary: NotarySignature,
+}
+
+fn is_kind(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|part| {
+            let mut c = part.chars();
+            matches!(c.next(), Some('a'..='z'))
+                && c.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        })
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn check_numbers(path: &str, v: &Value, p: &mut Problems) {
+    match v {
+        Value::Number(n) => {
+            let big = if let Some(i) = n.as_i64() {
+                i.unsigned_abs() > SAFE_INTEGER as u64
+            } else if let Some(u) = n.as_u64() {
+                u > SAFE_INTEGER as u64
+            } else {
+                n.as_f64().is_none_or(|f| f.abs() > SAFE_INTEGER)
+            };
+            if big {
+                p.push(
+                    path,
+                    format!(
+                        "{n} is outside ±2^53: numbers outside ±2^53 cannot be reproduced \
+                         exactly by every store and language; send it as a string"
+                    ),
+                );
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                check_numbers(&format!("{path}[{i}]"), x, p);
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                check_numbers(&format!("{path}.{k}"), x, p);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_text(path: &str, s: &str, allow_newlines: bool, p: &mut Problems) {
+    if s.chars()
+        .any(|c| c.is_control() && !(allow_newlines && matches!(c, '\n' | '\r' | '\t')))
+    {
+        p.push(path, "contains control characters");
+    }
+}
+
+impl Attachment {
+    fn check(&self, path: &str, p: &mut Problems) {
+        if self.sha256.len() != 64
+            || !self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            p.push(
+                format!("{path}.sha256"),
+                "must be 64 lowercase hex digits (a SHA-256 digest)",
+            );
+        }
+        let mt = &self.media_type;
+        let ok_mt = mt.len() <= MEDIA_TYPE_MAX_LEN
+            && mt.split_once('/').is_some_and(|(a, b)| {
+                let tok = |t: &str| {
+                    !t.is_empty()
+                        && t.bytes().all(|c| {
+                            c.is_ascii_lowercase()
+                                || c.is_ascii_digit()
+                                || b"!#$&-^_.+".contains(&c)
+                        })
+                };
+                tok(a) && tok(b)
+            });
+        if !ok_mt {
+            p.push(
+                format!("{path}.media_type"),
+                format!(
+                    "must be a lowercase type/subtype of at most {MEDIA_TYPE_MAX_LEN} characters"
+                ),
+            );
+        }
+        if self.size as f64 > SAFE_INTEGER {
+            p.push(format!("{path}.size"), "is larger than 2^53");
+        }
+        if let Some(name) = &self.name {
+            if name.chars().count() > TITLE_MAX_CHARS {
+                p.push(
+                    format!("{path}.name"),
+                    format!("is longer than {TITLE_MAX_CHARS} characters"),
+                );
+            }
+            check_text(&format!("{path}.name"), name, false, p);
+        }
+    }
+}
+
+impl Decision {
+    /// Parses and validates a decision from JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Decision, ValidationError> {
+        let mut d: Decision = serde_json::from_slice(bytes).map_err(|e| from_serde("", &e))?;
+        d.normalise();
+        d.validate("")?;
+        Ok(d)
+    }
+
+    fn normalise(&mut self) {
+        for a in &mut self.attachments {
+            if a.name.as_deref() == Some("") {
+                a.name = None;
+            }
+        }
+    }
+
+    /// Checks every rule; `prefix` is the field path of the decision (`""` or `"decision"`).
+    pub fn validate(&self, prefix: &str) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        self.check(prefix, &mut p);
+        p.into_result()
+    }
+
+    fn check(&self, prefix: &str, p: &mut Problems) {
+        let f = |name: &str| {
+            if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{prefix}.{name}")
+            }
+        };
+        if self.id.get_version_num() != 7 {
+            p.push(
+                f("id"),
+                format!(
+                    "must be a UUIDv7 (time-ordered); this is version {}",
+                    self.id.get_version_num()
+                ),
+            );
+        }
+        if self.kind.len() > KIND_MAX_LEN || !is_kind(&self.kind) {
+            p.push(
+                f("kind"),
+                format!(
+                    "must be a dotted lowercase name like \"budget.approval\" \
+                     (letters, digits, '_'; each part starts with a letter; at most {KIND_MAX_LEN} characters)"
+                ),
+            );
+        }
+        let title_chars = self.title.chars().count();
+        if title_chars == 0 || self.title.trim().is_empty() {
+            p.push(f("title"), "must not be empty");
+        } else if title_chars > TITLE_MAX_CHARS {
+            p.push(
+                f("title"),
+                format!("is {title_chars} characters; at most {TITLE_MAX_CHARS} are allowed"),
+            );
+        }
+        check_text(&f("title"), &self.title, false, p);
+        if self.body.len() > BODY_MAX_BYTES {
+            p.push(
+                f("body"),
+                format!(
+                    "is {} bytes; at most {BODY_MAX_BYTES} are allowed (reference larger documents from attachments)",
+                    self.body.len()
+                ),
+            );
+        }
+        check_text(&f("body"), &self.body, true, p);
+        let payload = Value::Object(self.payload.clone());
+        check_numbers(&f("payload"), &payload, p);
+        let d = depth(&payload);
+        if d > PAYLOAD_MAX_DEPTH {
+            p.push(
+                f("payload"),
+                format!("nests {d} levels deep; at most {PAYLOAD_MAX_DEPTH} are allowed"),
+            );
+        }
+        match to_jcs(&payload) {
+            Ok(b) if b.len() > PAYLOAD_MAX_BYTES => p.push(
+                f("payload"),
+                format!(
+                    "is {} bytes canonicalised; at most {PAYLOAD_MAX_BYTES} are allowed (reference larger documents from attachments)",
+                    b.len()
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => p.push(f("payload"), e.to_string()),
+        }
+        if self.supersedes == Some(self.id) {
+            p.push(f("supersedes"), "a decision cannot supersede itself");
+        }
+        if self.attachments.len() > ATTACHMENTS_MAX {
+            p.push(
+                f("attachments"),
+                format!(
+                    "has {} entries; at most {ATTACHMENTS_MAX} are allowed",
+                    self.attachments.len()
+                ),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, a) in self.attachments.iter().enumerate() {
+            let path = f(&format!("attachments[{i}]"));
+            a.check(&path, p);
+            if !seen.insert(a.sha256.as_str()) {
+                p.push(format!("{path}.sha256"), "duplicates an earlier attachment");
+            }
+        }
+    }
+
+    /// RFC 8785 canonical bytes.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
+        to_jcs(self)
+    }
+
+    /// `SHA-256("triplicate/decision/v1\n" || JCS(decision))`.
+    pub fn digest(&self) -> Result<Hash, CanonicalError> {
+        Ok(domain_hash(DECISION_DOMAIN, &self.canonical_bytes()?))
+    }
+}
+
+impl Approval {
+    /// Parses one approval from JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Approval, ValidationError> {
+        let a: Approval = serde_json::from_slice(bytes).map_err(|e| from_serde("", &e))?;
+        let mut p = Problems::default();
+        a.check("", &mut p);
+        p.into_result()?;
+        Ok(a)
+    }
+
+    fn check(&self, path: &str, p: &mut Problems) {
+        let expected = self.alg.signature_len();
+        if self.signature.len() != expected {
+            let field = if path.is_empty() {
+                "signature".to_owned()
+            } else {
+                format!("{path}.signature")
+            };
+            p.push(
+                field,
+                format!(
+                    "is {} bytes; an {} signature is {expected}",
+                    self.signature.len(),
+                    self.alg
+                ),
+            );
+        }
+    }
+
+    /// The message this approval's key signed, for a decision with `decision_digest`.
+    pub fn message(&self, decision_digest: &Hash) -> Result<Vec<u8>, CanonicalError> {
+        approval_message(decision_digest, &self.key_id, self.alg, &self.signed_at)
+    }
+}
+
+fn check_approvals(path: &str, approvals: &[Approval], p: &mut Problems) {
+    if approvals.is_empty() {
+        p.push(path, "a record needs at least one approval");
+    }
+    if approvals.len() > APPROVALS_MAX {
+        p.push(
+            path,
+            format!(
+                "has {} approvals; at most {APPROVALS_MAX} are allowed",
+                approvals.len()
+            ),
+        );
+    }
+    for (i, a) in approvals.iter().enumerate() {
+        let ap = format!("{path}[{i}]");
+        a.check(&ap, p);
+        if i > 0 {
+            let prev = &approvals[i - 1].key_id;
+            if *prev == a.key_id {
+                p.push(
+                    format!("{ap}.key_id"),
+                    format!("key {} approves twice", a.key_id),
+                );
+            } else if *prev > a.key_id {
+                p.push(
+                    format!("{ap}.key_id"),
+                    "approvals must be sorted by key_id (canonical order)",
+                );
+            }
+        }
+    }
+}
+
+impl UnsignedRecord {
+    /// Checks every rule, including the record size limit (with a notary signature's room).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        if self.version != RECORD_VERSION {
+            p.push("version", format!("must be {RECORD_VERSION}"));
+        }
+        if self.seq as f64 > SAFE_INTEGER {
+            p.push("seq", "is larger than 2^53");
+        }
+        self.decision.check("decision", &mut p);
+        check_approvals("approvals", &self.approvals, &mut p);
+        p.into_result()
+    }
+
+    /// What the notary signs: `"triplicate/record/v1\n" || JCS(record without "notary")`.
+    pub fn notary_message(&self) -> Result<Vec<u8>, CanonicalError> {
+        let mut msg = RECORD_DOMAIN.to_vec();
+        msg.extend_from_slice(&to_jcs(self)?);
+        Ok(msg)
+    }
+
+    /// The record with the notary's signature.
+    pub fn with_notary(self, notary: NotarySignature) -> Record {
+        Record {
+            version: self.version,
+            seq: self.seq,
+            decision: self.decision,
+            approvals: self.approvals,
+            recorded_at: self.recorded_at,
+            notary,
+        }
+    }
+}
+
+impl Record {
+    /// Parses and validates record bytes (from a store, a receipt, a file).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Record, ValidationError> {
+        if bytes.len() > RECORD_MAX_BYTES {
+            return Err(ValidationError::one(
+                "(record)",
+                format!(
+                    "is {} bytes; at most {RECORD_MAX_BYTES} are allowed",
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut r: Record = serde_json::from_slice(bytes).map_err(|e| from_serde("", &e))?;
+        r.decision.normalise();
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// Like [`Record::from_bytes`], and also refuses bytes that are not already canonical: what a
+    /// store holds must be exactly `JCS(record)`, or its leaf hash would not be re-derivable.
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Record, ValidationError> {
+        let r = Record::from_bytes(bytes)?;
+        match r.to_bytes() {
+            Ok(b) if b == bytes => Ok(r),
+            Ok(_) => Err(ValidationError::one(
+                "(record)",
+                "is valid but not in RFC 8785 canonical form",
+            )),
+            Err(e) => Err(ValidationError::one("(record)", e.to_string())),
+        }
+    }
+
+    /// Checks every rule, including the size of the canonical bytes.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        if let Err(e) = self.unsigned().validate() {
+            p.0.extend(e.problems);
+        }
+        let expected = self.notary.alg.signature_len();
+        if self.notary.signature.len() != expected {
+            p.push(
+                "notary.signature",
+                format!(
+                    "is {} bytes; an {} signature is {expected}",
+                    self.notary.signature.len(),
+                    self.notary.alg
+                ),
+            );
+        }
+        match self.to_bytes() {
+            Ok(b) if b.len() > RECORD_MAX_BYTES => p.push(
+                "(record)",
+                format!(
+                    "is {} bytes canonicalised; at most {RECORD_MAX_BYTES} are allowed (C2SP entry bundles hold entries under 64 KiB; reference large documents from attachments)",
+                    b.len()
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => p.push("(record)", e.to_string()),
+        }
+        p.into_result()
+    }
+
+    /// The record without its notary signature.
+    pub fn unsigned(&self) -> UnsignedRecord {
+        UnsignedRecord {
+            version: self.version,
+            seq: self.seq,
+            decision: self.decision.clone(),
+            approvals: self.approvals.clone(),
+            recorded_at: self.recorded_at,
+        }
+    }
+
+    /// `record_bytes = JCS(record)`.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
+        to_jcs(self)
+    }
+
+    /// `SHA-256(0x00 || record_bytes)`.
+    pub fn leaf_hash(&self) -> Result<Hash, CanonicalError> {
+        Ok(leaf_hash(&self.to_bytes()?))
+    }
+
+    /// The message the notary signed.
+    pub fn notary_message(&self) -> Result<Vec<u8>, CanonicalError> {
+        self.unsigned().notary_message()
+    }
+}

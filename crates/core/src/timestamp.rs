@@ -1,0 +1,137 @@
+//! RFC 3339 UTC timestamps in one canonical text form, so a record's bytes never depend on how
+//! a client chose to write a time.
+//!
+//! Canonical form: `YYYY-MM-DDTHH:MM:SS[.F]Z` with an uppercase `T` and `Z`, and a fraction of
+//! 1–9 digits without trailing zeros. Other RFC 3339 forms (offsets, lowercase, `.120`) are
+//! refused with the canonical spelling in the error, rather than silently rewritten: an
+//! approver's signature covers the bytes, so a rewrite would break it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// A UTC instant, nanosecond precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(OffsetDateTime);
+
+/// Why a string is not a canonical timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimestampError(pub String);
+
+impl Timestamp {
+    /// Now, from the system clock.
+    pub fn now() -> Timestamp {
+        Timestamp(OffsetDateTime::now_utc())
+    }
+
+    /// From nanoseconds since the Unix epoch.
+    pub fn from_unix_nanos(nanos: i128) -> Result<Timestamp, TimestampError> {
+        OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .map(Timestamp)
+            .map_err(|e| TimestampError(format!("{nanos} ns is out of range: {e}")))
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub fn unix_nanos(&self) -> i128 {
+        self.0.unix_timestamp_nanos()
+    }
+
+    /// The instant as a `time` value.
+    pub fn as_offset_date_time(&self) -> OffsetDateTime {
+        self.0
+    }
+
+    fn canonical(&self) -> String {
+        let t = self.0;
+        let mut s = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        let nanos = t.nanosecond();
+        if nanos > 0 {
+            let frac = format!("{nanos:09}");
+            s.push('.');
+            s.push_str(frac.trim_end_matches('0'));
+        }
+        s.push('Z');
+        s
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.canonical())
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = TimestampError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parsed = OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|e| TimestampError(format!("{s:?} is not an RFC 3339 timestamp: {e}")))?;
+        let t = Timestamp(parsed.to_offset(UtcOffset::UTC));
+        if !(0..=9999).contains(&t.0.year()) {
+            return Err(TimestampError(format!("{s:?} is outside years 0000-9999")));
+        }
+        let canonical = t.canonical();
+        if canonical != s {
+            return Err(TimestampError(format!(
+                "{s:?} is not canonical UTC; write {canonical:?}"
+            )));
+        }
+        Ok(t)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.canonical())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_forms_round_trip() {
+        for s in [
+            "2026-11-22T11:25:37Z",
+            "2026-01-01T00:00:00.12Z",
+            "2026-02-28T23:59:59.000000001Z",
+        ] {
+            assert_eq!(s.parse::<Timestamp>().unwrap().to_string(), s);
+        }
+        let now = Timestamp::now();
+        assert_eq!(now.to_string().parse::<Timestamp>().unwrap(), now);
+    }
+
+    #[test]
+    fn other_forms_are_refused_with_the_canonical_spelling() {
+        let e = "2026-01-01T10:00:00.120Z".parse::<Timestamp>().unwrap_err();
+        assert!(e.0.contains("\"2026-01-01T10:00:00.12Z\""), "{e}");
+        let e = "2026-01-01T11:00:00+01:00"
+            .parse::<Timestamp>()
+            .unwrap_err();
+        assert!(e.0.contains("\"2026-01-01T10:00:00Z\""), "{e}");
+        assert!("2026-01-01t10:00:00z".parse::<Timestamp>().is_err());
+        assert!("2026-02-30T10:00:00Z".parse::<Timestamp>().is_err());
+        assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+}
