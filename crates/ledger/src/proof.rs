@@ -15,6 +15,27 @@ pub enum ProofError {
     BadSizes { old: u64, new: u64 },
     #[error("the proof does not lead to the expected root")]
     Mismatch,
+    #[error(
+        "the proof has {len} hashes; no proof for a tree under 2^64 entries has more than {max}"
+    )]
+    TooLong { len: usize, max: usize },
+}
+
+/// Longest possible inclusion proof (one hash per tree level).
+pub const MAX_INCLUSION_HASHES: usize = 64;
+/// Longest possible consistency proof.
+pub const MAX_CONSISTENCY_HASHES: usize = 128;
+
+// The proof checkers recurse once per hash; an untrusted receipt with a million hashes must be
+// refused before it can exhaust the stack.
+fn check_len(proof: &[Hash], max: usize) -> Result<(), ProofError> {
+    if proof.len() > max {
+        return Err(ProofError::TooLong {
+            len: proof.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// RFC 6962 leaf hash of an entry: `SHA-256(0x00 || entry)`.
@@ -37,6 +58,7 @@ pub fn verify_inclusion(
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
+    check_len(proof, MAX_INCLUSION_HASHES)?;
     tlog::check_record(
         &to_tlog(proof),
         size,
@@ -56,6 +78,7 @@ pub fn verify_consistency(
     new_size: u64,
     new_root: &Hash,
 ) -> Result<(), ProofError> {
+    check_len(proof, MAX_CONSISTENCY_HASHES)?;
     if old_size == new_size {
         return if proof.is_empty() && old_root == new_root {
             Ok(())
@@ -299,5 +322,21 @@ mod tests {
         let mut c = subproof(4, &ls, true);
         c.pop();
         assert!(verify_consistency(&c, 4, &mth(&ls[..4]), 13, &root).is_err());
+    }
+
+    #[test]
+    fn absurdly_long_proofs_are_refused_before_recursing() {
+        let long = vec![[0u8; 32]; 1_000_000];
+        assert_eq!(
+            verify_inclusion(&long, 0, u64::MAX, &[0; 32], &[0; 32]),
+            Err(ProofError::TooLong {
+                len: 1_000_000,
+                max: MAX_INCLUSION_HASHES
+            })
+        );
+        assert!(matches!(
+            verify_consistency(&long, 1, &[0; 32], u64::MAX, &[0; 32]),
+            Err(ProofError::TooLong { .. })
+        ));
     }
 }
