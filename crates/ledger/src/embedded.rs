@@ -242,18 +242,26 @@ impl EmbeddedLedger {
         let hashes_path = dir.join(layout::HASHES);
 
         let Some(checkpoint) = checkpoint else {
-            // A fresh ledger, unless something else is already there.
-            for f in [&wal_path, &hashes_path] {
-                if f.exists() {
-                    return Err(LedgerError::Missing {
-                        file: dir.join(layout::CHECKPOINT),
-                    });
-                }
-            }
-            if dir.join("tile").exists() {
+            // A fresh ledger, unless something was ever acknowledged here. Creation writes
+            // `notary.vkey`, `hashes`, `wal` and last `checkpoint`; a crash part way leaves an
+            // empty WAL and no tiles, which is still a fresh ledger.
+            let wal_has_batches = if wal_path.exists() {
+                let c = Wal::read(&wal_path)?;
+                c.base_size > 0 || !c.batches.is_empty()
+            } else {
+                false
+            };
+            if wal_has_batches || dir.join("tile").exists() {
                 return Err(LedgerError::Missing {
                     file: dir.join(layout::CHECKPOINT),
                 });
+            }
+            if hashes_path.exists() {
+                std::fs::remove_file(&hashes_path).map_err(|source| LedgerError::Io {
+                    what: "reset hash index",
+                    path: hashes_path.clone(),
+                    source,
+                })?;
             }
             let hashes = HashFile::open(&hashes_path, true)?;
             hashes.sync()?;

@@ -257,6 +257,25 @@ fn open_refuses_files_that_disagree_with_the_checkpoint() {
     EmbeddedLedger::open(config(dir.path()), s).unwrap();
 }
 
+#[test]
+fn a_crash_during_creation_leaves_a_ledger_that_opens_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = signer();
+    drop(EmbeddedLedger::open(config(dir.path()), s.clone()).unwrap());
+    // As if the creating process died before writing its first checkpoint.
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let l = EmbeddedLedger::open(config(dir.path()), s.clone()).unwrap();
+    assert_eq!(l.tree_size(), 0);
+    fill(&l, 3, 3);
+    drop(l);
+    // With entries acknowledged, a missing checkpoint is damage, not a fresh start.
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    assert!(matches!(
+        EmbeddedLedger::open(config(dir.path()), s),
+        Err(LedgerError::Missing { .. })
+    ));
+}
+
 fn flip(path: &Path, at: usize) {
     let mut d = std::fs::read(path).unwrap();
     let i = at.min(d.len() - 1);
