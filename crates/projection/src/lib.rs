@@ -1,0 +1,1 @@
+//! `triplicate-projection`: (being built for issue 3)

@@ -1,0 +1,1 @@
+//! `triplicate-stream`: (being built for issue 3)
