@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=ensure-postgres.sh
+. scripts/ensure-postgres.sh
+ensure_postgres
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
