@@ -3,7 +3,6 @@
 //! SHA-256 over every entry plus a sequential write of the same volume with one `fdatasync` per
 //! batch (the durability the ledger gives). Timings are reported, never asserted.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +11,6 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use triplicate_keys::{note::note_verifier_key, Signer, SoftwareSigner};
 use triplicate_ledger::proof::{leaf_hash, verify_inclusion};
 use triplicate_ledger::{EmbeddedLedger, Ledger, LedgerConfig};
@@ -109,34 +107,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let ledger_secs = t.elapsed().as_secs_f64();
 
-    // The bound: hash every entry, write the same volume sequentially with one fdatasync per
-    // batch.
-    let t = Instant::now();
-    let mut sink = 0u8;
-    for e in &entries {
-        let mut h = Sha256::new();
-        h.update([0u8]);
-        h.update(e);
-        sink ^= h.finalize()[0];
-    }
-    let sha_secs = t.elapsed().as_secs_f64();
-    let bound_path = a.data_dir.join("bench-bound.tmp");
-    let t = Instant::now();
-    {
-        let mut f = std::fs::File::create(&bound_path).context("create bound file")?;
-        for chunk in entries.chunks(a.batch as usize) {
-            let mut buf = Vec::with_capacity(chunk.iter().map(|e| e.len() + 4).sum());
-            for e in chunk {
-                buf.extend_from_slice(&(e.len() as u32).to_be_bytes());
-                buf.extend_from_slice(e);
-            }
-            f.write_all(&buf)?;
-            f.sync_data()?;
-        }
-    }
-    let write_secs = t.elapsed().as_secs_f64();
-    std::fs::remove_file(&bound_path).ok();
-    let bound_secs = sha_secs + write_secs;
+    // The bound, in the same run.
+    let bound = triplicate_ledger::bound::measure(&entries, a.batch as usize, &a.data_dir)
+        .context("measure the machine bound")?;
+    let (sha_secs, write_secs, bound_secs) =
+        (bound.sha256_seconds, bound.write_seconds, bound.seconds());
 
     // Proofs.
     let ro = EmbeddedLedger::open_read_only(&dir, None)?;
@@ -181,7 +156,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "proof_seconds": proof_secs,
         "proofs_per_second": proofs_per_sec,
         "mean_proof_hashes": proof_len as f64 / a.proofs.max(1) as f64,
-        "_sink": sink,
     });
     if a.json {
         println!("{v}");

@@ -5,11 +5,9 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use triplicate_keys::SoftwareSigner;
 use triplicate_ledger::{EmbeddedLedger, Ledger, LedgerConfig};
 
@@ -71,25 +69,8 @@ fn main() {
     }
     let ledger = t.elapsed().as_secs_f64();
 
-    let t = Instant::now();
-    let mut sink = 0u8;
-    for e in &entries {
-        let mut h = Sha256::new();
-        h.update([0u8]);
-        h.update(e);
-        sink ^= h.finalize()[0];
-    }
-    let sha = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    {
-        let mut f = std::fs::File::create(dir.path().join("bound")).expect("create");
-        for c in entries.chunks(batch) {
-            let buf: Vec<u8> = c.concat();
-            f.write_all(&buf).expect("write");
-            f.sync_data().expect("sync");
-        }
-    }
-    let write = t.elapsed().as_secs_f64();
+    let bound = triplicate_ledger::bound::measure(&entries, batch, dir.path()).expect("bound");
+    let (sha, write) = (bound.sha256_seconds, bound.write_seconds);
 
     let ro = EmbeddedLedger::open_read_only(&dir.path().join("l"), None).expect("open ro");
     let proofs: u64 = std::env::var("BENCH_PROOFS")
@@ -106,7 +87,7 @@ fn main() {
     }
     let proof = t.elapsed().as_secs_f64();
 
-    println!("entries {n}, batch {batch}, {entry_bytes} bytes each (sink {sink})");
+    println!("entries {n}, batch {batch}, {entry_bytes} bytes each");
     println!(
         "ledger append:   {:>10.0} entries/s ({ledger:.3} s)",
         n as f64 / ledger

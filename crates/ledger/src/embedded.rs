@@ -685,17 +685,7 @@ fn load_partial_bundle(dir: &Path, size: u64) -> Result<Vec<u8>, LedgerError> {
         return Ok(Vec::new());
     }
     let path = dir.join(layout::bundle_path(size / TILE_WIDTH, width));
-    let data = std::fs::read(&path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            LedgerError::Missing { file: path.clone() }
-        } else {
-            LedgerError::Io {
-                what: "read entry bundle",
-                path: path.clone(),
-                source,
-            }
-        }
-    })?;
+    let data = fsutil::read_file(&path, "read entry bundle")?;
     let n = bundle::parse(&data)
         .map_err(|reason| LedgerError::Corrupt {
             file: path.clone(),
@@ -748,17 +738,7 @@ fn check_right_edge(
         let width = count - n * TILE_WIDTH;
         let rel = layout::tile_path(level, n, width);
         let path = dir.join(&rel);
-        let data = std::fs::read(&path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                LedgerError::Missing { file: path.clone() }
-            } else {
-                LedgerError::Io {
-                    what: "read tile",
-                    path: path.clone(),
-                    source,
-                }
-            }
-        })?;
+        let data = fsutil::read_file(&path, "read tile")?;
         let width32 = u32::try_from(width).map_err(|_| LedgerError::Proof("tile width".into()))?;
         let expected = Tile::new(TILE_HEIGHT, level, n, width32, false)
             .read_data(&reader)

@@ -110,3 +110,20 @@ pub fn sync_filesystem(dir: &Path) -> Result<(), LedgerError> {
         source: e.into(),
     })
 }
+
+/// Reads a whole ledger file; a missing file is [`LedgerError::Missing`], naming it.
+pub fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, LedgerError> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            LedgerError::Missing {
+                file: path.to_path_buf(),
+            }
+        } else {
+            LedgerError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}

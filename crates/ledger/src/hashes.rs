@@ -72,22 +72,7 @@ impl HashFile {
     /// Reads one hash.
     pub fn read(&self, index: u64) -> Result<Hash, LedgerError> {
         let mut h = [0u8; 32];
-        self.file
-            .read_exact_at(&mut h, index * 32)
-            .map_err(|source| {
-                if source.kind() == std::io::ErrorKind::UnexpectedEof {
-                    LedgerError::Corrupt {
-                        file: self.path.clone(),
-                        reason: format!("stored hash {index} is missing (file too short)"),
-                    }
-                } else {
-                    LedgerError::Io {
-                        what: "read hash index",
-                        path: self.path.clone(),
-                        source,
-                    }
-                }
-            })?;
+        self.read_into(index, &mut h)?;
         Ok(h)
     }
 
