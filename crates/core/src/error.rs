@@ -70,27 +70,41 @@ impl Problems {
     }
 }
 
-/// Turns a serde_json error into a problem, naming the field when serde does.
-pub(crate) fn from_serde(prefix: &str, e: &serde_json::Error) -> ValidationError {
-    let msg = e.to_string();
-    // serde's messages look like "unknown field `x`, expected one of ... at line 1 column 9".
-    let field = msg
-        .split('`')
-        .nth(1)
-        .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
-        .map(|f| {
-            if prefix.is_empty() {
-                f.to_owned()
-            } else {
-                format!("{prefix}.{f}")
-            }
-        })
-        .unwrap_or_else(|| {
-            if prefix.is_empty() {
-                "(document)".to_owned()
-            } else {
+/// Parses JSON into `T`; a failure becomes a problem naming the field (its JSON path, prefixed
+/// with `prefix`) and serde's reason.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    bytes: &[u8],
+) -> Result<T, ValidationError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        // For unknown and missing fields serde names the field in the message, not the path.
+        let named = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"));
+        let mut field = match (path.as_str(), named) {
+            (".", Some(f)) => f.to_owned(),
+            (".", None) => String::new(),
+            (p, Some(f)) if msg.starts_with("missing field") => format!("{p}.{f}"),
+            (p, _) => p.to_owned(),
+        };
+        if !prefix.is_empty() {
+            field = if field.is_empty() {
                 prefix.to_owned()
-            }
-        });
-    ValidationError::one(field, msg)
+            } else {
+                format!("{prefix}.{field}")
+            };
+        }
+        if field.is_empty() {
+            field = "(document)".to_owned();
+        }
+        ValidationError::one(field, msg)
+    })?;
+    de.end()
+        .map_err(|e| ValidationError::one("(document)", e.to_string()))?;
+    Ok(value)
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{from_serde, ValidationError};
+use crate::error::{parse_json, ValidationError};
 use crate::record::Record;
 use crate::Hash;
 
@@ -73,7 +73,7 @@ pub struct Receipt {
 impl Receipt {
     /// Parses and validates a receipt (the record inside it included).
     pub fn from_json(bytes: &[u8]) -> Result<Receipt, ValidationError> {
-        let r: Receipt = serde_json::from_slice(bytes).map_err(|e| from_serde("", &e))?;
+        let r: Receipt = parse_json("", bytes)?;
         if r.version != RECEIPT_VERSION {
             return Err(ValidationError::one(
                 "version",

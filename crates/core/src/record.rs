@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::canonical::{to_jcs, CanonicalError};
 use crate::digest::{approval_message, domain_hash, leaf_hash, DECISION_DOMAIN, RECORD_DOMAIN};
-use crate::error::{from_serde, Problems, ValidationError};
+use crate::error::{parse_json, Problems, ValidationError};
 use crate::limits::*;
 use crate::{Algorithm, Hash, KeyId, Timestamp};
 
@@ -279,7 +279,7 @@ impl Attachment {
 impl Decision {
     /// Parses and validates a decision from JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Decision, ValidationError> {
-        let mut d: Decision = serde_json::from_slice(bytes).map_err(|e| from_serde("", &e))?;
+        let mut d: Decision = parse_json("", bytes)?;
         d.normalise();
         d.validate("")?;
         Ok(d)
@@ -402,7 +402,7 @@ impl Decision {
 impl Approval {
     /// Parses one approval from JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Approval, ValidationError> {
-        let a: Approval = serde_json::from_slice(bytes).map_err(|e| from_serde("", &e))?;
+        let a: Approval = parse_json("", bytes)?;
         let mut p = Problems::default();
         a.check("", &mut p);
         p.into_result()?;
@@ -514,7 +514,7 @@ impl Record {
                 ),
             ));
         }
-        let mut r: Record = serde_json::from_slice(bytes).map_err(|e| from_serde("", &e))?;
+        let mut r: Record = parse_json("", bytes)?;
         r.decision.normalise();
         r.validate()?;
         Ok(r)
