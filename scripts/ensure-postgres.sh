@@ -19,6 +19,21 @@ pg_answers() {
   fi
 }
 
+# Starts every installed Debian cluster, then waits up to 10 s for $1 to answer.
+start_debian_clusters() {
+  local url=$1 ver
+  [ -d /etc/postgresql ] && command -v pg_ctlcluster >/dev/null 2>&1 || return 1
+  for ver in $(ls /etc/postgresql 2>/dev/null); do
+    pg_log "starting the Debian cluster $ver/main"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main start >/dev/null 2>&1 || true
+  done
+  for _ in $(seq 1 20); do
+    pg_answers "$url" && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
 ensure_postgres() {
   local url=${TRIPLICATE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
   if pg_answers "$url"; then
@@ -28,42 +43,22 @@ ensure_postgres() {
   fi
 
   # A Debian cluster that is installed but not running.
-  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
-    local ver
-    for ver in $(ls /etc/postgresql 2>/dev/null); do
-      pg_log "starting the Debian cluster $ver/main"
-      pg_ctlcluster --skip-systemctl-redirect "$ver" main start >/dev/null 2>&1 || true
-    done
-    for _ in $(seq 1 20); do
-      if pg_answers "$url"; then
-        export TRIPLICATE_TEST_PG_URL=$url
-        return 0
-      fi
-      sleep 0.5
-    done
+  if start_debian_clusters "$url"; then
+    export TRIPLICATE_TEST_PG_URL=$url
+    return 0
   fi
 
-  # No server binaries at all: install Debian's package.
+  # No server binaries at all: install Debian's package. (Its cluster allows passwordless TCP
+  # logins only if pg_hba says so; when it does not, the private server below takes over.)
   if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       pg_log "installing Debian's postgresql package"
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 ||
         { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2; } ||
         pg_log "apt-get install postgresql failed"
-      if [ -d /etc/postgresql ]; then
-        local ver
-        for ver in $(ls /etc/postgresql); do
-          pg_ctlcluster --skip-systemctl-redirect "$ver" main start >/dev/null 2>&1 || true
-        done
-        for _ in $(seq 1 20); do
-          if pg_answers "$url"; then
-            # Debian's default pg_hba uses peer auth on the socket but md5/scram on TCP;
-            # the tests need trust on loopback.
-            export TRIPLICATE_TEST_PG_URL=$url
-            return 0
-          fi
-          sleep 0.5
-        done
+      if start_debian_clusters "$url"; then
+        export TRIPLICATE_TEST_PG_URL=$url
+        return 0
       fi
     else
       pg_log "no PostgreSQL installed and cannot install it (need root and apt-get)"

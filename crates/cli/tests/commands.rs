@@ -52,6 +52,13 @@ fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
     std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 }
 
+/// Changes the first character of the first base64 hash in a JSON list.
+fn alter_first_hash(list: &mut Value) {
+    let h = list[0].as_str().unwrap().to_owned();
+    let first = if h.starts_with('A') { "B" } else { "A" };
+    list[0] = format!("{first}{}", &h[1..]).into();
+}
+
 fn partial(dir: &Path, rel: &str) -> std::path::PathBuf {
     let p = dir.join("ledger").join(rel);
     let e = std::fs::read_dir(&p).unwrap().next().unwrap().unwrap();
@@ -123,13 +130,7 @@ fn tampered_receipts_are_invalid_and_name_the_step() {
     assert!(text(&o).contains("leaf hash"), "{}", text(&o));
 
     let o = case("proof", &|v| {
-        let h = v["inclusion_proof"][0].as_str().unwrap().to_owned();
-        let flipped = if h.starts_with('A') {
-            h.replacen('A', "B", 1)
-        } else {
-            format!("A{}", &h[1..])
-        };
-        v["inclusion_proof"][0] = flipped.into();
+        alter_first_hash(&mut v["inclusion_proof"]);
     });
     assert_eq!(code(&o), 1, "{}", text(&o));
     assert!(text(&o).contains("inclusion proof"), "{}", text(&o));
@@ -244,13 +245,7 @@ fn proofs_and_consistency_between_checkpoints() {
     let bad = d.join("bad.json");
     std::fs::copy(&proof, &bad).unwrap();
     edit_json(&bad, |v| {
-        let h = v["proof"][0].as_str().unwrap().to_owned();
-        let flipped = if h.starts_with('A') {
-            h.replacen('A', "B", 1)
-        } else {
-            format!("A{}", &h[1..])
-        };
-        v["proof"][0] = flipped.into();
+        alter_first_hash(&mut v["proof"]);
     });
     assert_eq!(code(&verify(&old, &new, &bad)), 1);
     assert_eq!(code(&verify(&old, &new, &d.join("nope.json"))), 2);
