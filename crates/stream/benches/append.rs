@@ -21,6 +21,13 @@ async fn main() {
     let events: Vec<_> = (0..n).map(|s| sample_event(s, 0)).collect();
     let bytes: usize = events.iter().map(|e| e.record_bytes.len()).sum();
 
+    // What validation alone costs (parse, re-canonicalise, hash every record).
+    let t = Instant::now();
+    for e in &events {
+        e.validate().expect("valid");
+    }
+    let validation = t.elapsed().as_secs_f64();
+
     let dir = tempfile::tempdir().expect("tempdir");
     let s = SqliteStream::open(dir.path()).await.expect("open");
     let t = Instant::now();
@@ -89,6 +96,10 @@ async fn main() {
         n as f64 / baseline
     );
     println!("ratio append/baseline: {:.2}", baseline / ours);
+    println!(
+        "of which validation alone:        {:>9.0} events/s ({validation:.2} s)",
+        n as f64 / validation
+    );
     println!(
         "read_all pages of 1000:           {:>9.0} events/s ({read} read)",
         read as f64 / reading
