@@ -81,15 +81,17 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = inner.to_string();
-        // For unknown and missing fields serde names the field in the message, not the path.
+        // For unknown, missing and duplicate fields serde names the field in the message, not
+        // the path.
+        let names_parent = msg.starts_with("missing field") || msg.starts_with("duplicate field");
         let named = msg
             .split('`')
             .nth(1)
-            .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"));
+            .filter(|_| names_parent || msg.starts_with("unknown field"));
         let mut field = match (path.as_str(), named) {
             (".", Some(f)) => f.to_owned(),
             (".", None) => String::new(),
-            (p, Some(f)) if msg.starts_with("missing field") => format!("{p}.{f}"),
+            (p, Some(f)) if names_parent => format!("{p}.{f}"),
             (p, _) => p.to_owned(),
         };
         if !prefix.is_empty() {

@@ -28,11 +28,17 @@ impl Timestamp {
         Timestamp(OffsetDateTime::now_utc())
     }
 
-    /// From nanoseconds since the Unix epoch.
+    /// From nanoseconds since the Unix epoch; years 0000-9999 only, like the text form (a
+    /// negative year has no canonical spelling that parses back).
     pub fn from_unix_nanos(nanos: i128) -> Result<Timestamp, TimestampError> {
-        OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .map(Timestamp)
-            .map_err(|e| TimestampError(format!("{nanos} ns is out of range: {e}")))
+        let t = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .map_err(|e| TimestampError(format!("{nanos} ns is out of range: {e}")))?;
+        if !(0..=9999).contains(&t.year()) {
+            return Err(TimestampError(format!(
+                "{nanos} ns is outside years 0000-9999"
+            )));
+        }
+        Ok(Timestamp(t))
     }
 
     /// Nanoseconds since the Unix epoch.
@@ -78,10 +84,13 @@ impl FromStr for Timestamp {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parsed = OffsetDateTime::parse(s, &Rfc3339)
             .map_err(|e| TimestampError(format!("{s:?} is not an RFC 3339 timestamp: {e}")))?;
-        let t = Timestamp(parsed.to_offset(UtcOffset::UTC));
-        if !(0..=9999).contains(&t.0.year()) {
-            return Err(TimestampError(format!("{s:?} is outside years 0000-9999")));
-        }
+        // `to_offset` panics when the UTC instant falls outside the years `time` supports
+        // (e.g. "9999-12-31T23:30:00-01:00"); untrusted input must be refused, not panic.
+        let t = parsed
+            .checked_to_offset(UtcOffset::UTC)
+            .map(Timestamp)
+            .filter(|t| (0..=9999).contains(&t.0.year()))
+            .ok_or_else(|| TimestampError(format!("{s:?} is outside years 0000-9999")))?;
         let canonical = t.canonical();
         if canonical != s {
             return Err(TimestampError(format!(
@@ -133,5 +142,21 @@ mod tests {
         assert!("2026-01-01t10:00:00z".parse::<Timestamp>().is_err());
         assert!("2026-02-30T10:00:00Z".parse::<Timestamp>().is_err());
         assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn instants_outside_years_0000_to_9999_are_refused_not_a_panic() {
+        // The UTC instant is in year 10000, which `time` cannot represent.
+        let e = "9999-12-31T23:30:00-01:00"
+            .parse::<Timestamp>()
+            .unwrap_err();
+        assert!(e.0.contains("outside years 0000-9999"), "{e}");
+        let e = "0000-01-01T00:30:00+01:00"
+            .parse::<Timestamp>()
+            .unwrap_err();
+        assert!(e.0.contains("outside years 0000-9999"), "{e}");
+        let year_0 = -62_167_219_200 * 1_000_000_000;
+        assert!(Timestamp::from_unix_nanos(year_0).is_ok());
+        assert!(Timestamp::from_unix_nanos(year_0 - 1).is_err());
     }
 }
