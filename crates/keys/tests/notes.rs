@@ -90,8 +90,9 @@ fn verifier_key_string_round_trip() {
     assert_eq!(key, signer.public_key());
     assert_eq!(note_verifier_key(&name, &key).unwrap(), vkey);
 
-    // Shape: name, 8 hex digits, base64 of 33 bytes (0x01 || key).
-    let parts: Vec<&str> = vkey.split('+').collect();
+    // Shape: name, 8 hex digits, base64 of 33 bytes (0x01 || key). The base64 part may itself
+    // contain '+', so split at most twice.
+    let parts: Vec<&str> = vkey.splitn(3, '+').collect();
     assert_eq!(parts.len(), 3);
     assert_eq!(parts[1].len(), 8);
     assert!(
