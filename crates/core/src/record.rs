@@ -418,6 +418,14 @@ impl Decision {
                     self.id.get_version_num()
                 ),
             );
+        } else if self.id.get_variant() != uuid::Variant::RFC4122 {
+            p.push(
+                f("id"),
+                format!(
+                    "must be an RFC 9562 UUID; this one has the {:?} variant",
+                    self.id.get_variant()
+                ),
+            );
         }
         if self.kind.len() > KIND_MAX_LEN || !is_kind(&self.kind) {
             p.push(

@@ -270,6 +270,9 @@ fn ids_must_be_canonical_uuid_v7() {
     // Nil.
     let e = refused(&with("id", json!("00000000-0000-0000-0000-000000000000")));
     assert_has(&e, "id", "version 0");
+    // Version 7 bits but not the RFC variant (0xc… is Microsoft's).
+    let e = refused(&with("id", json!("01936f2e-5a1b-7c3d-ce4f-0123456789ab")));
+    assert_only(&e, "id", "RFC 9562");
     // Other spellings of the valid id: refused with the canonical spelling.
     for spelling in [
         "01936F2E-5A1B-7C3D-8E4F-0123456789AB",
