@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{parse_json, ValidationError};
+use crate::error::{parse_json, Problem, ValidationError};
 use crate::record::Record;
 use crate::Hash;
 
@@ -73,24 +73,32 @@ pub struct Receipt {
 impl Receipt {
     /// Parses and validates a receipt (the record inside it included).
     pub fn from_json(bytes: &[u8]) -> Result<Receipt, ValidationError> {
-        let r: Receipt = parse_json("", bytes)?;
+        let mut r: Receipt = parse_json("", bytes)?;
+        r.record.decision.normalise();
+        // Every problem at once, the receipt's own and its record's, as for the other types.
+        let mut problems = Vec::new();
         if r.version != RECEIPT_VERSION {
-            return Err(ValidationError::one(
-                "version",
-                format!("must be {RECEIPT_VERSION}"),
-            ));
+            problems.push(Problem {
+                field: "version".to_owned(),
+                reason: format!("is {}; must be {RECEIPT_VERSION}", r.version),
+            });
         }
-        r.record.validate().map_err(|e| ValidationError {
-            problems: e
-                .problems
-                .into_iter()
-                .map(|mut p| {
-                    p.field = format!("record.{}", p.field);
-                    p
-                })
-                .collect(),
-        })?;
-        Ok(r)
+        if let Err(e) = r.record.validate() {
+            problems.extend(e.problems.into_iter().map(|mut p| {
+                // "(record)" names the record as a whole; inside a receipt that is "record".
+                p.field = if p.field.starts_with('(') {
+                    "record".to_owned()
+                } else {
+                    format!("record.{}", p.field)
+                };
+                p
+            }));
+        }
+        if problems.is_empty() {
+            Ok(r)
+        } else {
+            Err(ValidationError { problems })
+        }
     }
 
     /// Checks that `seq` and `leaf_hash` are the record's own.

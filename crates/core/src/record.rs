@@ -110,6 +110,13 @@ mod unique_members {
             Ok(Value::from(n))
         }
         fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+            // JCS writes an integral float as an integer (`1.0`, `1e2` and `-0.0` become `1`,
+            // `100` and `0`), and those bytes read back as an integer `Number`. Holding it as an
+            // integer from the start makes a parsed decision equal to the one its canonical bytes
+            // give back, not merely byte-identical.
+            if n.fract() == 0.0 && n.abs() <= crate::limits::SAFE_INTEGER {
+                return Ok(Value::from(n as i64));
+            }
             Number::from_f64(n)
                 .map(Value::Number)
                 .ok_or_else(|| E::custom("numbers must be finite"))
@@ -303,6 +310,18 @@ fn check_numbers(path: &str, v: &Value, p: &mut Problems) {
                          exactly by every store and language; send it as a string"
                     ),
                 );
+            } else if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                // Parsing never produces these (it reads `2.0` as the integer 2); a payload built
+                // in code can. Its bytes would say `2`, which reads back as a different value, so
+                // the record would not equal itself after a trip through a store.
+                p.push(
+                    path,
+                    format!(
+                        "{n} is an integer held as a float; canonical JSON writes it as {}, \
+                         which reads back as an integer: build it as an integer",
+                        f as i64
+                    ),
+                );
             }
         }
         Value::Array(a) => {
@@ -387,7 +406,7 @@ impl Decision {
         Ok(d)
     }
 
-    fn normalise(&mut self) {
+    pub(crate) fn normalise(&mut self) {
         for a in &mut self.attachments {
             if a.name.as_deref() == Some("") {
                 a.name = None;

@@ -1023,3 +1023,103 @@ fn receipts_check_their_own_seq_and_leaf_hash() {
     let e = wrong.check_self_consistent().unwrap_err();
     assert_only(&e, "leaf_hash", "hashes to");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Integral numbers
+
+#[test]
+fn integral_floats_in_input_read_back_as_the_integers_jcs_writes() {
+    // `1.0`, `-0.0`, `1e2` are written by JCS as `1`, `0`, `100`; parsing holds them as those
+    // integers, so a decision read from a submitter's spelling equals the one read back from a
+    // store's canonical bytes (not only byte for byte).
+    let text =
+        r#"{"a":1.0,"b":-0.0,"c":1e2,"d":[100.0,1.5,-7E0],"e":{"f":9007199254740992.0},"g":-0}"#;
+    let v = with_payload(serde_json::from_str::<Value>("{}").unwrap());
+    let input = v
+        .to_string()
+        .replace(r#""payload":{}"#, &format!(r#""payload":{text}"#));
+    let d = Decision::from_json(input.as_bytes()).unwrap();
+    assert_eq!(
+        Value::Object(d.payload.clone()),
+        json!({"a": 1, "b": 0, "c": 100, "d": [100, 1.5, -7], "e": {"f": 9007199254740992u64}, "g": 0})
+    );
+    let canonical = d.canonical_bytes().unwrap();
+    assert!(
+        String::from_utf8_lossy(&canonical).contains(
+            r#""payload":{"a":1,"b":0,"c":100,"d":[100,1.5,-7],"e":{"f":9007199254740992},"g":0}"#
+        ),
+        "{}",
+        String::from_utf8_lossy(&canonical)
+    );
+    assert_eq!(Decision::from_json(&canonical).unwrap(), d);
+
+    let mut r = record_json(sorted_approvals(1));
+    r["decision"] = serde_json::from_str(&input).unwrap();
+    let record = Record::from_bytes(r.to_string().as_bytes()).unwrap();
+    let bytes = record.to_bytes().unwrap();
+    assert_eq!(Record::from_bytes(&bytes).unwrap(), record);
+    assert_eq!(Record::from_canonical_bytes(&bytes).unwrap(), record);
+}
+
+#[test]
+fn integral_floats_built_in_code_are_refused() {
+    // Parsing never yields them; code can. Their bytes would read back as a different value.
+    let mut d = accepted(&decision_json());
+    d.payload.insert("n".into(), json!(2.0));
+    d.payload.insert("list".into(), json!([1.5, -0.0]));
+    d.payload.insert("huge".into(), json!(1e300));
+    let e = d.validate("").unwrap_err();
+    assert_has(&e, "payload.n", "integer held as a float");
+    assert_has(&e, "payload.n", "writes it as 2");
+    assert_has(&e, "payload.list[1]", "integer held as a float");
+    assert!(
+        !e.problems.iter().any(|p| p.field == "payload.list[0]"),
+        "{e:?}"
+    );
+    // Out of range is the one problem for a huge number, not also "held as a float".
+    assert_has(&e, "payload.huge", "±2^53");
+    assert_eq!(e.problems.len(), 3, "{e:?}");
+
+    // Inside a record the path starts at the decision.
+    let mut r = parse_record(&record_json(sorted_approvals(1))).unwrap();
+    r.decision.payload.insert("n".into(), json!(7.0));
+    let e = r.validate().unwrap_err();
+    assert_only(&e, "decision.payload.n", "integer held as a float");
+}
+
+#[test]
+fn receipts_report_their_own_and_their_records_problems_together() {
+    let mut v: Value = serde_json::to_value(receipt()).unwrap();
+    v["version"] = json!(2);
+    v["record"]["decision"]["kind"] = json!("Bad");
+    v["record"]["approvals"][0]["signature"] = json!(b64(&[0; 3]));
+    let e = Receipt::from_json(v.to_string().as_bytes()).unwrap_err();
+    assert_has(&e, "version", "is 2; must be 1");
+    assert_has(&e, "record.decision.kind", "dotted lowercase");
+    assert_has(&e, "record.approvals[0].signature", "is 3 bytes");
+    assert_eq!(e.problems.len(), 3, "{e:?}");
+
+    // A record too large as a whole is named "record", not "record.(record)".
+    let mut v: Value = serde_json::to_value(receipt()).unwrap();
+    v["record"]["decision"]["body"] = json!("b".repeat(BODY_MAX_BYTES));
+    v["record"]["decision"]["payload"] = json!({"p": "p".repeat(PAYLOAD_MAX_BYTES - 16)});
+    v["record"]["approvals"] = json!(sorted_approvals(APPROVALS_MAX));
+    v["record"]["decision"]["attachments"] = (1..=ATTACHMENTS_MAX as u64)
+        .map(|n| {
+            let mut a = attachment(n);
+            a["name"] = json!("n".repeat(TITLE_MAX_CHARS));
+            a
+        })
+        .collect();
+    let e = Receipt::from_json(v.to_string().as_bytes()).unwrap_err();
+    assert_only(&e, "record", "canonicalised; at most");
+    assert!(e.problems[0].reason.contains(&RECORD_MAX_BYTES.to_string()));
+
+    // An empty attachment name reads as no name, as it does in a bare record.
+    let mut v: Value = serde_json::to_value(receipt()).unwrap();
+    v["record"]["decision"]["attachments"] = json!([{
+        "sha256": "ab".repeat(32), "media_type": "text/plain", "size": 3, "name": ""
+    }]);
+    let back = Receipt::from_json(v.to_string().as_bytes()).unwrap();
+    assert_eq!(back.record.decision.attachments[0].name, None);
+}
