@@ -1,1 +1,197 @@
-//! `triplicate-projection`: (being built for issue 3)
+//! `triplicate-projection`: the read-optimised SQL copy of the records.
+//!
+//! Owns: the [`Projection`] trait and its guarantees; the normalised schema (`decisions`,
+//! `approvals`, `attachments`, `repairs`) and its migrations (`migrations/postgres/`,
+//! `migrations/sqlite/projection/`); re-deriving a record's canonical bytes from those rows
+//! (never from a stored copy); the readers' queries; the reconciler's repair entry point; the
+//! PostgreSQL backend ([`PgProjection`], with the `triplicate_writer` / `triplicate_reader`
+//! roles and append-only triggers) and the embedded SQLite backend ([`SqliteProjection`],
+//! `<data-dir>/projection.db`); a conformance suite and test fixtures (feature `testkit`).
+//!
+//! Must not know: the ledger or the event stream, HTTP, policies or signature verification (a
+//! record arrives here already verified and committed by the ledger; the projection checks
+//! only that its bytes are a canonical record), or how the verifier classifies what it finds.
+//! No SQL leaves this crate: callers speak records, seqs, filters and cursors.
+
+#[cfg(feature = "testkit")]
+pub mod conformance;
+mod error;
+#[cfg(any(test, feature = "testkit"))]
+pub mod fixtures;
+mod plan;
+mod postgres;
+pub mod query;
+mod rows;
+mod sqlite;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use std::future::Future;
+
+use triplicate_core::digest::leaf_hash;
+use triplicate_core::{Hash, Record};
+use uuid::Uuid;
+
+pub use error::ProjectionError;
+pub use postgres::{PgOptions, PgProjection, PG_READER_ROLE, PG_WRITER_ROLE};
+pub use query::{Cursor, DecisionQuery, Page, TimeRange};
+pub use sqlite::SqliteProjection;
+
+/// The most seqs one [`Projection::record_bytes`] call may span (the verifier reads in chunks).
+pub const MAX_RANGE: u64 = 65_536;
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Records written by this call.
+    pub applied: u64,
+    /// Records of the batch already stored with identical content (a retry).
+    pub already_present: u64,
+}
+
+/// A record's bytes as re-derived from the projection's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rederived {
+    /// `JCS(record)` rebuilt from the columns.
+    Bytes(Vec<u8>),
+    /// The rows exist but cannot describe a record (a column was altered into something no
+    /// record has, such as a gap in approval positions). The verifier treats this like a
+    /// hash mismatch.
+    Damaged(String),
+}
+
+/// One seq of a range read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RederivedRecord {
+    pub seq: u64,
+    pub content: Rederived,
+}
+
+impl RederivedRecord {
+    /// The RFC 6962 leaf hash of the re-derived bytes; `None` for damaged rows.
+    pub fn leaf_hash(&self) -> Option<Hash> {
+        match &self.content {
+            Rederived::Bytes(b) => Some(leaf_hash(b)),
+            Rederived::Damaged(_) => None,
+        }
+    }
+
+    /// The re-derived bytes; `None` for damaged rows.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.content {
+            Rederived::Bytes(b) => Some(b),
+            Rederived::Damaged(_) => None,
+        }
+    }
+}
+
+/// The reconciler's request to replace what the projection holds at one seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairRequest {
+    pub seq: u64,
+    /// The record as the ledger holds it (canonical bytes).
+    pub record_bytes: Vec<u8>,
+    /// Why (goes into the `repairs` table), e.g. "projection drift: leaf hash mismatch".
+    pub reason: String,
+    /// The verifier run that decided on the repair.
+    pub run_id: String,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairOutcome {
+    pub seq: u64,
+    /// The leaf hash re-derived from the rows before the repair; `None` if there were no rows
+    /// or they were damaged (see `old_damage`).
+    pub old_leaf_hash: Option<Hash>,
+    /// Why the old rows could not be re-derived, if they could not.
+    pub old_damage: Option<String>,
+    pub new_leaf_hash: Hash,
+    /// False when the rows already re-derived to the requested bytes: nothing was written and
+    /// no `repairs` row was added.
+    pub changed: bool,
+    /// The `repairs` row written, when something changed.
+    pub repair_id: Option<i64>,
+}
+
+/// The projection: normalised, queryable rows from which every record's bytes can be
+/// re-derived.
+///
+/// Guarantees every backend gives:
+/// - **Validated, atomic, idempotent batches.** [`Projection::apply`] parses every record with
+///   `Record::from_canonical_bytes` (bytes that are not exactly a valid canonical record are
+///   refused), then writes all of the batch or none of it. A record already stored at its seq
+///   with identical content is skipped (a retry); other content at a stored seq, or a decision
+///   id already stored at another seq, is refused naming both leaf hashes (the stored one
+///   re-derived from the rows), and nothing of the batch is written.
+/// - **Mirrors the ledger's order.** A batch holds consecutive seqs; its first new record must
+///   be one past the highest stored seq (0 for an empty projection), so the projection is
+///   always a prefix of the ledger, possibly lagging.
+/// - **Re-derivable.** [`Projection::record_bytes`] rebuilds each record from its normalised
+///   rows and canonicalises it; no stored copy of the bytes or the hash exists to fall back on,
+///   so a change to any column changes what the verifier sees.
+/// - **Append-only.** Nothing changes a stored row except [`Projection::repair`], which
+///   replaces the rows of one seq and logs the old and new leaf hashes, the reason and the run
+///   id in the `repairs` table. The databases enforce this themselves (triggers, and on
+///   PostgreSQL roles without UPDATE, DELETE or TRUNCATE).
+/// - **Durable on `Ok`.** A returned apply or repair survives a crash.
+/// - **Consistent reads.** A query or range read sees one committed state.
+pub trait Projection: Send + Sync {
+    /// Applies a batch of canonical record bytes (see the trait docs).
+    fn apply(
+        &self,
+        batch: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<ApplyOutcome, ProjectionError>> + Send;
+
+    /// The decision with this id, as its whole record; `None` if absent.
+    fn decision(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Record>, ProjectionError>> + Send;
+
+    /// One page of the decisions matching `query`, newest first.
+    fn query(
+        &self,
+        query: &DecisionQuery,
+    ) -> impl Future<Output = Result<Page, ProjectionError>> + Send;
+
+    /// Record bytes re-derived from the rows for every stored seq in `start..end` (at most
+    /// [`MAX_RANGE`] seqs), in seq order. Seqs the projection lacks are absent from the result.
+    fn record_bytes(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<Vec<RederivedRecord>, ProjectionError>> + Send;
+
+    /// The highest seq stored, `None` when empty.
+    fn highest_seq(&self) -> impl Future<Output = Result<Option<u64>, ProjectionError>> + Send;
+
+    /// Replaces the rows of `request.seq` with the given record (validated like an apply; its
+    /// seq must be `request.seq`; a missing seq is restored) and logs the change. For the
+    /// reconciler only; on PostgreSQL it runs through the `triplicate_repair` function, which
+    /// only `triplicate_writer` may execute.
+    fn repair(
+        &self,
+        request: RepairRequest,
+    ) -> impl Future<Output = Result<RepairOutcome, ProjectionError>> + Send;
+}
+
+pub(crate) fn hex_hash(h: &Hash) -> String {
+    hex::encode(h)
+}
+
+/// Checks a `record_bytes` range before any backend reads.
+pub(crate) fn check_range(start: u64, end: u64) -> Result<(), ProjectionError> {
+    if end < start {
+        return Err(ProjectionError::InvalidQuery(format!(
+            "range {start}..{end} ends before it starts"
+        )));
+    }
+    if end - start > MAX_RANGE {
+        return Err(ProjectionError::InvalidQuery(format!(
+            "range {start}..{end} spans {} seqs; read at most {MAX_RANGE} at a time",
+            end - start
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,877 @@
+//! The embedded backend: one SQLite file, `<data-dir>/projection.db`, in WAL mode with
+//! `synchronous=FULL` (a commit is on disk when it returns). Schema:
+//! `migrations/sqlite/projection/`, applied by a small runner that records the version in
+//! `PRAGMA user_version`.
+//!
+//! rusqlite is synchronous; every call runs on tokio's blocking pool behind one connection
+//! mutex, which also serialises writers (SQLite allows one anyway). An apply is one
+//! `BEGIN IMMEDIATE` transaction: look up which of the batch's seqs and decision ids are stored
+//! and re-derive those, then multi-row `INSERT`s per table, then one commit.
+//!
+//! SQLite has no roles. The writer handle ([`SqliteProjection::open`]) owns the file; readers
+//! open it with `SQLITE_OPEN_READ_ONLY` ([`SqliteProjection::open_read_only`]) and cannot
+//! write at all. Triggers refuse UPDATE always and DELETE unless the SQL function
+//! `triplicate_repair_active()` returns 1, which only the writer connection defines and only
+//! while [`Projection::repair`] deletes the rows it replaces.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::ToSql;
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use triplicate_core::digest::leaf_hash;
+use triplicate_core::{Record, Timestamp};
+use uuid::Uuid;
+
+use crate::plan::{plan_apply, Stored};
+use crate::rows::{
+    assemble, prepare, rebuild_all, ApprovalRow, AttachmentRow, DecisionRow, RecordRows,
+};
+use crate::{
+    check_range, hex_hash, ApplyOutcome, DecisionQuery, Page, Projection, ProjectionError,
+    RederivedRecord, RepairOutcome, RepairRequest,
+};
+
+/// The migrations, in order: (version, SQL).
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    include_str!("../../../migrations/sqlite/projection/0001_projection.sql"),
+)];
+
+/// The name of the guard function the triggers call.
+const GUARD_FUNCTION: &str = "triplicate_repair_active";
+
+/// Rows per multi-row INSERT (15 parameters per decision: 1,500, well under SQLite's 32,766).
+const ROWS_PER_INSERT: usize = 100;
+
+/// The embedded SQLite projection.
+#[derive(Clone)]
+pub struct SqliteProjection {
+    path: PathBuf,
+    conn: Arc<Mutex<Option<Connection>>>,
+    /// True only while the repair path deletes the rows it replaces (read by the guard
+    /// function). The connection mutex is held throughout, so no other statement sees it set.
+    repairing: Arc<AtomicBool>,
+    read_only: bool,
+}
+
+impl std::fmt::Debug for SqliteProjection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteProjection")
+            .field("path", &self.path)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+fn storage(what: &'static str) -> impl Fn(rusqlite::Error) -> ProjectionError {
+    move |e| match e {
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            ProjectionError::Unavailable(format!("{what}: {e}"))
+        }
+        rusqlite::Error::SqliteFailure(code, _) if code.code == rusqlite::ErrorCode::ReadOnly => {
+            ProjectionError::ReadOnly(what)
+        }
+        other => ProjectionError::Storage {
+            what,
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn to_i64(v: u64, what: &'static str) -> Result<i64, ProjectionError> {
+    i64::try_from(v).map_err(|_| ProjectionError::InvalidQuery(format!("{what} {v} is too large")))
+}
+
+/// Unix nanoseconds as (seconds, nanoseconds 0..1e9).
+fn split_time(nanos: i128) -> (i64, i64) {
+    (
+        nanos.div_euclid(1_000_000_000) as i64,
+        nanos.rem_euclid(1_000_000_000) as i64,
+    )
+}
+
+fn join_time(s: i64, ns: i64) -> i128 {
+    i128::from(s) * 1_000_000_000 + i128::from(ns)
+}
+
+/// Applies the migrations this build knows and the file lacks, each in one transaction.
+fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(storage("begin migration"))?;
+    let current: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(storage("read the schema version"))?;
+    if current > latest {
+        return Err(ProjectionError::Schema(format!(
+            "projection.db has schema version {current}; this build knows up to {latest}"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.execute_batch(sql)
+            .map_err(|e| ProjectionError::Schema(format!("apply migration {version}: {e}")))?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(storage("record the schema version"))?;
+        tracing::info!(version, "applied projection.db migration");
+    }
+    tx.commit().map_err(storage("commit migration"))?;
+    Ok(())
+}
+
+impl SqliteProjection {
+    /// Opens (creating and migrating) `<data_dir>/projection.db` as its one writer.
+    pub async fn open(data_dir: &Path) -> Result<SqliteProjection, ProjectionError> {
+        let path = data_dir.join("projection.db");
+        let repairing = Arc::new(AtomicBool::new(false));
+        let (p, flag) = (path.clone(), repairing.clone());
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ProjectionError> {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| ProjectionError::Storage {
+                    what: "create the data directory",
+                    reason: e.to_string(),
+                })?;
+            }
+            let mut conn = Connection::open_with_flags(
+                &p,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(storage("open projection.db"))?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(storage("set the busy timeout"))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(storage("set WAL mode"))?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(storage("set synchronous=FULL"))?;
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(storage("enable foreign keys"))?;
+            // Not DETERMINISTIC (its answer changes), and INNOCUOUS so the schema's triggers may
+            // call it even where `trusted_schema` is off.
+            conn.create_scalar_function(
+                GUARD_FUNCTION,
+                0,
+                FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS,
+                move |_| Ok(i64::from(flag.load(Ordering::SeqCst))),
+            )
+            .map_err(storage("define the repair guard"))?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| ProjectionError::Unavailable(format!("open task failed: {e}")))??;
+        tracing::info!(path = %path.display(), "opened the SQLite projection");
+        Ok(SqliteProjection {
+            path,
+            conn: Arc::new(Mutex::new(Some(conn))),
+            repairing,
+            read_only: false,
+        })
+    }
+
+    /// Opens an existing `<data_dir>/projection.db` for reading only (`SQLITE_OPEN_READ_ONLY`):
+    /// what read endpoints use. Writes through this handle fail with
+    /// [`ProjectionError::ReadOnly`]; SQLite itself refuses them too.
+    pub async fn open_read_only(data_dir: &Path) -> Result<SqliteProjection, ProjectionError> {
+        let path = data_dir.join("projection.db");
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, ProjectionError> {
+            let conn = Connection::open_with_flags(
+                &p,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| ProjectionError::Unavailable(format!("open {} read-only: {e}", p.display())))?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(storage("set the busy timeout"))?;
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(storage("read the schema version"))?;
+            let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+            if version != latest {
+                return Err(ProjectionError::Schema(format!(
+                    "projection.db has schema version {version}; this build reads {latest} (open it as the writer first)"
+                )));
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| ProjectionError::Unavailable(format!("open task failed: {e}")))??;
+        Ok(SqliteProjection {
+            path,
+            conn: Arc::new(Mutex::new(Some(conn))),
+            repairing: Arc::new(AtomicBool::new(false)),
+            read_only: true,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the database; later calls fail with [`ProjectionError::Unavailable`].
+    pub fn close(&self) {
+        let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        *g = None;
+    }
+
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, ProjectionError> + Send + 'static,
+    ) -> Result<T, ProjectionError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = conn.lock().unwrap_or_else(|p| p.into_inner());
+            match g.as_mut() {
+                Some(c) => f(c),
+                None => Err(ProjectionError::Unavailable(
+                    "the projection database is closed".into(),
+                )),
+            }
+        })
+        .await
+        .map_err(|e| ProjectionError::Unavailable(format!("database task failed: {e}")))?
+    }
+}
+
+/// Which records to load.
+enum Select {
+    Range(i64, i64),
+    /// A JSON array of seqs (bound as one parameter, expanded by `json_each`).
+    Seqs(String),
+}
+
+impl Select {
+    fn seqs(seqs: &[i64]) -> Select {
+        Select::Seqs(format!(
+            "[{}]",
+            seqs.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+    }
+
+    fn clause(&self) -> &'static str {
+        match self {
+            Select::Range(..) => "seq >= ?1 AND seq < ?2",
+            Select::Seqs(_) => "seq IN (SELECT value FROM json_each(?1))",
+        }
+    }
+
+    fn params(&self) -> Vec<&dyn ToSql> {
+        match self {
+            Select::Range(a, b) => vec![a as &dyn ToSql, b],
+            Select::Seqs(s) => vec![s as &dyn ToSql],
+        }
+    }
+}
+
+fn load(conn: &Connection, sel: &Select) -> Result<Vec<RecordRows>, ProjectionError> {
+    let where_ = sel.clause();
+    let mut q = conn
+        .prepare_cached(&format!(
+            "SELECT seq, id, version, kind, title, body, payload, proposed_at_s, proposed_at_ns, \
+             recorded_at_s, recorded_at_ns, supersedes, notary_key_id, notary_alg, \
+             notary_signature FROM decisions WHERE {where_} ORDER BY seq"
+        ))
+        .map_err(storage("prepare"))?;
+    let decisions = q
+        .query_map(params_from_iter(sel.params()), |r| {
+            Ok(DecisionRow {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                version: r.get(2)?,
+                kind: r.get(3)?,
+                title: r.get(4)?,
+                body: r.get(5)?,
+                payload: r.get(6)?,
+                proposed_at: join_time(r.get(7)?, r.get(8)?),
+                recorded_at: join_time(r.get(9)?, r.get(10)?),
+                supersedes: r.get(11)?,
+                notary_key_id: r.get(12)?,
+                notary_alg: r.get(13)?,
+                notary_signature: r.get(14)?,
+            })
+        })
+        .map_err(storage("read decisions"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(storage("read decisions"))?;
+    if decisions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = conn
+        .prepare_cached(&format!(
+            "SELECT seq, position, key_id, alg, signature, signed_at_s, signed_at_ns \
+             FROM approvals WHERE {where_} ORDER BY seq, position"
+        ))
+        .map_err(storage("prepare"))?;
+    let approvals = q
+        .query_map(params_from_iter(sel.params()), |r| {
+            Ok(ApprovalRow {
+                seq: r.get(0)?,
+                position: r.get(1)?,
+                key_id: r.get(2)?,
+                alg: r.get(3)?,
+                signature: r.get(4)?,
+                signed_at: join_time(r.get(5)?, r.get(6)?),
+            })
+        })
+        .map_err(storage("read approvals"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(storage("read approvals"))?;
+    let mut q = conn
+        .prepare_cached(&format!(
+            "SELECT seq, position, sha256, media_type, size, name \
+             FROM attachments WHERE {where_} ORDER BY seq, position"
+        ))
+        .map_err(storage("prepare"))?;
+    let attachments = q
+        .query_map(params_from_iter(sel.params()), |r| {
+            Ok(AttachmentRow {
+                seq: r.get(0)?,
+                position: r.get(1)?,
+                sha256: r.get(2)?,
+                media_type: r.get(3)?,
+                size: r.get(4)?,
+                name: r.get(5)?,
+            })
+        })
+        .map_err(storage("read attachments"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(storage("read attachments"))?;
+    Ok(assemble(decisions, approvals, attachments))
+}
+
+/// Inserts the rows of `records` with multi-row statements.
+fn insert(conn: &Connection, records: &[RecordRows]) -> Result<(), ProjectionError> {
+    for chunk in records.chunks(ROWS_PER_INSERT) {
+        let times: Vec<[i64; 4]> = chunk
+            .iter()
+            .map(|r| {
+                let (ps, pn) = split_time(r.decision.proposed_at);
+                let (rs, rn) = split_time(r.decision.recorded_at);
+                [ps, pn, rs, rn]
+            })
+            .collect();
+        let mut params: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 15);
+        for (r, t) in chunk.iter().zip(&times) {
+            let d = &r.decision;
+            params.extend([
+                &d.seq as &dyn ToSql,
+                &d.id,
+                &d.version,
+                &d.kind,
+                &d.title,
+                &d.body,
+                &d.payload,
+                &t[0],
+                &t[1],
+                &t[2],
+                &t[3],
+                &d.supersedes,
+                &d.notary_key_id,
+                &d.notary_alg,
+                &d.notary_signature,
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO decisions (seq, id, version, kind, title, body, payload, proposed_at_s, \
+             proposed_at_ns, recorded_at_s, recorded_at_ns, supersedes, notary_key_id, \
+             notary_alg, notary_signature) VALUES {}",
+            vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(",")
+        );
+        conn.prepare_cached(&sql)
+            .map_err(storage("prepare insert"))?
+            .execute(params_from_iter(params))
+            .map_err(storage("insert decisions"))?;
+    }
+    let approvals: Vec<(&ApprovalRow, (i64, i64))> = records
+        .iter()
+        .flat_map(|r| r.approvals.iter())
+        .map(|a| (a, split_time(a.signed_at)))
+        .collect();
+    for chunk in approvals.chunks(ROWS_PER_INSERT * 2) {
+        let mut params: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 7);
+        for (a, t) in chunk {
+            params.extend([
+                &a.seq as &dyn ToSql,
+                &a.position,
+                &a.key_id,
+                &a.alg,
+                &a.signature,
+                &t.0,
+                &t.1,
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO approvals (seq, position, key_id, alg, signature, signed_at_s, \
+             signed_at_ns) VALUES {}",
+            vec!["(?,?,?,?,?,?,?)"; chunk.len()].join(",")
+        );
+        conn.prepare_cached(&sql)
+            .map_err(storage("prepare insert"))?
+            .execute(params_from_iter(params))
+            .map_err(storage("insert approvals"))?;
+    }
+    let attachments: Vec<&AttachmentRow> =
+        records.iter().flat_map(|r| r.attachments.iter()).collect();
+    for chunk in attachments.chunks(ROWS_PER_INSERT * 2) {
+        let mut params: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 6);
+        for a in chunk {
+            params.extend([
+                &a.seq as &dyn ToSql,
+                &a.position,
+                &a.sha256,
+                &a.media_type,
+                &a.size,
+                &a.name,
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO attachments (seq, position, sha256, media_type, size, name) VALUES {}",
+            vec!["(?,?,?,?,?,?)"; chunk.len()].join(",")
+        );
+        conn.prepare_cached(&sql)
+            .map_err(storage("prepare insert"))?
+            .execute(params_from_iter(params))
+            .map_err(storage("insert attachments"))?;
+    }
+    Ok(())
+}
+
+fn highest(conn: &Connection) -> Result<Option<u64>, ProjectionError> {
+    let v: Option<i64> = conn
+        .query_row("SELECT max(seq) FROM decisions", [], |r| r.get(0))
+        .map_err(storage("read the highest seq"))?;
+    Ok(v.and_then(|v| u64::try_from(v).ok()))
+}
+
+fn apply_blocking(
+    conn: &mut Connection,
+    batch: Vec<Vec<u8>>,
+) -> Result<ApplyOutcome, ProjectionError> {
+    if batch.is_empty() {
+        return Ok(ApplyOutcome {
+            applied: 0,
+            already_present: 0,
+        });
+    }
+    let prepared = prepare(&batch)?;
+    let first = to_i64(prepared.first_seq().unwrap_or(0), "seq")?;
+    let last = first + prepared.rows.len() as i64 - 1;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(storage("begin transaction"))?;
+    let highest = highest(&tx)?;
+    let ids = serde_json::to_string(
+        &prepared
+            .rows
+            .iter()
+            .map(|r| r.decision.id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| ProjectionError::Storage {
+        what: "encode decision ids",
+        reason: e.to_string(),
+    })?;
+    let overlapping: Vec<i64> = {
+        let mut q = tx
+            .prepare_cached(
+                "SELECT seq FROM decisions WHERE seq BETWEEN ?1 AND ?2 \
+                 UNION SELECT seq FROM decisions WHERE id IN (SELECT value FROM json_each(?3)) \
+                 ORDER BY seq",
+            )
+            .map_err(storage("prepare"))?;
+        let rows = q
+            .query_map(rusqlite::params![first, last, ids], |r| r.get(0))
+            .map_err(storage("look up stored seqs and decisions"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(storage("look up stored seqs and decisions"))?
+    };
+    let stored = if overlapping.is_empty() {
+        Vec::new()
+    } else {
+        load(&tx, &Select::seqs(&overlapping))?
+            .into_iter()
+            .map(|r| Stored {
+                seq: r.decision.seq as u64,
+                content: r.rebuild_bytes(),
+                id: r.decision.id,
+            })
+            .collect()
+    };
+    let plan = plan_apply(&prepared, &batch, stored, highest)?;
+    let fresh = &prepared.rows[plan.fresh_from..];
+    if !fresh.is_empty() {
+        insert(&tx, fresh)?;
+    }
+    tx.commit().map_err(storage("commit"))?;
+    Ok(ApplyOutcome {
+        applied: fresh.len() as u64,
+        already_present: plan.already,
+    })
+}
+
+/// The `repairs.old_rows` document: the rows being replaced, as they are.
+const OLD_ROWS_SQL: &str = "SELECT json_object(
+    'decision', (SELECT json_object('seq', seq, 'id', id, 'version', version, 'kind', kind,
+        'title', title, 'body', body, 'payload', payload, 'proposed_at_s', proposed_at_s,
+        'proposed_at_ns', proposed_at_ns, 'recorded_at_s', recorded_at_s,
+        'recorded_at_ns', recorded_at_ns, 'supersedes', supersedes,
+        'notary_key_id', notary_key_id, 'notary_alg', notary_alg,
+        'notary_signature', hex(notary_signature)) FROM decisions WHERE seq = ?1),
+    'approvals', (SELECT json_group_array(json_object('position', position, 'key_id', key_id,
+        'alg', alg, 'signature', hex(signature), 'signed_at_s', signed_at_s,
+        'signed_at_ns', signed_at_ns))
+        FROM (SELECT * FROM approvals WHERE seq = ?1 ORDER BY position)),
+    'attachments', (SELECT json_group_array(json_object('position', position,
+        'sha256', hex(sha256), 'media_type', media_type, 'size', size, 'name', name))
+        FROM (SELECT * FROM attachments WHERE seq = ?1 ORDER BY position)))";
+
+/// Resets the repair flag however the repair ends.
+struct RepairFlag<'a>(&'a AtomicBool);
+
+impl<'a> RepairFlag<'a> {
+    fn raise(flag: &'a AtomicBool) -> RepairFlag<'a> {
+        flag.store(true, Ordering::SeqCst);
+        RepairFlag(flag)
+    }
+}
+
+impl Drop for RepairFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+fn repair_blocking(
+    conn: &mut Connection,
+    repairing: &AtomicBool,
+    request: RepairRequest,
+    rows: RecordRows,
+) -> Result<RepairOutcome, ProjectionError> {
+    let seq = request.seq;
+    let seq_i = to_i64(seq, "seq")?;
+    let new_leaf = leaf_hash(&request.record_bytes);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(storage("begin repair"))?;
+    if highest(&tx)?.is_none_or(|h| seq > h) {
+        return Err(ProjectionError::InvalidRepair {
+            seq,
+            reason: format!(
+                "seq {seq} is past the highest stored seq; new records are applied, not repaired"
+            ),
+        });
+    }
+    let old = load(&tx, &Select::seqs(&[seq_i]))?.pop();
+    let other: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM decisions WHERE id = ?1 AND seq <> ?2",
+            rusqlite::params![rows.decision.id, seq_i],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(storage("look up the decision id"))?;
+    if let Some(other) = other {
+        let stored = load(&tx, &Select::seqs(&[other]))?
+            .pop()
+            .map(|r| match r.rebuild_bytes() {
+                Ok(b) => hex_hash(&leaf_hash(&b)),
+                Err(why) => format!("(rows damaged: {why})"),
+            })
+            .unwrap_or_default();
+        return Err(ProjectionError::DecisionConflict {
+            id: Uuid::try_parse(&rows.decision.id).unwrap_or_default(),
+            stored_seq: other as u64,
+            stored,
+            offered_seq: seq,
+            offered: hex_hash(&new_leaf),
+        });
+    }
+    let (old_bytes, old_damage) = match old.as_ref().map(RecordRows::rebuild_bytes) {
+        None => (None, None),
+        Some(Ok(b)) => (Some(b), None),
+        Some(Err(why)) => (None, Some(why)),
+    };
+    let old_leaf_hash = old_bytes.as_deref().map(leaf_hash);
+    if old_bytes.as_deref() == Some(request.record_bytes.as_slice()) {
+        return Ok(RepairOutcome {
+            seq,
+            old_leaf_hash,
+            old_damage,
+            new_leaf_hash: new_leaf,
+            changed: false,
+            repair_id: None,
+        });
+    }
+    let old_rows: Option<String> = if old.is_some() {
+        tx.query_row(OLD_ROWS_SQL, [seq_i], |r| r.get(0))
+            .map_err(storage("capture the old rows"))?
+    } else {
+        None
+    };
+    {
+        let _flag = RepairFlag::raise(repairing);
+        for table in ["attachments", "approvals", "decisions"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE seq = ?1"), [seq_i])
+                .map_err(storage("delete the rows being replaced"))?;
+        }
+    }
+    insert(&tx, std::slice::from_ref(&rows))?;
+    tx.execute(
+        "INSERT INTO repairs (seq, old_leaf_hash, new_leaf_hash, reason, run_id, old_rows, \
+         repaired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        rusqlite::params![
+            seq_i,
+            old_leaf_hash.map(|h| h.to_vec()),
+            new_leaf.to_vec(),
+            request.reason,
+            request.run_id,
+            old_rows,
+            Timestamp::now().to_string(),
+        ],
+    )
+    .map_err(storage("log the repair"))?;
+    let repair_id = tx.last_insert_rowid();
+    tx.commit().map_err(storage("commit repair"))?;
+    tracing::warn!(
+        seq,
+        repair_id,
+        run_id = %request.run_id,
+        old = ?old_leaf_hash.map(|h| hex_hash(&h)),
+        new = %hex_hash(&new_leaf),
+        reason = %request.reason,
+        "repaired projection rows"
+    );
+    Ok(RepairOutcome {
+        seq,
+        old_leaf_hash,
+        old_damage,
+        new_leaf_hash: new_leaf,
+        changed: true,
+        repair_id: Some(repair_id),
+    })
+}
+
+fn query_blocking(conn: &Connection, q: &DecisionQuery) -> Result<Page, ProjectionError> {
+    let plan = q.plan()?;
+    let mut params: Vec<rusqlite::types::Value> = Vec::new();
+    let mut p = |v: rusqlite::types::Value| {
+        params.push(v);
+        format!("?{}", params.len())
+    };
+    use rusqlite::types::Value;
+    let mut conds: Vec<String> = Vec::new();
+    let mut with = String::new();
+    if let Some(k) = &q.kind {
+        conds.push(format!("d.kind = {}", p(Value::Text(k.clone()))));
+    }
+    for (col, range) in [("recorded_at", &q.recorded), ("proposed_at", &q.proposed)] {
+        for (bound, op) in [(range.from, ">="), (range.until, "<")] {
+            if let Some(t) = bound {
+                let (s, ns) = split_time(t.unix_nanos());
+                let a = p(Value::Integer(s));
+                let b = p(Value::Integer(ns));
+                conds.push(format!("(d.{col}_s, d.{col}_ns) {op} ({a}, {b})"));
+            }
+        }
+    }
+    if let Some(key) = &q.approver {
+        let k = p(Value::Text(key.as_str().to_owned()));
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM approvals a WHERE a.seq = d.seq AND a.key_id = {k})"
+        ));
+    }
+    if let Some(s) = q.supersedes {
+        conds.push(format!(
+            "d.supersedes = {}",
+            p(Value::Text(s.hyphenated().to_string()))
+        ));
+    }
+    if let Some(c) = q.chain_of {
+        let c = p(Value::Text(c.hyphenated().to_string()));
+        // Up: what it supersedes, transitively. Down: what supersedes it, transitively.
+        // UNION (not UNION ALL) ends the recursion if a cycle exists.
+        with = format!(
+            "WITH RECURSIVE up(id) AS (SELECT {c} UNION \
+             SELECT x.supersedes FROM decisions x JOIN up ON x.id = up.id \
+             WHERE x.supersedes IS NOT NULL), \
+             down(id) AS (SELECT {c} UNION \
+             SELECT x.id FROM decisions x JOIN down ON x.supersedes = down.id) "
+        );
+        conds.push("(d.id IN (SELECT id FROM up) OR d.id IN (SELECT id FROM down))".into());
+    }
+    if let Some(words) = &plan.words {
+        // Each word quoted as an FTS5 string: the words are letters and digits only, and
+        // quoting keeps FTS5's query syntax (AND, NEAR, *, column filters) out of reach.
+        let m = words
+            .iter()
+            .map(|w| format!("\"{w}\""))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let m = p(Value::Text(m));
+        conds.push(format!(
+            "d.seq IN (SELECT rowid FROM decisions_title WHERE decisions_title MATCH {m})"
+        ));
+    }
+    if let Some(before) = plan.before_seq {
+        conds.push(format!(
+            "d.seq < {}",
+            p(Value::Integer(to_i64(before, "cursor")?))
+        ));
+    }
+    let limit = p(Value::Integer((plan.limit + 1) as i64));
+    let where_ = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    let sql =
+        format!("{with}SELECT d.seq FROM decisions d {where_} ORDER BY d.seq DESC LIMIT {limit}");
+    let seqs: Vec<i64> = {
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .map_err(storage("prepare query"))?;
+        let rows = stmt
+            .query_map(params_from_iter(params), |r| r.get(0))
+            .map_err(storage("query decisions"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(storage("query decisions"))?
+    };
+    let rows = if seqs.is_empty() {
+        Vec::new()
+    } else {
+        load(conn, &Select::seqs(&seqs))?
+    };
+    let mut records = rows
+        .into_iter()
+        .map(|r| {
+            r.rebuild().map_err(|reason| ProjectionError::Damaged {
+                seq: r.decision.seq as u64,
+                reason,
+            })
+        })
+        .collect::<Result<Vec<Record>, _>>()?;
+    records.sort_by(|a, b| b.seq.cmp(&a.seq));
+    Ok(plan.page(records))
+}
+
+/// Runs `f` inside a read transaction, so the three tables are read from one snapshot.
+fn in_read_tx<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> Result<T, ProjectionError>,
+) -> Result<T, ProjectionError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Deferred)
+        .map_err(storage("begin read"))?;
+    let out = f(&tx)?;
+    tx.finish().map_err(storage("end read"))?;
+    Ok(out)
+}
+
+impl Projection for SqliteProjection {
+    async fn apply(&self, batch: Vec<Vec<u8>>) -> Result<ApplyOutcome, ProjectionError> {
+        if self.read_only {
+            return Err(ProjectionError::ReadOnly("apply"));
+        }
+        let n = batch.len();
+        let out = self.with_conn(move |c| apply_blocking(c, batch)).await?;
+        tracing::debug!(
+            records = n,
+            applied = out.applied,
+            already = out.already_present,
+            "applied"
+        );
+        Ok(out)
+    }
+
+    async fn decision(&self, id: Uuid) -> Result<Option<Record>, ProjectionError> {
+        let id = id.hyphenated().to_string();
+        self.with_conn(move |c| {
+            in_read_tx(c, |tx| {
+                let seq: Option<i64> = tx
+                    .query_row("SELECT seq FROM decisions WHERE id = ?1", [&id], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(storage("look up a decision"))?;
+                let Some(seq) = seq else {
+                    return Ok(None);
+                };
+                match load(tx, &Select::seqs(&[seq]))?.pop() {
+                    None => Ok(None),
+                    Some(r) => r
+                        .rebuild()
+                        .map(Some)
+                        .map_err(|reason| ProjectionError::Damaged {
+                            seq: seq as u64,
+                            reason,
+                        }),
+                }
+            })
+        })
+        .await
+    }
+
+    async fn query(&self, query: &DecisionQuery) -> Result<Page, ProjectionError> {
+        let q = query.clone();
+        self.with_conn(move |c| in_read_tx(c, |tx| query_blocking(tx, &q)))
+            .await
+    }
+
+    async fn record_bytes(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<RederivedRecord>, ProjectionError> {
+        check_range(start, end)?;
+        if start == end {
+            return Ok(Vec::new());
+        }
+        let (a, b) = (to_i64(start, "start")?, to_i64(end, "end")?);
+        let rows = self
+            .with_conn(move |c| in_read_tx(c, |tx| load(tx, &Select::Range(a, b))))
+            .await?;
+        tokio::task::spawn_blocking(move || rebuild_all(rows))
+            .await
+            .map_err(|e| ProjectionError::Unavailable(format!("rebuild task failed: {e}")))
+    }
+
+    async fn highest_seq(&self) -> Result<Option<u64>, ProjectionError> {
+        self.with_conn(|c| highest(c)).await
+    }
+
+    async fn repair(&self, request: RepairRequest) -> Result<RepairOutcome, ProjectionError> {
+        if self.read_only {
+            return Err(ProjectionError::ReadOnly("repair"));
+        }
+        let seq = request.seq;
+        let invalid = |reason: String| ProjectionError::InvalidRepair { seq, reason };
+        if request.reason.trim().is_empty() || request.run_id.trim().is_empty() {
+            return Err(invalid("a repair needs a reason and a run id".into()));
+        }
+        let record = Record::from_canonical_bytes(&request.record_bytes)
+            .map_err(|e| invalid(e.to_string()))?;
+        if record.seq != seq {
+            return Err(invalid(format!(
+                "the record's seq is {}, not {seq}",
+                record.seq
+            )));
+        }
+        let rows = RecordRows::from_record(record).map_err(invalid)?;
+        let flag = self.repairing.clone();
+        self.with_conn(move |c| repair_blocking(c, &flag, request, rows))
+            .await
+    }
+}
