@@ -164,15 +164,16 @@ pub fn sample_record(seq: u64, variant: u8) -> Record {
 
 /// Records whose bytes are easy to get wrong in a database, at consecutive seqs from `first`:
 /// nanosecond, sub-microsecond, pre-1970 and year 0000/9999 times; payload numbers (`1e-7`,
-/// `100`, `0.5`, ±(2^53 − 1), `-0`, `1e21`-scale floats written as integers), strings with
+/// `100`, `0.5`, ±(2^53 − 1), the smallest subnormal, 2^52 − 0.5), strings with
 /// `\u0000`, control characters, U+2028, emoji and combining marks; members that sort
 /// differently by UTF-16 than by bytes; empty objects and arrays; absent versus present
 /// optional fields; ECDSA P-256 approvals; the largest attachment size.
 pub fn tricky_records(first: u64) -> Vec<Record> {
     let payloads = [
         json!({"small": 1e-7, "hundred": 100, "half": 0.5, "max_safe": 9_007_199_254_740_991i64,
-               "min_safe": -9_007_199_254_740_991i64, "neg_zero": -0.0, "third": 0.333_333_333_333_333_3,
-               "big_float": 1e15, "tiny": 5e-324, "exp": 1.5e-10}),
+               "min_safe": -9_007_199_254_740_991i64, "third": 0.333_333_333_333_333_3,
+               "half_below_2_52": 4_503_599_627_370_495.5, "tiny": 5e-324, "exp": 1.5e-10,
+               "negative": -2.5e-300}),
         json!({"nul": "a\u{0}b", "controls": "\u{1}\u{1f}\u{7f}", "line_sep": "\u{2028}\u{2029}",
                "emoji": "🗳️ vote", "combining": "e\u{301}", "rtl": "שלום", "quote": "\"\\/"}),
         json!({"\u{20ac}": 1, "\r": 2, "\u{fb33}": 3, "1": 4, "\u{1f600}": 5, "\u{80}": 6, "\u{f6}": 7,

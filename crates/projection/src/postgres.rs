@@ -304,7 +304,7 @@ fn records_newest_first(rows: Vec<RecordRows>) -> Result<Vec<Record>, Projection
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    out.sort_by(|a, b| b.seq.cmp(&a.seq));
+    out.sort_by_key(|r| std::cmp::Reverse(r.seq));
     Ok(out)
 }
 

@@ -763,7 +763,7 @@ fn query_blocking(conn: &Connection, q: &DecisionQuery) -> Result<Page, Projecti
             })
         })
         .collect::<Result<Vec<Record>, _>>()?;
-    records.sort_by(|a, b| b.seq.cmp(&a.seq));
+    records.sort_by_key(|r| std::cmp::Reverse(r.seq));
     Ok(plan.page(records))
 }
 

@@ -1,0 +1,660 @@
+//! The PostgreSQL projection, on a real server (`TRIPLICATE_TEST_PG_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`): each test gets its own fresh database with
+//! the real migrations and drops it at the end. With no server the tests fail, saying why.
+//!
+//! The conformance suite; roles and triggers over real connections as `triplicate_reader`,
+//! `triplicate_writer` and the owner; every column feeds the re-derived hash; the payload
+//! column keeps what `jsonb` cannot; migrations on a cluster whose roles exist; a closed pool;
+//! concurrent appliers; repairs logged and restoring a lost row; random records round-trip.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use proptest::prelude::*;
+use sqlx::{ConnectOptions, PgConnection, Row};
+use triplicate_core::digest::leaf_hash;
+use triplicate_projection::conformance::{canonical, run, snapshot};
+use triplicate_projection::fixtures::{bytes, sample_record, tricky_records};
+use triplicate_projection::testkit::PgTestDb;
+use triplicate_projection::{
+    DecisionQuery, PgProjection, Projection, ProjectionError, Rederived, RepairRequest,
+    PG_READER_ROLE, PG_WRITER_ROLE,
+};
+
+fn batch(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    range.map(|s| bytes(&sample_record(s, 0))).collect()
+}
+
+async fn writer(db: &PgTestDb) -> PgProjection {
+    db.projection(Some(PG_WRITER_ROLE)).await
+}
+
+/// A connection to the test database acting as `role` (or as the owner, the admin user).
+async fn connect_as(db: &PgTestDb, role: Option<&str>) -> PgConnection {
+    let mut c = db.connect_options().connect().await.unwrap();
+    if let Some(role) = role {
+        sqlx::query(&format!("SET ROLE {role}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    c
+}
+
+/// Runs `sql`, which must fail; returns the error's message.
+async fn refused(c: &mut PgConnection, sql: &str) -> String {
+    match sqlx::query(sql).execute(&mut *c).await {
+        Ok(r) => panic!("{sql:?} was allowed ({} rows)", r.rows_affected()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    let db = PgTestDb::create().await;
+    run(&writer(&db).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_hold_no_update_delete_or_truncate() {
+    let db = PgTestDb::create().await;
+    let mut c = connect_as(&db, None).await;
+    for role in [PG_WRITER_ROLE, PG_READER_ROLE] {
+        for table in ["decisions", "approvals", "attachments", "repairs"] {
+            for privilege in ["UPDATE", "DELETE", "TRUNCATE"] {
+                let held: bool = sqlx::query_scalar("SELECT has_table_privilege($1, $2, $3)")
+                    .bind(role)
+                    .bind(table)
+                    .bind(privilege)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+                assert!(!held, "{role} holds {privilege} on {table}");
+            }
+            let select: bool = sqlx::query_scalar("SELECT has_table_privilege($1, $2, 'SELECT')")
+                .bind(role)
+                .bind(table)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert!(select, "{role} can read {table}");
+        }
+    }
+    let execute = |role: &'static str| {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT has_function_privilege($1, p.oid, 'EXECUTE') FROM pg_proc p WHERE proname = 'triplicate_repair'",
+        )
+        .bind(role)
+    };
+    assert!(execute(PG_WRITER_ROLE).fetch_one(&mut c).await.unwrap());
+    assert!(!execute(PG_READER_ROLE).fetch_one(&mut c).await.unwrap());
+    assert!(!execute("public").fetch_one(&mut c).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_and_writer_cannot_update_delete_or_truncate_and_triggers_refuse_everyone() {
+    let db = PgTestDb::create().await;
+    let p = writer(&db).await;
+    p.apply(batch(0..20)).await.unwrap();
+    let mut owner = connect_as(&db, None).await;
+    let mut w = connect_as(&db, Some(PG_WRITER_ROLE)).await;
+
+    // The writer's one way to change a row: the repair function, which logs what it changed.
+    let drifted = bytes(&sample_record(5, 1));
+    let out = p
+        .repair(RepairRequest {
+            seq: 5,
+            record_bytes: drifted.clone(),
+            reason: "test: repair as the writer".into(),
+            run_id: "run-7".into(),
+        })
+        .await
+        .unwrap();
+    let row = sqlx::query(
+        "SELECT seq, old_leaf_hash, new_leaf_hash, reason, run_id, old_rows::text, repaired_by::text \
+         FROM repairs WHERE id = $1",
+    )
+    .bind(out.repair_id.unwrap())
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<i64, _>(0), 5);
+    assert_eq!(
+        row.get::<Vec<u8>, _>(1),
+        leaf_hash(&bytes(&sample_record(5, 0))).to_vec()
+    );
+    assert_eq!(row.get::<Vec<u8>, _>(2), leaf_hash(&drifted).to_vec());
+    assert_eq!(row.get::<String, _>(3), "test: repair as the writer");
+    assert_eq!(row.get::<String, _>(4), "run-7");
+    let old_rows: String = row.get(5);
+    assert!(old_rows.contains("\"approvals\""), "{old_rows}");
+    assert!(
+        old_rows.contains("variant 0"),
+        "the old rows are captured: {old_rows}"
+    );
+    // The login user (session_user), not the function's owner.
+    let session_user: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&mut w)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(6), session_user);
+    let before = snapshot(&p).await;
+
+    // The reader: SELECT only.
+    let mut r = connect_as(&db, Some(PG_READER_ROLE)).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
+        .fetch_one(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(n, 20);
+    for sql in [
+        "UPDATE decisions SET title = 'x' WHERE seq = 1",
+        "DELETE FROM decisions WHERE seq = 1",
+        "TRUNCATE decisions",
+        "TRUNCATE decisions CASCADE",
+        "INSERT INTO decisions SELECT * FROM decisions WHERE seq = 1",
+        "UPDATE approvals SET alg = 'x'",
+        "DELETE FROM attachments",
+        "DELETE FROM repairs",
+    ] {
+        let e = refused(&mut r, sql).await;
+        assert!(e.contains("permission denied"), "reader: {sql}: {e}");
+    }
+    let e = refused(
+        &mut r,
+        "SELECT triplicate_repair(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         NULL, NULL, NULL, NULL)",
+    )
+    .await;
+    assert!(e.contains("permission denied for function"), "reader: {e}");
+
+    // The writer: INSERT and the repair function, nothing else.
+    for sql in [
+        "UPDATE decisions SET title = 'x' WHERE seq = 1",
+        "DELETE FROM decisions WHERE seq = 1",
+        "TRUNCATE decisions",
+        "UPDATE approvals SET alg = 'x'",
+        "DELETE FROM approvals",
+        "TRUNCATE approvals",
+        "UPDATE attachments SET size = 0",
+        "DELETE FROM attachments",
+        "TRUNCATE attachments",
+        "INSERT INTO repairs (seq, new_leaf_hash, reason, run_id) VALUES (1, decode(repeat('00', 32), 'hex'), 'x', 'y')",
+        "UPDATE repairs SET reason = 'x'",
+        "DELETE FROM repairs",
+        "SET session_replication_role = replica",
+        "ALTER TABLE decisions DISABLE TRIGGER ALL",
+        "DROP TRIGGER decisions_append_only ON decisions",
+    ] {
+        let e = refused(&mut w, sql).await;
+        assert!(
+            e.contains("permission denied") || e.contains("must be owner"),
+            "writer: {sql}: {e}"
+        );
+    }
+
+    // Privileges are the first wall; the triggers are the second. Grant the writer UPDATE,
+    // DELETE and TRUNCATE in this database and let it set the repair flag itself: the triggers
+    // still refuse, because the flag counts only for the tables' owner (inside the SECURITY
+    // DEFINER repair function).
+    sqlx::query("GRANT UPDATE, DELETE, TRUNCATE ON decisions, approvals, attachments, repairs TO triplicate_writer")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    sqlx::query("SET triplicate.repair = 'on'")
+        .execute(&mut w)
+        .await
+        .unwrap();
+    for (sql, what) in [
+        (
+            "UPDATE decisions SET title = 'x' WHERE seq = 1",
+            "UPDATE on decisions refused",
+        ),
+        (
+            "DELETE FROM decisions WHERE seq = 1",
+            "DELETE on decisions refused",
+        ),
+        (
+            "TRUNCATE decisions CASCADE",
+            "TRUNCATE on decisions refused",
+        ),
+        (
+            "DELETE FROM approvals WHERE seq = 1",
+            "DELETE on approvals refused",
+        ),
+        ("TRUNCATE approvals", "TRUNCATE on approvals refused"),
+        ("DELETE FROM attachments", "DELETE on attachments refused"),
+        ("TRUNCATE attachments", "TRUNCATE on attachments refused"),
+        ("DELETE FROM repairs", "DELETE on repairs refused"),
+    ] {
+        let e = refused(&mut w, sql).await;
+        assert!(
+            e.contains(what),
+            "writer with privileges and the flag: {sql}: {e}"
+        );
+    }
+    sqlx::query("REVOKE UPDATE, DELETE, TRUNCATE ON decisions, approvals, attachments, repairs FROM triplicate_writer")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+
+    // The owner's mistakes are caught too.
+    for (sql, what) in [
+        (
+            "UPDATE decisions SET title = 'x' WHERE seq = 1",
+            "UPDATE on decisions refused",
+        ),
+        (
+            "DELETE FROM decisions WHERE seq = 1",
+            "DELETE on decisions refused",
+        ),
+        (
+            "TRUNCATE decisions CASCADE",
+            "TRUNCATE on decisions refused",
+        ),
+        (
+            "UPDATE approvals SET alg = 'x'",
+            "UPDATE on approvals refused",
+        ),
+        ("DELETE FROM attachments", "DELETE on attachments refused"),
+        ("TRUNCATE repairs", "TRUNCATE on repairs refused"),
+    ] {
+        let e = refused(&mut owner, sql).await;
+        assert!(e.contains(what), "owner: {sql}: {e}");
+    }
+    assert!(
+        snapshot(&p).await == before,
+        "a refused statement changed the store"
+    );
+    // The flag does not outlive the function: in the transaction that called it, the next
+    // DELETE is refused again, even for the owner. (Here the function re-writes seq 6 with its
+    // own columns, straight from SQL.)
+    sqlx::query("BEGIN").execute(&mut owner).await.unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "SELECT triplicate_repair(d.seq, NULL, decode(repeat('11', 32), 'hex'), 'sql test', 'run-8', \
+         d.id, d.version, d.kind, d.title, d.body, d.payload, d.proposed_at, d.proposed_at_extra_ns, \
+         d.recorded_at, d.recorded_at_extra_ns, d.supersedes, d.notary_key_id, d.notary_alg, \
+         d.notary_signature, \
+         ARRAY(SELECT key_id FROM approvals a WHERE a.seq = d.seq ORDER BY position), \
+         ARRAY(SELECT alg FROM approvals a WHERE a.seq = d.seq ORDER BY position), \
+         ARRAY(SELECT signature FROM approvals a WHERE a.seq = d.seq ORDER BY position), \
+         ARRAY(SELECT signed_at FROM approvals a WHERE a.seq = d.seq ORDER BY position), \
+         ARRAY(SELECT signed_at_extra_ns FROM approvals a WHERE a.seq = d.seq ORDER BY position), \
+         ARRAY(SELECT sha256 FROM attachments t WHERE t.seq = d.seq ORDER BY position), \
+         ARRAY(SELECT media_type FROM attachments t WHERE t.seq = d.seq ORDER BY position), \
+         ARRAY(SELECT size FROM attachments t WHERE t.seq = d.seq ORDER BY position), \
+         ARRAY(SELECT name FROM attachments t WHERE t.seq = d.seq ORDER BY position)) \
+         FROM decisions d WHERE d.seq = 6",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
+    assert!(id > 0);
+    let flag: String = sqlx::query_scalar("SELECT current_setting('triplicate.repair', true)")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(flag, "off");
+    let e = refused(&mut owner, "DELETE FROM decisions WHERE seq = 5").await;
+    assert!(e.contains("refused"), "{e}");
+    sqlx::query("ROLLBACK").execute(&mut owner).await.unwrap();
+    assert!(snapshot(&p).await == before);
+    assert_eq!(
+        p.record_bytes(5, 6).await.unwrap()[0].bytes(),
+        Some(drifted.as_slice())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_handle_reads_and_cannot_write() {
+    let db = PgTestDb::create().await;
+    writer(&db).await.apply(batch(0..10)).await.unwrap();
+    let r = db.projection(Some(PG_READER_ROLE)).await;
+    assert_eq!(r.highest_seq().await.unwrap(), Some(9));
+    assert_eq!(
+        r.query(&DecisionQuery::new()).await.unwrap().records.len(),
+        10
+    );
+    assert!(matches!(
+        r.apply(batch(10..11)).await,
+        Err(ProjectionError::PermissionDenied { .. })
+    ));
+    assert!(matches!(
+        r.repair(RepairRequest {
+            seq: 3,
+            record_bytes: bytes(&sample_record(3, 1)),
+            reason: "x".into(),
+            run_id: "y".into(),
+        })
+        .await,
+        Err(ProjectionError::PermissionDenied { .. })
+    ));
+    assert_eq!(r.highest_seq().await.unwrap(), Some(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_column_feeds_the_rederived_hash() {
+    let db = PgTestDb::create().await;
+    let p = writer(&db).await;
+    p.apply(batch(0..450)).await.unwrap();
+    // Seqs 13 + 15k have two approvals, two attachments (one named) and a supersedes.
+    let alterations: &[(&str, &str, &str)] = &[
+        ("decisions", "seq", "seq = seq + 1000000"),
+        (
+            "decisions",
+            "id",
+            "id = '01900000-0000-7000-8000-00000000abcd'",
+        ),
+        ("decisions", "version", "version = 2"),
+        ("decisions", "kind", "kind = 'other.kind'"),
+        ("decisions", "title", "title = title || '!'"),
+        ("decisions", "body", "body = body || ' '"),
+        ("decisions", "payload", "payload = '{\"ratio\":0.5}'"),
+        (
+            "decisions",
+            "proposed_at",
+            "proposed_at = proposed_at + interval '1 microsecond'",
+        ),
+        (
+            "decisions",
+            "proposed_at_extra_ns",
+            "proposed_at_extra_ns = (proposed_at_extra_ns + 1) % 1000",
+        ),
+        (
+            "decisions",
+            "recorded_at",
+            "recorded_at = recorded_at - interval '1 second'",
+        ),
+        (
+            "decisions",
+            "recorded_at_extra_ns",
+            "recorded_at_extra_ns = (recorded_at_extra_ns + 1) % 1000",
+        ),
+        ("decisions", "supersedes", "supersedes = NULL"),
+        (
+            "decisions",
+            "notary_key_id",
+            "notary_key_id = '0000000000000000'",
+        ),
+        ("decisions", "notary_alg", "notary_alg = 'ecdsa-p256'"),
+        (
+            "decisions",
+            "notary_signature",
+            "notary_signature = decode(repeat('00', 64), 'hex')",
+        ),
+        ("approvals", "seq", "seq = seq + 1000000"),
+        ("approvals", "position", "position = position + 2"),
+        ("approvals", "key_id", "key_id = 'ffffffffffffffff'"),
+        ("approvals", "alg", "alg = 'ecdsa-p256'"),
+        (
+            "approvals",
+            "signature",
+            "signature = decode(repeat('00', 64), 'hex')",
+        ),
+        (
+            "approvals",
+            "signed_at",
+            "signed_at = signed_at + interval '1 microsecond'",
+        ),
+        (
+            "approvals",
+            "signed_at_extra_ns",
+            "signed_at_extra_ns = (signed_at_extra_ns + 1) % 1000",
+        ),
+        ("attachments", "seq", "seq = seq + 1000000"),
+        ("attachments", "position", "position = position + 2"),
+        (
+            "attachments",
+            "sha256",
+            "sha256 = decode(repeat('00', 32), 'hex')",
+        ),
+        ("attachments", "media_type", "media_type = 'text/html'"),
+        ("attachments", "size", "size = size + 1"),
+        (
+            "attachments",
+            "name",
+            "name = CASE WHEN name IS NULL THEN 'x' ELSE NULL END",
+        ),
+    ];
+    // A superuser session with triggers (the guard, and foreign keys) switched off: the
+    // tamperer the verifier exists for.
+    let mut c = connect_as(&db, None).await;
+    for table in ["decisions", "approvals", "attachments"] {
+        let cols: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1",
+        )
+        .bind(table)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        assert!(!cols.is_empty());
+        for col in cols {
+            assert!(
+                alterations.iter().any(|(t, c, _)| *t == table && *c == col),
+                "{table}.{col} is not altered by this test"
+            );
+        }
+    }
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    for (k, (table, column, set)) in alterations.iter().enumerate() {
+        let seq = 13 + 15 * k as u64;
+        let original = bytes(&sample_record(seq, 0));
+        let before = p.record_bytes(seq, seq + 1).await.unwrap();
+        assert_eq!(before[0].bytes(), Some(original.as_slice()));
+        let filter = match *table {
+            "decisions" => format!("seq = {seq}"),
+            _ => format!("seq = {seq} AND position = 1"),
+        };
+        let n = sqlx::query(&format!("UPDATE {table} SET {set} WHERE {filter}"))
+            .execute(&mut c)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(n, 1, "{table}.{column}");
+        let after = p.record_bytes(seq, seq + 1).await.unwrap();
+        let changed = match after.first() {
+            None => true,
+            Some(r) => r.leaf_hash() != Some(leaf_hash(&original)),
+        };
+        assert!(
+            changed,
+            "altering {table}.{column} did not change the re-derived hash"
+        );
+    }
+    for seq in [0u64, 12, 14, 449] {
+        assert_eq!(
+            p.record_bytes(seq, seq + 1).await.unwrap()[0].bytes(),
+            Some(bytes(&sample_record(seq, 0)).as_slice())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_keep_what_jsonb_cannot() {
+    let db = PgTestDb::create().await;
+    let p = writer(&db).await;
+    let records = tricky_records(0);
+    p.apply(records.iter().map(bytes).collect()).await.unwrap();
+    let mut c = connect_as(&db, None).await;
+    for r in &records {
+        let stored: String =
+            sqlx::query_scalar("SELECT payload::text FROM decisions WHERE seq = $1")
+                .bind(r.seq as i64)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        let jcs = triplicate_core::canonical::to_jcs(&r.decision.payload).unwrap();
+        assert_eq!(
+            stored.as_bytes(),
+            jcs.as_slice(),
+            "seq {}: the payload column is its canonical text",
+            r.seq
+        );
+    }
+    // Record 1 carries "\u0000", which jsonb refuses outright.
+    let e = sqlx::query("SELECT payload::jsonb FROM decisions WHERE seq = 1")
+        .execute(&mut c)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Unicode escape"), "{e}");
+    // Sub-microsecond times survive too.
+    let ns: i16 = sqlx::query_scalar("SELECT proposed_at_extra_ns FROM decisions WHERE seq = 0")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(ns, 789);
+    let got = p.record_bytes(0, records.len() as u64).await.unwrap();
+    for (g, r) in got.iter().zip(&records) {
+        assert_eq!(g.bytes(), Some(bytes(r).as_slice()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_where_the_roles_exist_and_are_idempotent() {
+    // Several fresh databases migrating at once on one cluster: the roles are created once
+    // (or already exist) and every database gets its own grants.
+    let (a, b, c) = tokio::join!(PgTestDb::create(), PgTestDb::create(), PgTestDb::create());
+    for db in [&a, &b, &c] {
+        PgProjection::migrate(db.owner_pool()).await.unwrap();
+        let p = writer(db).await;
+        p.apply(batch(0..3)).await.unwrap();
+        let r = db.projection(Some(PG_READER_ROLE)).await;
+        assert_eq!(r.highest_seq().await.unwrap(), Some(2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pool_is_a_clear_retryable_error_and_changes_nothing() {
+    let db = PgTestDb::create().await;
+    let p = writer(&db).await;
+    p.apply(batch(0..5)).await.unwrap();
+    let before = snapshot(&p).await;
+    p.close().await;
+    let e = p.apply(batch(5..6)).await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert!(e.to_string().contains("closed"), "{e}");
+    assert!(p.highest_seq().await.unwrap_err().is_retryable());
+    assert!(p.record_bytes(0, 5).await.is_err());
+    assert!(p.query(&DecisionQuery::new()).await.is_err());
+    let again = writer(&db).await;
+    assert!(snapshot(&again).await == before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appliers_of_the_same_batch_write_it_once() {
+    let db = PgTestDb::create().await;
+    let p = writer(&db).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move { p.apply(batch(0..200)).await }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        applied += t.await.unwrap().unwrap().applied;
+    }
+    assert_eq!(applied, 200, "exactly one applier wrote the batch");
+    assert_eq!(p.record_bytes(0, 1000).await.unwrap().len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_restores_a_lost_row_and_damage_is_reported() {
+    let db = PgTestDb::create().await;
+    let p = writer(&db).await;
+    p.apply(batch(0..30)).await.unwrap();
+    let mut c = connect_as(&db, None).await;
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    for t in ["attachments", "approvals", "decisions"] {
+        sqlx::query(&format!("DELETE FROM {t} WHERE seq = 12"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE approvals SET position = 5 WHERE seq = 4 AND position = 0")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let got = p.record_bytes(3, 13).await.unwrap();
+    assert_eq!(got.len(), 9, "seq 12 is missing");
+    assert!(matches!(&got[1].content, Rederived::Damaged(why) if why.contains("positions")));
+    assert!(matches!(
+        p.query(&DecisionQuery::new()).await,
+        Err(ProjectionError::Damaged { seq: 4, .. })
+    ));
+    match p.apply(vec![bytes(&sample_record(4, 0))]).await {
+        Err(ProjectionError::SeqConflict { stored, .. }) => assert!(stored.contains("damaged")),
+        r => panic!("expected a conflict, got {r:?}"),
+    }
+
+    for seq in [12u64, 4] {
+        let good = bytes(&sample_record(seq, 0));
+        let out = p
+            .repair(RepairRequest {
+                seq,
+                record_bytes: good.clone(),
+                reason: "projection lost or damaged rows".into(),
+                run_id: "run-9".into(),
+            })
+            .await
+            .unwrap();
+        assert!(out.changed);
+        assert_eq!(out.old_leaf_hash, None);
+        assert_eq!(out.old_damage.is_some(), seq == 4);
+        assert_eq!(
+            p.record_bytes(seq, seq + 1).await.unwrap()[0].bytes(),
+            Some(good.as_slice())
+        );
+    }
+    let old: Vec<(i64, Option<Vec<u8>>, Option<String>)> =
+        sqlx::query_as("SELECT seq, old_leaf_hash, old_rows::text FROM repairs ORDER BY id")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(old.len(), 2);
+    assert_eq!((old[0].0, &old[0].1, &old[0].2), (12, &None, &None));
+    assert_eq!(old[1].0, 4);
+    assert!(old[1].2.as_deref().unwrap().contains("\"position\":5"));
+    assert_eq!(
+        p.query(&DecisionQuery::new()).await.unwrap().records.len(),
+        30
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "PostgreSQL is not reachable")]
+async fn an_unreachable_server_fails_the_tests_loudly() {
+    PgTestDb::create_at("postgres://postgres@127.0.0.1:1/postgres").await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_records_round_trip_byte_for_byte(records in common::records(12, 1)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let db = PgTestDb::create().await;
+            let p = writer(&db).await;
+            let applied: Vec<Vec<u8>> = records.iter().map(bytes).collect();
+            p.apply(applied.clone()).await.unwrap();
+            let got = p.record_bytes(0, applied.len() as u64).await.unwrap();
+            prop_assert_eq!(got.len(), applied.len());
+            for (g, want) in got.iter().zip(&applied) {
+                prop_assert_eq!(g.bytes(), Some(want.as_slice()));
+            }
+            for r in &records {
+                prop_assert_eq!(p.decision(r.decision.id).await.unwrap(), Some(canonical(r)));
+            }
+            Ok(())
+        })?;
+    }
+}
