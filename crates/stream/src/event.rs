@@ -1,25 +1,69 @@
-//! The one event type: `DecisionRecorded`.
+//! The one event type, `DecisionRecorded`, and the names the trait speaks in: stream ids,
+//! global positions, stored events.
 
-use triplicate_core::{digest::leaf_hash, Hash, Record, Timestamp};
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine;
+use serde::Deserialize;
+use triplicate_core::canonical::CanonicalError;
+use triplicate_core::digest::leaf_hash;
+use triplicate_core::limits::RECORD_MAX_BYTES;
+use triplicate_core::{Hash, Record, Timestamp, ValidationError};
 use uuid::Uuid;
 
-/// The event type name stored with every event.
+/// The event type stored with every event.
 pub const EVENT_TYPE: &str = "DecisionRecorded";
 
-/// A record entered the ledger. Data is the record's canonical bytes; metadata carries the seq
-/// and the leaf hash the ledger stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The largest `record_bytes` an event may carry: the record format's own limit, so anything
+/// the ledger accepted fits every backend (KurrentDB and JetStream allow far more).
+pub const MAX_EVENT_BYTES: usize = RECORD_MAX_BYTES;
+
+/// A record entered the ledger.
+///
+/// Data is the record's canonical bytes (`record_bytes = JCS(record)`); metadata carries the
+/// `seq` and the leaf hash the ledger stored. `seq` and `decision_id` are also inside the bytes:
+/// they are repeated so a store can index and route an event without parsing it, and
+/// [`DecisionRecorded::check`] refuses an event whose copies disagree.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DecisionRecorded {
     pub seq: u64,
     pub decision_id: Uuid,
+    /// `SHA-256(0x00 || record_bytes)` (RFC 6962 leaf hash).
     pub leaf_hash: Hash,
     pub record_bytes: Vec<u8>,
 }
 
+impl fmt::Debug for DecisionRecorded {
+    // The bytes are up to 60 KiB; a debug print names the event instead.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecisionRecorded")
+            .field("seq", &self.seq)
+            .field("decision_id", &self.decision_id)
+            .field("leaf_hash", &b64(&self.leaf_hash))
+            .field(
+                "record_bytes",
+                &format_args!("{} bytes", self.record_bytes.len()),
+            )
+            .finish()
+    }
+}
+
 impl DecisionRecorded {
-    /// The event for canonical record bytes (parsed and checked).
-    pub fn from_record_bytes(record_bytes: Vec<u8>) -> Result<DecisionRecorded, String> {
-        let r = Record::from_canonical_bytes(&record_bytes).map_err(|e| e.to_string())?;
+    /// The event for a record, with its canonical bytes.
+    pub fn from_record(record: &Record) -> Result<DecisionRecorded, CanonicalError> {
+        let record_bytes = record.to_bytes()?;
+        Ok(DecisionRecorded {
+            seq: record.seq,
+            decision_id: record.decision.id,
+            leaf_hash: leaf_hash(&record_bytes),
+            record_bytes,
+        })
+    }
+
+    /// The event for canonical record bytes (as the ledger holds them), parsed and checked.
+    pub fn from_record_bytes(record_bytes: Vec<u8>) -> Result<DecisionRecorded, ValidationError> {
+        let r = Record::from_canonical_bytes(&record_bytes)?;
         Ok(DecisionRecorded {
             seq: r.seq,
             decision_id: r.decision.id,
@@ -29,62 +73,240 @@ impl DecisionRecorded {
     }
 
     /// The per-decision stream the event belongs to.
-    pub fn stream_id(&self) -> String {
-        stream_id(&self.decision_id)
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::for_decision(self.decision_id)
     }
 
-    /// Checks that the bytes are a canonical record agreeing with the event's fields.
-    pub fn validate(&self) -> Result<(), String> {
-        let r = Record::from_canonical_bytes(&self.record_bytes).map_err(|e| e.to_string())?;
+    /// What the metadata document says.
+    pub fn metadata(&self) -> EventMetadata {
+        EventMetadata {
+            seq: self.seq,
+            leaf_hash: self.leaf_hash,
+        }
+    }
+
+    /// A deterministic event id: the first 16 bytes of the leaf hash as a version-8 UUID.
+    ///
+    /// Event stores deduplicate retries by an id the writer chooses (KurrentDB's event id,
+    /// JetStream's `Nats-Msg-Id`); deriving it from the content makes a retry of the same event
+    /// carry the same id from any writer, and a different event a different one.
+    pub fn event_id(&self) -> Uuid {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&self.leaf_hash[..16]);
+        uuid::Builder::from_custom_bytes(b).into_uuid()
+    }
+
+    /// Checks what every backend checks before writing: the bytes are at most
+    /// [`MAX_EVENT_BYTES`], parse as a canonical record (`Record::from_canonical_bytes`), and
+    /// agree with the event's `seq`, decision id and leaf hash.
+    ///
+    /// This is most of an append's CPU (parse, validate, re-serialise to prove the bytes are
+    /// canonical, hash), so backends run it in parallel for large batches.
+    pub fn check(&self) -> Result<(), EventProblem> {
+        let size = self.record_bytes.len();
+        if size > MAX_EVENT_BYTES {
+            return Err(EventProblem::TooLarge {
+                size,
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        let r = Record::from_canonical_bytes(&self.record_bytes)
+            .map_err(EventProblem::NotACanonicalRecord)?;
         if r.seq != self.seq {
-            return Err(format!(
-                "event seq is {} but its record's seq is {}",
-                self.seq, r.seq
-            ));
+            return Err(EventProblem::SeqMismatch { record_seq: r.seq });
         }
         if r.decision.id != self.decision_id {
-            return Err(format!(
-                "event is for decision {} but its record is decision {}",
-                self.decision_id, r.decision.id
-            ));
+            return Err(EventProblem::DecisionMismatch {
+                record_decision: r.decision.id,
+            });
         }
-        let h = leaf_hash(&self.record_bytes);
-        if h != self.leaf_hash {
-            return Err(format!(
-                "event leaf hash {} is not its record's leaf hash {}",
-                hex::encode(self.leaf_hash),
-                hex::encode(h)
-            ));
+        let computed = leaf_hash(&self.record_bytes);
+        if computed != self.leaf_hash {
+            return Err(EventProblem::LeafHashMismatch {
+                claimed: self.leaf_hash,
+                computed,
+            });
         }
         Ok(())
     }
+}
 
-    /// The metadata document stored beside the data.
-    pub fn metadata_json(&self) -> String {
-        serde_json::json!({"seq": self.seq, "leaf_hash": hex::encode(self.leaf_hash)}).to_string()
+/// Why one event of a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventProblem {
+    #[error("record_bytes is {size} bytes; at most {max} are allowed")]
+    TooLarge { size: usize, max: usize },
+    #[error("record_bytes is not a canonical record: {0}")]
+    NotACanonicalRecord(ValidationError),
+    #[error("the event's seq differs from its record's seq {record_seq}")]
+    SeqMismatch { record_seq: u64 },
+    #[error("the event's decision id differs from its record's ({record_decision})")]
+    DecisionMismatch { record_decision: Uuid },
+    #[error(
+        "the event's leaf hash {} is not its record's leaf hash {}",
+        b64(claimed),
+        b64(computed)
+    )]
+    LeafHashMismatch { claimed: Hash, computed: Hash },
+    #[error("checking it panicked (a bug in the record parser)")]
+    CheckPanicked,
+    #[error(
+        "seq does not follow the previous event's seq {previous}: a batch holds consecutive seqs"
+    )]
+    NotConsecutive { previous: u64 },
+}
+
+/// The metadata stored beside an event's data.
+///
+/// Stored as a JSON object with string values only, `{"leaf_hash":"<base64>","seq":"<n>"}`:
+/// KurrentDB's multi-stream append accepts nothing else, and strings keep a `seq` above 2^53
+/// exact in every JSON reader. Hashes are standard base64, as in receipts and ledger errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMetadata {
+    pub seq: u64,
+    pub leaf_hash: Hash,
+}
+
+impl EventMetadata {
+    /// The stored JSON text.
+    pub fn to_json(&self) -> String {
+        // Built by hand: base64 and digits need no escaping, and this runs once per event.
+        format!(
+            "{{\"leaf_hash\":\"{}\",\"seq\":\"{}\"}}",
+            b64(&self.leaf_hash),
+            self.seq
+        )
+    }
+
+    /// Parses stored metadata, strictly.
+    pub fn from_json(text: &str) -> Result<EventMetadata, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            leaf_hash: String,
+            seq: String,
+        }
+        let w: Wire = serde_json::from_str(text).map_err(|e| format!("metadata: {e}"))?;
+        let seq = w
+            .seq
+            .parse::<u64>()
+            .map_err(|e| format!("metadata seq {:?}: {e}", w.seq))?;
+        let leaf_hash = base64::engine::general_purpose::STANDARD
+            .decode(&w.leaf_hash)
+            .ok()
+            .and_then(|v| Hash::try_from(v).ok())
+            .ok_or_else(|| {
+                format!(
+                    "metadata leaf_hash {:?} is not 32 bytes of base64",
+                    w.leaf_hash
+                )
+            })?;
+        Ok(EventMetadata { seq, leaf_hash })
     }
 }
 
-/// `decision-<uuid>`.
-pub fn stream_id(decision_id: &Uuid) -> String {
-    format!("decision-{}", decision_id.hyphenated())
+/// A per-decision stream: `decision-<uuid>` (canonical lowercase hyphenated UUID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(Uuid);
+
+impl StreamId {
+    pub const PREFIX: &'static str = "decision-";
+
+    /// The stream of one decision.
+    pub fn for_decision(decision_id: Uuid) -> StreamId {
+        StreamId(decision_id)
+    }
+
+    /// The decision whose stream this is.
+    pub fn decision_id(&self) -> Uuid {
+        self.0
+    }
 }
 
-/// The decision id in a stream id.
-pub fn decision_of(stream_id: &str) -> Option<Uuid> {
-    stream_id
-        .strip_prefix("decision-")
-        .and_then(|s| Uuid::try_parse(s).ok())
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, self.0.hyphenated())
+    }
 }
 
-/// An event as stored.
+impl FromStr for StreamId {
+    type Err = String;
+
+    /// Only the exact text [`StreamId`]'s `Display` writes, so one stream has one name.
+    fn from_str(s: &str) -> Result<StreamId, String> {
+        let rest = s
+            .strip_prefix(Self::PREFIX)
+            .ok_or_else(|| format!("stream id {s:?} does not start with {:?}", Self::PREFIX))?;
+        let id = Uuid::try_parse(rest).map_err(|e| format!("stream id {s:?}: {e}"))?;
+        let id = StreamId(id);
+        if id.to_string() != s {
+            return Err(format!("stream id {s:?} is not canonical; write {id}"));
+        }
+        Ok(id)
+    }
+}
+
+/// A place in the global order (`$all`), minted by a backend.
+///
+/// Opaque to callers, who compare positions, keep them as cursors and hand them back. Two
+/// parts so every backend's native position fits without translation: SQLite's row id and
+/// JetStream's stream sequence are `(n, 0)`; KurrentDB's `$all` position is
+/// `(commit, prepare)`, ordered the same way. Positions increase along the global order but
+/// are not dense: do not compute them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    major: u64,
+    minor: u64,
+}
+
+impl Position {
+    /// For backends: a position from the backend's native parts.
+    pub const fn new(major: u64, minor: u64) -> Position {
+        Position { major, minor }
+    }
+
+    /// The backend's native parts.
+    pub const fn parts(self) -> (u64, u64) {
+        (self.major, self.minor)
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+impl FromStr for Position {
+    type Err = String;
+
+    /// The `Display` form, `<major>:<minor>`, for cursors kept in files or databases.
+    fn from_str(s: &str) -> Result<Position, String> {
+        let (a, b) = s
+            .split_once(':')
+            .ok_or_else(|| format!("position {s:?} is not <major>:<minor>"))?;
+        let part = |p: &str| p.parse::<u64>().map_err(|e| format!("position {s:?}: {e}"));
+        Ok(Position::new(part(a)?, part(b)?))
+    }
+}
+
+/// An event as a store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
-    /// Global position.
-    pub position: u64,
-    pub stream_id: String,
-    /// Position within the stream, from 0.
+    /// Where it is in the global order.
+    pub position: Position,
+    pub stream_id: StreamId,
+    /// Its place in its stream, from 0.
     pub revision: u64,
+    /// The event as read back: data and metadata exactly as stored, not re-validated (the
+    /// verifier re-derives the leaf hash from `record_bytes` and trusts nothing else).
     pub event: DecisionRecorded,
-    pub recorded_at: Timestamp,
+    /// When this store committed it (its own clock; the record has its own `recorded_at`).
+    pub stored_at: Timestamp,
+}
+
+/// Standard base64, the encoding receipts and ledger errors use for hashes.
+pub(crate) fn b64(h: &Hash) -> String {
+    base64::engine::general_purpose::STANDARD.encode(h)
 }

@@ -1,38 +1,74 @@
 //! `triplicate-stream`: the event-sourced copy of the records.
 //!
-//! Owns: the [`EventStream`] trait and its guarantees; the `DecisionRecorded` event (data =
-//! `record_bytes`, metadata = `seq` and `leaf_hash`) in per-decision streams `decision-<id>`;
-//! the embedded SQLite backend ([`SqliteStream`], `<data-dir>/stream.db`); a conformance suite
-//! and a fault-injecting wrapper (feature `testkit`).
+//! Owns: the [`EventStream`] trait and what each call guarantees; the `DecisionRecorded` event
+//! (data = `record_bytes`, metadata = `seq` and `leaf_hash`) in per-decision streams
+//! `decision-<uuid>`; the checks every append makes, whatever the backend; the embedded SQLite
+//! backend ([`SqliteStream`], `<data-dir>/stream.db`); and, behind the `testkit` feature, the
+//! conformance suite every backend runs, realistic sample events and a fault-injecting wrapper.
 //!
-//! Must not know: the ledger or the projection, HTTP, policies, or SQL outside the SQLite
-//! backend. The trait speaks in expected revisions, global positions and catch-up
-//! subscriptions, the vocabulary KurrentDB and NATS JetStream share, so those backends (issue 8)
-//! fit without SQL leaking.
+//! Must not know: the ledger or the projection (the caller hands it events the ledger already
+//! holds), HTTP, policies, or SQL outside the SQLite backend. The trait speaks in expected
+//! revisions, global positions and catch-up subscriptions, the vocabulary KurrentDB and NATS
+//! JetStream share, so those backends fit behind it:
+//!
+//! | trait | SQLite (here) | KurrentDB | NATS JetStream |
+//! |---|---|---|---|
+//! | stream `decision-<id>` | `events.stream_id` | stream | subject `…decision.<id>` |
+//! | [`ExpectedRevision`] | checked in the transaction | `StreamState` | `Nats-Expected-Last-Subject-Sequence` |
+//! | idempotent retry | pre-check of seqs and streams | event id = [`DecisionRecorded::event_id`] | `Nats-Msg-Id` = the same id |
+//! | atomic batch | one transaction | multi-stream append (25.1+) | atomic batch publish (2.12+, ≤ 1,000 messages) |
+//! | [`Position`] | row id | `$all` (commit, prepare) | stream sequence |
+//! | [`EventStream::subscribe`] | read pages, woken by commits, polling as a fallback | catch-up subscription to `$all` | ordered consumer |
+//!
+//! Backend limits differ (JetStream's atomic batches hold 1,000 messages, KurrentDB appends
+//! are capped in bytes), so callers size batches by [`EventStream::limits`].
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
+mod error;
 mod event;
 #[cfg(feature = "testkit")]
-pub mod failing;
+mod failing;
+#[cfg(feature = "testkit")]
+pub mod fixtures;
+mod plan;
 mod sqlite;
+mod subscription;
 
+use std::fmt;
 use std::future::Future;
 
 use futures::stream::BoxStream;
 
-pub use event::{DecisionRecorded, StoredEvent, EVENT_TYPE};
-pub use sqlite::SqliteStream;
+pub use error::StreamError;
+pub use event::{
+    DecisionRecorded, EventMetadata, EventProblem, Position, StoredEvent, StreamId, EVENT_TYPE,
+    MAX_EVENT_BYTES,
+};
+#[cfg(feature = "testkit")]
+pub use failing::FailingStream;
+pub use sqlite::{SqliteOptions, SqliteStream};
 
-/// What the writer expects of a stream before appending to it.
+/// What the writer expects of an event's stream before the event is appended
+/// (KurrentDB's `StreamState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpectedRevision {
-    /// The stream must not exist yet (a new decision).
+    /// The stream must not exist yet: a new decision. What the write path uses.
     NoStream,
     /// The stream's last event must be at this revision.
     Exact(u64),
     /// No expectation.
     Any,
+}
+
+impl fmt::Display for ExpectedRevision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedRevision::NoStream => f.write_str("no stream"),
+            ExpectedRevision::Exact(r) => write!(f, "revision {r}"),
+            ExpectedRevision::Any => f.write_str("any revision"),
+        }
+    }
 }
 
 /// One event to append and what its stream must look like first.
@@ -43,8 +79,8 @@ pub struct AppendRequest {
 }
 
 impl AppendRequest {
-    /// A new decision's first event.
-    pub fn new_decision(event: DecisionRecorded) -> Self {
+    /// A new decision's event: its stream must not exist yet.
+    pub fn new_decision(event: DecisionRecorded) -> AppendRequest {
         AppendRequest {
             event,
             expected: ExpectedRevision::NoStream,
@@ -55,102 +91,114 @@ impl AppendRequest {
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
-    /// Events written by this call.
+    /// Events this call wrote.
     pub appended: u64,
-    /// Events of the batch that were already stored with identical bytes.
+    /// Events of the batch already stored with identical bytes (a retry), skipped.
     pub already_present: u64,
-    /// Global position of the last event written, if any was.
-    pub last_position: Option<u64>,
+    /// Position of the last event this call wrote; `None` when it wrote nothing.
+    pub last_position: Option<Position>,
+    /// The highest seq stored once the call returned.
+    pub highest_seq: u64,
 }
 
 /// A page of the global order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
+    /// Events in global order, each after the cursor the read was given.
     pub events: Vec<StoredEvent>,
-    /// Position to read from next; `None` when the page reached the end.
-    pub next: Option<u64>,
+    /// True when no event after the last one returned had been committed when the page was
+    /// read. A short page with `end == false` is possible (backends may cap pages in bytes).
+    pub end: bool,
 }
 
-/// Why a stream operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StreamError {
-    #[error("event {index} of the batch is invalid: {reason}")]
-    InvalidEvent { index: usize, reason: String },
-    #[error("seq {seq} is already stored with leaf hash {stored}; the batch offers {offered}")]
-    SeqConflict {
-        seq: u64,
-        stored: String,
-        offered: String,
-    },
-    #[error("decision {stream_id} is already recorded at seq {stored_seq} (leaf hash {stored}); the batch offers seq {offered_seq} (leaf hash {offered})")]
-    DecisionConflict {
-        stream_id: String,
-        stored_seq: u64,
-        stored: String,
-        offered_seq: u64,
-        offered: String,
-    },
-    #[error("stream {stream_id} is at {actual:?} but the append expected {expected:?}")]
-    WrongExpectedRevision {
-        stream_id: String,
-        expected: ExpectedRevision,
-        actual: Option<u64>,
-    },
-    #[error("the batch starts at seq {got} but the stream's next seq is {expected}: it would leave a gap")]
-    Gap { expected: u64, got: u64 },
-    #[error("event store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("event store {what}: {reason}")]
-    Storage { what: &'static str, reason: String },
-    #[error("stored event at position {position} is damaged: {reason}")]
-    Damaged { position: u64, reason: String },
-}
-
-impl StreamError {
-    /// True when retrying the same call later may succeed (the store was down or busy).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StreamError::Unavailable(_))
+impl Page {
+    /// The cursor for the next page: the last event's position, or `after` if the page is
+    /// empty.
+    pub fn next_after(&self, after: Option<Position>) -> Option<Position> {
+        self.events.last().map(|e| e.position).or(after)
     }
 }
 
-/// The event stream.
+/// How much one append may carry on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most events in one [`EventStream::append`].
+    pub max_batch_events: usize,
+    /// Most `record_bytes`, summed over a batch.
+    pub max_batch_bytes: usize,
+}
+
+/// The event stream: a copy of the ledger's records as `DecisionRecorded` events, one stream
+/// per decision, in one global order that is the ledger's `seq` order.
 ///
-/// Guarantees every backend gives:
-/// - **Atomic, idempotent batches.** [`EventStream::append`] writes all of a batch or none of
-///   it. An event already stored with the same `seq` and identical bytes is skipped (a retry);
-///   different bytes at a stored `seq`, or a second event for a decision already recorded, is
-///   refused with both leaf hashes, and nothing of the batch is written.
-/// - **Mirrors the ledger's order.** Within a batch seqs are consecutive; the first new seq
-///   must be one past the highest stored (no gaps). Global positions increase with seq.
-/// - **Validated.** Each event's bytes must be a canonical record whose seq and decision id are
-///   the event's and whose leaf hash is the event's.
-/// - **Durable on `Ok`.** A returned append survives a crash.
-/// - **Reads** return events in global order; [`EventStream::subscribe`] yields every event from
-///   a position, then new ones as they commit, without gaps or repeats.
+/// Every backend gives these guarantees, and `conformance::run` (feature `testkit`) checks
+/// them through this trait alone:
+///
+/// **Appends** ([`EventStream::append`]) take a batch of events with consecutive seqs:
+/// - *Validated first.* Every event must pass [`DecisionRecorded::check`] (its bytes a
+///   canonical record of at most [`MAX_EVENT_BYTES`] agreeing with its seq, decision id and leaf
+///   hash); the batch must be non-empty, hold consecutive seqs, and fit [`EventStream::limits`].
+/// - *Idempotent.* An event whose seq is already stored with identical bytes is skipped,
+///   whatever its expected revision says (it is a retry; KurrentDB's event ids and JetStream's
+///   `Nats-Msg-Id` behave the same way). A batch may overlap what is stored and extend it.
+/// - *Conflicts name both hashes.* Different bytes at a stored seq is
+///   [`StreamError::SeqConflict`]; an event for a decision whose stream already holds an event
+///   at another seq (or that an earlier event of the batch is for) is
+///   [`StreamError::DecisionConflict`]: a decision is recorded once, so a stream holds one
+///   event, at revision 0.
+/// - *Expected revisions* are checked for every event that would be written: `NoStream` and
+///   `Any` pass for a new stream; `Exact(r)` needs the stream at revision `r`, which a new
+///   decision's stream never is ([`StreamError::WrongExpectedRevision`]).
+/// - *No gaps.* The first event the batch would write must have seq `highest_seq + 1` (0 for an
+///   empty store): the stream mirrors the ledger, and seq order is the global order.
+/// - *All or nothing.* A refused or failed batch writes none of its events; the error is about
+///   the earliest event in the batch that has a problem.
+/// - *Durable on `Ok`.* When `append` returns `Ok`, the events survive a crash or power loss,
+///   and every read or subscription started afterwards sees them.
+///
+/// **Reads** return events as stored, without re-validating them (the verifier re-derives
+/// hashes from `record_bytes`): [`EventStream::read_stream`] one stream by revision;
+/// [`EventStream::read_all`] the global order after a cursor, in pages.
+///
+/// **Subscriptions** ([`EventStream::subscribe`]) yield every event after a cursor in global
+/// order, exactly once, without gaps: first what is stored (catch-up), then events as they
+/// commit (live). After an error the subscription ends; resubscribe from the last position
+/// received.
+///
+/// Calls may run concurrently from many tasks; appends are serialised by the backend.
 pub trait EventStream: Send + Sync {
-    /// Appends a batch (see the trait docs).
+    /// The most one append may carry here.
+    fn limits(&self) -> Limits;
+
+    /// Appends a batch (see the trait docs for every rule).
     fn append(
         &self,
         batch: Vec<AppendRequest>,
     ) -> impl Future<Output = Result<AppendOutcome, StreamError>> + Send;
 
-    /// Every event of one stream, by revision.
+    /// Every event of one stream, by revision; empty when the stream does not exist.
     fn read_stream(
         &self,
-        stream_id: &str,
+        stream_id: &StreamId,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StreamError>> + Send;
 
-    /// Up to `limit` events at global positions `>= from`.
+    /// Up to `limit` events strictly after `after` (`None`: from the first event), in global
+    /// order. Page on with [`Page::next_after`] until [`Page::end`].
     fn read_all(
         &self,
-        from: u64,
+        after: Option<Position>,
         limit: usize,
     ) -> impl Future<Output = Result<Page, StreamError>> + Send;
 
-    /// Events from `from` on: catch-up, then live.
-    fn subscribe(&self, from: u64) -> BoxStream<'static, Result<StoredEvent, StreamError>>;
+    /// Every event strictly after `after`: catch-up, then live. The stream holds what it needs
+    /// of the backend and lives as long as the caller keeps it; it never ends on its own except
+    /// after yielding an error (for example [`StreamError::Closed`]).
+    fn subscribe(
+        &self,
+        after: Option<Position>,
+    ) -> BoxStream<'static, Result<StoredEvent, StreamError>>;
 
-    /// The highest seq stored, `None` when empty.
+    /// The highest seq stored; `None` when the store is empty. The catch-up worker appends
+    /// from here to the ledger's size.
     fn highest_seq(&self) -> impl Future<Output = Result<Option<u64>, StreamError>> + Send;
 }

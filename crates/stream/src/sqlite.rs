@@ -1,494 +1,709 @@
-//! The embedded backend: one SQLite file, `<data-dir>/stream.db`, in WAL mode with
-//! `synchronous=FULL` (a commit is on disk when it returns). Schema:
-//! `migrations/sqlite/stream/0001_events.sql`.
+//! The embedded backend: one SQLite file, `<data-dir>/stream.db`, schema in
+//! `migrations/sqlite/stream/` (see `crates/stream/README.md`).
 //!
-//! rusqlite is synchronous; every call runs on tokio's blocking pool behind one connection
-//! mutex, which also serialises writers (SQLite allows one anyway). A batch is one transaction:
-//! one query finds which of its seqs and streams already exist, one multi-row `INSERT` per 400
-//! events writes the rest, one commit makes it durable.
+//! Durability: WAL journal with `synchronous=FULL`, so a commit has reached the disk (the WAL
+//! is fsynced) before `append` returns. Positions are the `events` table's row ids
+//! (`AUTOINCREMENT`: never reused), assigned inside the write transaction; SQLite admits one
+//! writer at a time, so positions are committed in increasing order and a reader never sees a
+//! later position before an earlier one.
+//!
+//! rusqlite is synchronous; every call runs on tokio's blocking pool. One writer connection
+//! behind a mutex serialises appends; reads use a small pool of separate connections, which
+//! WAL lets run alongside the writer, each seeing the last committed state.
+//!
+//! An append is one `BEGIN IMMEDIATE` transaction: one query fetches whatever the store holds
+//! at the batch's seqs or in its streams, then multi-row `INSERT`s (as many rows per statement
+//! as SQLite's parameter limit allows, up to [`MAX_ROWS_PER_INSERT`]) write the new events while
+//! helper threads are still validating later ones, and one commit makes it durable.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::stream::BoxStream;
-use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
+use rusqlite::limits::Limit;
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
-use triplicate_core::{digest::leaf_hash, Timestamp};
+use triplicate_core::Timestamp;
 
-use crate::event::{decision_of, DecisionRecorded, StoredEvent, EVENT_TYPE};
-use crate::{AppendOutcome, AppendRequest, EventStream, ExpectedRevision, Page, StreamError};
+use crate::event::{DecisionRecorded, EventMetadata, StreamId, EVENT_TYPE};
+use crate::plan::{check_shape, Held, Holdings, Planner, Step, Validation};
+use crate::subscription::poll_subscription;
+use crate::{
+    AppendOutcome, AppendRequest, EventStream, Limits, Page, Position, StoredEvent, StreamError,
+};
 
-const SCHEMA: &str = include_str!("../../../migrations/sqlite/stream/0001_events.sql");
-const SCHEMA_VERSION: i64 = 1;
-/// Rows per multi-row INSERT (8 parameters each, well under SQLite's 32,766 limit).
-const ROWS_PER_INSERT: usize = 400;
+/// Schema migrations, in order; `schema_version` records the last one applied.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    include_str!("../../../migrations/sqlite/stream/0001_events.sql"),
+)];
+const LATEST_SCHEMA: i64 = 1;
 
-/// The embedded SQLite event stream.
+/// Upper bound on rows per `INSERT`. Past a few hundred rows a longer statement saves nothing
+/// (measured in `benches/append.rs`) and costs more to prepare.
+const MAX_ROWS_PER_INSERT: usize = 256;
+/// Bound parameters per inserted row: stream id, revision, seq, data, metadata.
+const PARAMS_PER_ROW: usize = 5;
+/// Largest page a read returns, whatever the caller asks: bounds the memory of one read.
+const MAX_PAGE: usize = 10_000;
+/// Pages a subscription reads while catching up.
+const SUBSCRIPTION_PAGE: usize = 500;
+/// Idle reader connections kept for reuse.
+const READER_POOL: usize = 4;
+
+/// The limits of one append here: one transaction of at most 10,000 events and 64 MiB keeps
+/// the writer lock held for well under a second.
+pub const SQLITE_LIMITS: Limits = Limits {
+    max_batch_events: 10_000,
+    max_batch_bytes: 64 * 1024 * 1024,
+};
+
+/// How to open `stream.db`.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How long an append waits for another process's write lock before failing with
+    /// [`StreamError::Unavailable`].
+    pub busy_timeout: Duration,
+    /// How often an idle subscription looks for events appended through another handle or
+    /// process (appends through this handle wake it at once).
+    pub poll_interval: Duration,
+    /// Refuse to grow the file past about this many bytes ([`StreamError::Full`]; nothing of
+    /// the refused batch is written). `None`: only the disk limits it.
+    pub max_size_bytes: Option<u64>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            busy_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(500),
+            max_size_bytes: None,
+        }
+    }
+}
+
+/// The embedded event stream. Cheap to clone; clones share the connections.
 #[derive(Clone)]
 pub struct SqliteStream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     path: PathBuf,
-    conn: Arc<Mutex<Option<Connection>>>,
-    /// The last committed global position, for live subscriptions.
-    head: watch::Sender<u64>,
+    options: SqliteOptions,
+    rows_per_insert: usize,
+    /// `None` once closed.
+    writer: Mutex<Option<Connection>>,
+    readers: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
+    /// Bumped after every commit that wrote events (and on close), to wake subscriptions.
+    commits: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for SqliteStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStream")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-fn storage(what: &'static str) -> impl Fn(rusqlite::Error) -> StreamError {
-    move |e| match e {
-        rusqlite::Error::SqliteFailure(code, _)
-            if matches!(
-                code.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) =>
-        {
-            StreamError::Unavailable(format!("{what}: {e}"))
-        }
-        other => StreamError::Storage {
-            what,
-            reason: other.to_string(),
+/// Maps a SQLite error to what a caller can act on.
+fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StreamError {
+    move |e| match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StreamError::Unavailable {
+            reason: format!("{context}: {e}"),
         },
-    }
-}
-
-impl SqliteStream {
-    /// Opens (creating) `<data_dir>/stream.db`.
-    pub async fn open(data_dir: &Path) -> Result<SqliteStream, StreamError> {
-        let path = data_dir.join("stream.db");
-        let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StreamError> {
-            std::fs::create_dir_all(p.parent().unwrap_or(Path::new("."))).map_err(|e| {
-                StreamError::Storage {
-                    what: "create data directory",
-                    reason: e.to_string(),
-                }
-            })?;
-            let conn = Connection::open_with_flags(
-                &p,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-            )
-            .map_err(storage("open stream.db"))?;
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(storage("set WAL mode"))?;
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(storage("set synchronous=FULL"))?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))
-                .map_err(storage("set busy timeout"))?;
-            conn.execute_batch(SCHEMA)
-                .map_err(storage("apply schema"))?;
-            let v: i64 = conn
-                .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-                .map_err(storage("read schema version"))?;
-            if v != SCHEMA_VERSION {
-                return Err(StreamError::Storage {
-                    what: "check schema version",
-                    reason: format!("stream.db has schema {v}; this build knows {SCHEMA_VERSION}"),
-                });
-            }
-            Ok(conn)
-        })
-        .await
-        .map_err(|e| StreamError::Unavailable(format!("open task failed: {e}")))??;
-        let head: i64 = conn
-            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                r.get(0)
-            })
-            .map_err(storage("read head"))?;
-        let (head, _) = watch::channel(u64::try_from(head).unwrap_or(0));
-        tracing::info!(path = %path.display(), "opened event stream");
-        Ok(SqliteStream {
-            path,
-            conn: Arc::new(Mutex::new(Some(conn))),
-            head,
-        })
-    }
-
-    /// Closes the database; later calls fail with [`StreamError::Unavailable`].
-    pub fn close(&self) {
-        let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        *g = None;
-    }
-
-    async fn with_conn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StreamError> + Send + 'static,
-    ) -> Result<T, StreamError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut g = conn.lock().unwrap_or_else(|p| p.into_inner());
-            match g.as_mut() {
-                Some(c) => f(c),
-                None => Err(StreamError::Unavailable(
-                    "the stream database is closed".into(),
-                )),
-            }
-        })
-        .await
-        .map_err(|e| StreamError::Unavailable(format!("database task failed: {e}")))?
+        Some(ErrorCode::DiskFull) => StreamError::Full {
+            reason: format!("{context}: {e}"),
+        },
+        _ => StreamError::Backend {
+            context,
+            source: Box::new(e),
+        },
     }
 }
 
 fn to_i64(v: u64, what: &'static str) -> Result<i64, StreamError> {
-    i64::try_from(v).map_err(|_| StreamError::Storage {
-        what,
-        reason: format!("{v} does not fit SQLite's integer"),
+    i64::try_from(v).map_err(|_| StreamError::Backend {
+        context: what,
+        source: format!("{v} does not fit SQLite's 64-bit signed integer").into(),
     })
 }
 
-/// One `events` row as read: position, stream id, revision, seq, data, metadata, recorded at.
-type EventRow = (i64, String, i64, i64, Vec<u8>, String, String);
-
-fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StreamError> + Send + 'static,
+) -> Result<T, StreamError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StreamError::Backend {
+            context: "run database task",
+            source: Box::new(e),
+        })?
 }
 
-fn decode(row: EventRow) -> Result<StoredEvent, StreamError> {
-    let (position, stream_id, revision, seq, data, metadata, recorded_at) = row;
-    let position = u64::try_from(position).unwrap_or(0);
-    let damaged = |reason: String| StreamError::Damaged { position, reason };
-    let meta: serde_json::Value =
-        serde_json::from_str(&metadata).map_err(|e| damaged(format!("metadata: {e}")))?;
-    let leaf_hex = meta["leaf_hash"]
-        .as_str()
-        .ok_or_else(|| damaged("metadata has no leaf_hash".into()))?;
-    let leaf: [u8; 32] = hex::decode(leaf_hex)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| {
-            damaged(format!(
-                "metadata leaf_hash {leaf_hex:?} is not 32 bytes of hex"
-            ))
-        })?;
-    let decision_id = decision_of(&stream_id)
-        .ok_or_else(|| damaged(format!("stream id {stream_id:?} is not decision-<uuid>")))?;
-    Ok(StoredEvent {
-        position,
-        revision: u64::try_from(revision).map_err(|_| damaged("negative revision".into()))?,
-        event: DecisionRecorded {
-            seq: u64::try_from(seq).map_err(|_| damaged("negative seq".into()))?,
-            decision_id,
-            leaf_hash: leaf,
-            record_bytes: data,
-        },
-        stream_id,
-        recorded_at: recorded_at
-            .parse()
-            .map_err(|e| damaged(format!("recorded_at: {e}")))?,
-    })
-}
-
-const SELECT: &str =
-    "SELECT position, stream_id, revision, seq, data, metadata, recorded_at FROM events";
-
-fn validate_all(batch: &[AppendRequest]) -> Result<(), StreamError> {
-    let check = |offset: usize, part: &[AppendRequest]| -> Result<(), StreamError> {
-        for (k, req) in part.iter().enumerate() {
-            req.event
-                .validate()
-                .map_err(|reason| StreamError::InvalidEvent {
-                    index: offset + k,
-                    reason,
-                })?;
-        }
-        Ok(())
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if batch.len() < 64 || threads < 2 {
-        return check(0, batch);
+impl SqliteStream {
+    /// Opens `<data_dir>/stream.db`, creating the directory and the file if needed, with
+    /// default options.
+    pub async fn open(data_dir: &Path) -> Result<SqliteStream, StreamError> {
+        SqliteStream::open_with(data_dir, SqliteOptions::default()).await
     }
-    let chunk = batch.len().div_ceil(threads);
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = batch
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, part)| sc.spawn(move || check(i * chunk, part)))
-            .collect();
-        // Report the earliest invalid event, as a sequential check would.
-        let mut first: Option<StreamError> = None;
-        for h in handles {
-            let r = h.join().unwrap_or_else(|_| {
-                Err(StreamError::Storage {
-                    what: "validate events",
-                    reason: "a validation thread panicked".into(),
-                })
-            });
-            if let (Err(e), None) = (r, &first) {
-                first = Some(e);
+
+    /// Opens `<data_dir>/stream.db`: sets WAL and `synchronous=FULL`, applies the schema
+    /// migrations this build knows, and refuses a file that is not a stream database or has a
+    /// newer schema.
+    pub async fn open_with(
+        data_dir: &Path,
+        options: SqliteOptions,
+    ) -> Result<SqliteStream, StreamError> {
+        let dir = data_dir.to_path_buf();
+        let path = dir.join("stream.db");
+        let (p, o) = (path.clone(), options.clone());
+        let (writer, rows_per_insert) = blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|source| StreamError::Io {
+                context: "create data directory",
+                path: dir.clone(),
+                source,
+            })?;
+            open_writer(&p, &o)
+        })
+        .await?;
+        let (commits, _) = watch::channel(0);
+        tracing::info!(path = %path.display(), "opened event stream");
+        Ok(SqliteStream {
+            inner: Arc::new(Inner {
+                path,
+                options,
+                rows_per_insert,
+                writer: Mutex::new(Some(writer)),
+                readers: Mutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+                commits,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Closes the database (checkpointing the WAL into the file). Every later call on this
+    /// handle or its clones fails with [`StreamError::Closed`]; subscriptions yield that error
+    /// and end. Waits for an append in progress to finish first.
+    pub async fn close(&self) -> Result<(), StreamError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let inner = self.inner.clone();
+        let out = blocking(move || {
+            let writer = inner
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let readers =
+                std::mem::take(&mut *inner.readers.lock().unwrap_or_else(PoisonError::into_inner));
+            drop(readers);
+            match writer {
+                Some(c) => c.close().map_err(|(_, e)| sql("close stream.db")(e)),
+                None => Ok(()),
             }
-        }
-        first.map_or(Ok(()), Err)
-    })
+        })
+        .await;
+        self.inner.commits.send_modify(|n| *n = n.wrapping_add(1));
+        tracing::info!(path = %self.inner.path.display(), "closed event stream");
+        out
+    }
+
+    /// Runs `f` with a reader connection from the pool (opening one if none is idle).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StreamError> + Send + 'static,
+    ) -> Result<T, StreamError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            if inner.closed.load(Ordering::SeqCst) {
+                return Err(StreamError::Closed);
+            }
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&inner.path, &inner.options)?,
+            };
+            let out = f(&conn);
+            if !inner.closed.load(Ordering::SeqCst) {
+                let mut pool = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+                if pool.len() < READER_POOL {
+                    pool.push(conn);
+                }
+            }
+            out
+        })
+        .await
+    }
 }
 
-fn append_blocking(
-    conn: &mut Connection,
-    batch: Vec<AppendRequest>,
-) -> Result<AppendOutcome, StreamError> {
-    if batch.is_empty() {
-        return Ok(AppendOutcome {
-            appended: 0,
-            already_present: 0,
-            last_position: None,
+fn open_writer(path: &Path, o: &SqliteOptions) -> Result<(Connection, usize), StreamError> {
+    let incompatible = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StreamError::IncompatibleDatabase {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        _ => sql("open stream.db")(e),
+    };
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(incompatible)?;
+    conn.busy_timeout(o.busy_timeout)
+        .map_err(sql("set busy timeout"))?;
+    // Reading the journal mode is the first read of the file: a file that is not a database
+    // fails here.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(incompatible)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StreamError::IncompatibleDatabase {
+            path: path.to_path_buf(),
+            reason: format!("the journal mode stayed {mode:?}; the stream needs WAL"),
         });
     }
-    // Validate before touching the database. Parsing and re-canonicalising a record is most of
-    // an append's CPU, so large batches are checked on all cores.
-    validate_all(&batch)?;
-    for (i, req) in batch.iter().enumerate() {
-        if i > 0 && req.event.seq != batch[i - 1].event.seq + 1 {
-            return Err(StreamError::InvalidEvent {
-                index: i,
-                reason: format!(
-                    "seq {} does not follow {} (a batch holds consecutive seqs)",
-                    req.event.seq,
-                    batch[i - 1].event.seq
-                ),
-            });
-        }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql("set synchronous=FULL"))?;
+    // A few MB of page cache keeps the two unique indexes' upper levels in memory.
+    conn.pragma_update(None, "cache_size", -16_384)
+        .map_err(sql("set cache size"))?;
+    if let Some(max) = o.max_size_bytes {
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(sql("read page size"))?;
+        let pages = (max / u64::try_from(page.max(512)).unwrap_or(4096)).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(sql("set size limit"))?;
     }
-    let tx = conn.transaction().map_err(storage("begin transaction"))?;
-    let first = batch[0].event.seq;
-    let last = batch[batch.len() - 1].event.seq;
+    migrate(&mut conn, path)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let params = usize::try_from(conn.limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER)).unwrap_or(999);
+    let rows = ((params.saturating_sub(2)) / PARAMS_PER_ROW).clamp(1, MAX_ROWS_PER_INSERT);
+    Ok((conn, rows))
+}
 
-    // Which seqs of the batch exist already, and which of its decisions.
-    let mut by_seq: HashMap<u64, Vec<u8>> = HashMap::new();
-    {
+fn open_reader(path: &Path, o: &SqliteOptions) -> Result<Connection, StreamError> {
+    // Read-write flags so the connection can use the WAL index; `query_only` forbids writes.
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql("open a reader on stream.db"))?;
+    conn.busy_timeout(o.busy_timeout)
+        .map_err(sql("set busy timeout"))?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(sql("make the reader read-only"))?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
+}
+
+/// Brings the schema up to [`LATEST_SCHEMA`] in one transaction, or refuses the file.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StreamError> {
+    let incompatible = |reason: String| StreamError::IncompatibleDatabase {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin migration"))?;
+    let tables: Vec<String> = {
         let mut q = tx
-            .prepare_cached("SELECT seq, data FROM events WHERE seq BETWEEN ?1 AND ?2")
-            .map_err(storage("prepare"))?;
-        let rows = q
-            .query_map([to_i64(first, "seq")?, to_i64(last, "seq")?], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(storage("read existing seqs"))?;
-        for row in rows {
-            let (s, d) = row.map_err(storage("read existing seqs"))?;
-            by_seq.insert(u64::try_from(s).unwrap_or(u64::MAX), d);
-        }
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .map_err(sql("list tables"))?;
+        let names = q
+            .query_map([], |r| r.get(0))
+            .map_err(sql("list tables"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("list tables"))?;
+        names
+    };
+    let current: i64 = if tables.iter().any(|t| t == "schema_version") {
+        tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql("read schema version"))?
+    } else if tables.is_empty() {
+        0
+    } else {
+        return Err(incompatible(format!(
+            "it has tables ({}) but no schema_version: not a stream database",
+            tables.join(", ")
+        )));
+    };
+    if current > LATEST_SCHEMA {
+        return Err(incompatible(format!(
+            "its schema version is {current}; this build knows versions up to {LATEST_SCHEMA}"
+        )));
     }
-    let mut streams: HashMap<String, (u64, u64, Vec<u8>)> = HashMap::new();
-    for chunk in batch.chunks(ROWS_PER_INSERT) {
-        let ids: Vec<String> = chunk.iter().map(|r| r.event.stream_id()).collect();
-        let sql = format!(
-            "SELECT stream_id, revision, seq, data FROM events WHERE stream_id IN ({}) ORDER BY revision",
-            vec!["?"; ids.len()].join(",")
-        );
-        let mut q = tx.prepare_cached(&sql).map_err(storage("prepare"))?;
-        let rows = q
-            .query_map(params_from_iter(ids.iter()), |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
-            })
-            .map_err(storage("read existing streams"))?;
-        for row in rows {
-            let (id, rev, seq, data) = row.map_err(storage("read existing streams"))?;
-            streams.insert(
-                id,
-                (
-                    u64::try_from(rev).unwrap_or(0),
-                    u64::try_from(seq).unwrap_or(0),
-                    data,
-                ),
-            );
+    for (version, script) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(script)
+            .map_err(sql("apply schema migration"))?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, Timestamp::now().to_string()],
+        )
+        .map_err(sql("record schema version"))?;
+        tracing::info!(path = %path.display(), version, "applied stream schema migration");
+    }
+    tx.commit().map_err(sql("commit migration"))
+}
+
+/// One row as stored, before it is decoded.
+struct Row {
+    position: i64,
+    stream_id: String,
+    revision: i64,
+    seq: i64,
+    event_type: String,
+    data: Vec<u8>,
+    metadata: String,
+    recorded_at: String,
+}
+
+const SELECT: &str = "SELECT position, stream_id, revision, seq, event_type, data, metadata, recorded_at FROM events";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        position: r.get(0)?,
+        stream_id: r.get(1)?,
+        revision: r.get(2)?,
+        seq: r.get(3)?,
+        event_type: r.get(4)?,
+        data: r.get(5)?,
+        metadata: r.get(6)?,
+        recorded_at: r.get(7)?,
+    })
+}
+
+/// Turns a row back into an event, refusing rows that cannot be one. The data is returned as
+/// stored: whether it matches its hash is the verifier's question.
+fn decode(r: Row) -> Result<StoredEvent, StreamError> {
+    let position = Position::new(u64::try_from(r.position).unwrap_or(0), 0);
+    let damaged = |reason: String| StreamError::Damaged { position, reason };
+    if r.event_type != EVENT_TYPE {
+        return Err(damaged(format!("event type {:?}", r.event_type)));
+    }
+    let stream_id: StreamId = r.stream_id.parse().map_err(damaged)?;
+    let meta = EventMetadata::from_json(&r.metadata).map_err(damaged)?;
+    let seq = u64::try_from(r.seq).map_err(|_| damaged(format!("seq {}", r.seq)))?;
+    if meta.seq != seq {
+        return Err(damaged(format!(
+            "metadata says seq {} but the row's seq is {seq}",
+            meta.seq
+        )));
+    }
+    Ok(StoredEvent {
+        position,
+        stream_id,
+        revision: u64::try_from(r.revision)
+            .map_err(|_| damaged(format!("revision {}", r.revision)))?,
+        event: DecisionRecorded {
+            seq,
+            decision_id: stream_id.decision_id(),
+            leaf_hash: meta.leaf_hash,
+            record_bytes: r.data,
+        },
+        stored_at: r
+            .recorded_at
+            .parse()
+            .map_err(|e| damaged(format!("recorded_at {:?}: {e}", r.recorded_at)))?,
+    })
+}
+
+/// What the store holds at the batch's seqs (one contiguous range) or in its streams, in one
+/// query. Rows found by seq are not fetched again by stream.
+fn holdings(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[AppendRequest],
+) -> Result<Holdings, StreamError> {
+    let first = to_i64(batch[0].event.seq, "seq")?;
+    let last = to_i64(batch[batch.len() - 1].event.seq, "seq")?;
+    let mut ids = String::with_capacity(batch.len() * 48 + 2);
+    ids.push('[');
+    for (i, r) in batch.iter().enumerate() {
+        if i > 0 {
+            ids.push(',');
+        }
+        ids.push('"');
+        ids.push_str(&r.event.stream_id().to_string());
+        ids.push('"');
+    }
+    ids.push(']');
+    let mut held = Holdings::default();
+    {
+        // `CROSS JOIN` keeps json_each as the outer loop, so each stream id is one probe of the
+        // (stream_id, revision) index rather than a scan of the table.
+        let mut q = tx
+            .prepare_cached(
+                "SELECT seq, stream_id, revision, data, position FROM events WHERE seq BETWEEN ?1 AND ?2
+                 UNION ALL
+                 SELECT e.seq, e.stream_id, e.revision, e.data, e.position
+                   FROM json_each(?3) AS j CROSS JOIN events AS e ON e.stream_id = j.value
+                  WHERE e.seq NOT BETWEEN ?1 AND ?2",
+            )
+            .map_err(sql("prepare pre-check"))?;
+        let mut rows = q
+            .query(rusqlite::params![first, last, ids])
+            .map_err(sql("read what the batch collides with"))?;
+        while let Some(r) = rows
+            .next()
+            .map_err(sql("read what the batch collides with"))?
+        {
+            let seq: i64 = r.get(0).map_err(sql("read seq"))?;
+            let sid: String = r.get(1).map_err(sql("read stream id"))?;
+            let revision: i64 = r.get(2).map_err(sql("read revision"))?;
+            let data = r.get_ref(3).map_err(sql("read data"))?;
+            let data = data.as_blob().map_err(|e| sql("read data")(e.into()))?;
+            let position: i64 = r.get(4).map_err(sql("read position"))?;
+            let position = Position::new(u64::try_from(position).unwrap_or(0), 0);
+            let damaged = |reason: String| StreamError::Damaged { position, reason };
+            held.add(Held::new(
+                u64::try_from(seq).map_err(|_| damaged(format!("seq {seq}")))?,
+                sid.parse().map_err(damaged)?,
+                u64::try_from(revision).map_err(|_| damaged(format!("revision {revision}")))?,
+                data,
+            ));
         }
     }
     let highest: Option<i64> = tx
         .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
-        .optional()
-        .map_err(storage("read highest seq"))?
-        .flatten();
-    let next_seq = highest.map_or(0, |h| u64::try_from(h).unwrap_or(0) + 1);
+        .map_err(sql("read highest seq"))?;
+    held.highest_seq = highest.and_then(|h| u64::try_from(h).ok());
+    Ok(held)
+}
 
-    let mut fresh = Vec::new();
-    let mut already = 0u64;
-    for req in &batch {
-        let e = &req.event;
-        if let Some(stored) = by_seq.get(&e.seq) {
-            if *stored == e.record_bytes {
-                already += 1;
-                continue;
-            }
-            return Err(StreamError::SeqConflict {
-                seq: e.seq,
-                stored: hex::encode(leaf_hash(stored)),
-                offered: hex::encode(e.leaf_hash),
-            });
+/// The multi-row INSERT for `rows` rows: `?1` is the commit time and `?2` the event type,
+/// shared by every row; then five parameters per row.
+fn insert_sql(rows: usize) -> String {
+    let mut s = String::from(
+        "INSERT INTO events (stream_id, revision, seq, event_type, data, metadata, recorded_at) VALUES ",
+    );
+    for i in 0..rows {
+        let b = 3 + i * PARAMS_PER_ROW;
+        if i > 0 {
+            s.push(',');
         }
-        let sid = e.stream_id();
-        let revision = match streams.get(&sid) {
-            Some((_, stored_seq, data)) => {
-                return Err(StreamError::DecisionConflict {
-                    stream_id: sid,
-                    stored_seq: *stored_seq,
-                    stored: hex::encode(leaf_hash(data)),
-                    offered_seq: e.seq,
-                    offered: hex::encode(e.leaf_hash),
-                })
-            }
-            None => match req.expected {
-                ExpectedRevision::NoStream | ExpectedRevision::Any => 0,
-                ExpectedRevision::Exact(_) => {
-                    return Err(StreamError::WrongExpectedRevision {
-                        stream_id: sid,
-                        expected: req.expected,
-                        actual: None,
-                    })
+        s.push_str(&format!(
+            "(?{},?{},?{},?2,?{},?{},?1)",
+            b,
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4
+        ));
+    }
+    s
+}
+
+/// A row waiting to be inserted; borrows the event's bytes rather than copying them.
+struct NewRow<'a> {
+    stream_id: String,
+    revision: i64,
+    seq: i64,
+    data: &'a [u8],
+    metadata: String,
+}
+
+fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[NewRow<'_>],
+    recorded_at: &str,
+) -> Result<i64, StreamError> {
+    let mut stmt = tx
+        .prepare_cached(&insert_sql(rows.len()))
+        .map_err(sql("prepare insert"))?;
+    stmt.raw_bind_parameter(1, recorded_at)
+        .map_err(sql("bind"))?;
+    stmt.raw_bind_parameter(2, EVENT_TYPE)
+        .map_err(sql("bind"))?;
+    for (i, r) in rows.iter().enumerate() {
+        let b = 3 + i * PARAMS_PER_ROW;
+        stmt.raw_bind_parameter(b, r.stream_id.as_str())
+            .map_err(sql("bind"))?;
+        stmt.raw_bind_parameter(b + 1, r.revision)
+            .map_err(sql("bind"))?;
+        stmt.raw_bind_parameter(b + 2, r.seq).map_err(sql("bind"))?;
+        stmt.raw_bind_parameter(b + 3, r.data)
+            .map_err(sql("bind"))?;
+        stmt.raw_bind_parameter(b + 4, r.metadata.as_str())
+            .map_err(sql("bind"))?;
+    }
+    stmt.raw_execute().map_err(sql("insert events"))?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn append_blocking(
+    conn: &mut Connection,
+    batch: &[AppendRequest],
+    rows_per_insert: usize,
+) -> Result<AppendOutcome, StreamError> {
+    check_shape(batch, SQLITE_LIMITS)?;
+    Validation::run(batch, |v| {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin append"))?;
+        let held = holdings(&tx, batch)?;
+        let mut planner = Planner::new(&held);
+        let recorded_at = Timestamp::now().to_string();
+        let (mut appended, mut present, mut last_rowid) = (0u64, 0u64, None);
+        let mut pending: Vec<NewRow<'_>> = Vec::with_capacity(rows_per_insert);
+        for (start, part) in batch
+            .chunks(rows_per_insert)
+            .enumerate()
+            .map(|(k, p)| (k * rows_per_insert, p))
+        {
+            // Nothing is planned or written before it is known to be valid.
+            v.wait(start + part.len())?;
+            for req in part {
+                match planner.step(req)? {
+                    Step::Present => present += 1,
+                    Step::Write { revision } => {
+                        let e = &req.event;
+                        pending.push(NewRow {
+                            stream_id: e.stream_id().to_string(),
+                            revision: to_i64(revision, "revision")?,
+                            seq: to_i64(e.seq, "seq")?,
+                            data: &e.record_bytes,
+                            metadata: e.metadata().to_json(),
+                        });
+                    }
                 }
-            },
-        };
-        if fresh.is_empty() && e.seq != next_seq {
-            return Err(StreamError::Gap {
-                expected: next_seq,
-                got: e.seq,
-            });
+            }
+            if pending.len() >= rows_per_insert {
+                last_rowid = Some(insert(&tx, &pending, &recorded_at)?);
+                appended += pending.len() as u64;
+                pending.clear();
+            }
         }
-        fresh.push((sid, revision, e));
-    }
-
-    let recorded_at = Timestamp::now().to_string();
-    let mut last_position = None;
-    for chunk in fresh.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO events (stream_id, revision, seq, event_type, data, metadata, recorded_at) VALUES {}",
-            vec!["(?,?,?,?,?,?,?)"; chunk.len()].join(",")
-        );
-        // Owned values first, then one parameter list borrowing them (no copies of the data).
-        let ints: Vec<(i64, i64)> = chunk
-            .iter()
-            .map(|(_, rev, e)| Ok((to_i64(*rev, "revision")?, to_i64(e.seq, "seq")?)))
-            .collect::<Result<_, StreamError>>()?;
-        let metas: Vec<String> = chunk.iter().map(|(_, _, e)| e.metadata_json()).collect();
-        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 7);
-        for (k, (sid, _, e)) in chunk.iter().enumerate() {
-            params.push(sid);
-            params.push(&ints[k].0);
-            params.push(&ints[k].1);
-            params.push(&EVENT_TYPE);
-            params.push(&e.record_bytes);
-            params.push(&metas[k]);
-            params.push(&recorded_at);
+        if !pending.is_empty() {
+            last_rowid = Some(insert(&tx, &pending, &recorded_at)?);
+            appended += pending.len() as u64;
         }
-        let mut stmt = tx.prepare_cached(&sql).map_err(storage("prepare insert"))?;
-        stmt.execute(params_from_iter(params))
-            .map_err(storage("insert events"))?;
-        last_position = Some(u64::try_from(tx.last_insert_rowid()).unwrap_or(0));
-    }
-    tx.commit().map_err(storage("commit"))?;
-    Ok(AppendOutcome {
-        appended: fresh.len() as u64,
-        already_present: already,
-        last_position,
+        drop(pending);
+        tx.commit().map_err(sql("commit append"))?;
+        Ok(AppendOutcome {
+            appended,
+            already_present: present,
+            last_position: last_rowid.map(|p| Position::new(u64::try_from(p).unwrap_or(0), 0)),
+            highest_seq: planner.highest_seq().unwrap_or(0),
+        })
     })
 }
 
 impl EventStream for SqliteStream {
+    fn limits(&self) -> Limits {
+        SQLITE_LIMITS
+    }
+
     async fn append(&self, batch: Vec<AppendRequest>) -> Result<AppendOutcome, StreamError> {
-        let out = self.with_conn(move |c| append_blocking(c, batch)).await?;
-        if let Some(p) = out.last_position {
-            self.head.send_replace(p);
+        let span = tracing::debug_span!(
+            "stream.append",
+            events = batch.len(),
+            first_seq = batch.first().map(|r| r.event.seq),
+            last_seq = batch.last().map(|r| r.event.seq),
+        );
+        let inner = self.inner.clone();
+        let out = blocking(move || {
+            let _g = span.enter();
+            let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let conn = writer.as_mut().ok_or(StreamError::Closed)?;
+            let out = append_blocking(conn, &batch, inner.rows_per_insert)?;
+            tracing::debug!(
+                appended = out.appended,
+                already_present = out.already_present,
+                "appended"
+            );
+            Ok(out)
+        })
+        .await?;
+        if out.appended > 0 {
+            self.inner.commits.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(out)
     }
 
-    async fn read_stream(&self, stream_id: &str) -> Result<Vec<StoredEvent>, StreamError> {
-        let sid = stream_id.to_owned();
-        self.with_conn(move |c| {
+    async fn read_stream(&self, stream_id: &StreamId) -> Result<Vec<StoredEvent>, StreamError> {
+        let sid = stream_id.to_string();
+        self.read(move |c| {
             let mut q = c
                 .prepare_cached(&format!("{SELECT} WHERE stream_id = ?1 ORDER BY revision"))
-                .map_err(storage("prepare"))?;
-            let rows = q
-                .query_map([sid], row_to_event)
-                .map_err(storage("read stream"))?;
-            rows.map(|r| decode(r.map_err(storage("read stream"))?))
+                .map_err(sql("prepare stream read"))?;
+            let rows = q.query_map([sid], row).map_err(sql("read stream"))?;
+            rows.map(|r| decode(r.map_err(sql("read stream"))?))
                 .collect()
         })
         .await
     }
 
-    async fn read_all(&self, from: u64, limit: usize) -> Result<Page, StreamError> {
-        let from_i = to_i64(from, "position")?;
-        let limit_i = to_i64(limit as u64, "limit")?;
-        let events: Vec<StoredEvent> = self
-            .with_conn(move |c| {
-                let mut q = c
-                    .prepare_cached(&format!(
-                        "{SELECT} WHERE position >= ?1 ORDER BY position LIMIT ?2"
-                    ))
-                    .map_err(storage("prepare"))?;
-                let rows = q
-                    .query_map([from_i, limit_i], row_to_event)
-                    .map_err(storage("read all"))?;
-                rows.map(|r| decode(r.map_err(storage("read all"))?))
-                    .collect()
-            })
-            .await?;
-        let next = if events.len() == limit && limit > 0 {
-            events.last().map(|e| e.position + 1)
-        } else {
-            None
+    async fn read_all(&self, after: Option<Position>, limit: usize) -> Result<Page, StreamError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let Ok(after) = i64::try_from(after.map_or(0, |p| p.parts().0)) else {
+            // Past any row id SQLite can hold.
+            return Ok(Page {
+                events: Vec::new(),
+                end: true,
+            });
         };
-        Ok(Page { events, next })
+        self.read(move |c| {
+            let mut q = c
+                .prepare_cached(&format!(
+                    "{SELECT} WHERE position > ?1 ORDER BY position LIMIT ?2"
+                ))
+                .map_err(sql("prepare read"))?;
+            // One row more than asked tells whether the page reached the end.
+            let want = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+            let rows = q
+                .query_map(rusqlite::params![after, want], row)
+                .map_err(sql("read events"))?;
+            let mut rows = rows
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql("read events"))?;
+            let end = rows.len() <= limit;
+            // The extra row only says there is more; it is not decoded (nor can it fail).
+            rows.truncate(limit);
+            let events = rows.into_iter().map(decode).collect::<Result<_, _>>()?;
+            Ok(Page { events, end })
+        })
+        .await
     }
 
-    fn subscribe(&self, from: u64) -> BoxStream<'static, Result<StoredEvent, StreamError>> {
-        let me = self.clone();
-        let head = self.head.subscribe();
-        let state = (me, head, from, std::collections::VecDeque::new(), false);
-        Box::pin(futures::stream::unfold(
-            state,
-            |(me, mut head, mut from, mut buf, failed)| async move {
-                if failed {
-                    return None;
-                }
-                loop {
-                    if let Some(e) = buf.pop_front() {
-                        return Some((Ok(e), (me, head, from, buf, false)));
-                    }
-                    match me.read_all(from, 500).await {
-                        Err(e) => return Some((Err(e), (me, head, from, buf, true))),
-                        Ok(page) if !page.events.is_empty() => {
-                            from = page.events.last().map_or(from, |e| e.position + 1);
-                            buf.extend(page.events);
-                        }
-                        Ok(_) => {
-                            // Caught up: wait for a commit past `from`.
-                            if *head.borrow_and_update() >= from {
-                                continue;
-                            }
-                            if head.changed().await.is_err() {
-                                return None;
-                            }
-                        }
-                    }
-                }
-            },
-        ))
+    fn subscribe(
+        &self,
+        after: Option<Position>,
+    ) -> BoxStream<'static, Result<StoredEvent, StreamError>> {
+        poll_subscription(
+            self.clone(),
+            after,
+            self.inner.commits.subscribe(),
+            self.inner.options.poll_interval,
+            SUBSCRIPTION_PAGE,
+        )
     }
 
     async fn highest_seq(&self) -> Result<Option<u64>, StreamError> {
-        self.with_conn(|c| {
+        self.read(|c| {
             let v: Option<i64> = c
                 .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
-                .map_err(storage("read highest seq"))?;
+                .map_err(sql("read highest seq"))?;
             Ok(v.and_then(|v| u64::try_from(v).ok()))
         })
         .await

@@ -1,0 +1,296 @@
+//! What every backend decides before writing a batch, whatever it stores events in: the
+//! batch's shape, each event's validity, and — given what the store already holds for the
+//! batch's seqs and streams — which events to write, which to skip as retries, and which
+//! problem to refuse the batch for. Backends fetch the stored state their own way (one query
+//! here; stream reads on KurrentDB) and write the result their own way.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use triplicate_core::digest::leaf_hash;
+use triplicate_core::Hash;
+
+use crate::event::{EventProblem, StreamId};
+use crate::{AppendRequest, ExpectedRevision, Limits, StreamError};
+
+/// Batch-level checks, cheap and made before anything else: not empty, within the backend's
+/// limits, consecutive seqs.
+pub(crate) fn check_shape(batch: &[AppendRequest], limits: Limits) -> Result<(), StreamError> {
+    if batch.is_empty() {
+        return Err(StreamError::EmptyBatch);
+    }
+    let bytes: usize = batch.iter().map(|r| r.event.record_bytes.len()).sum();
+    if batch.len() > limits.max_batch_events || bytes > limits.max_batch_bytes {
+        return Err(StreamError::BatchTooLarge {
+            events: batch.len(),
+            bytes,
+            max_events: limits.max_batch_events,
+            max_bytes: limits.max_batch_bytes,
+        });
+    }
+    for (i, w) in batch.windows(2).enumerate() {
+        let (prev, this) = (w[0].event.seq, w[1].event.seq);
+        if prev.checked_add(1) != Some(this) {
+            return Err(StreamError::InvalidEvent {
+                index: i + 1,
+                seq: this,
+                problem: EventProblem::NotConsecutive { previous: prev },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Events per unit of validation work. Small enough that the writer can start on the first
+/// rows while the rest are still being checked.
+const CHUNK: usize = 32;
+/// Below this many events a batch is validated on the calling thread alone: starting a thread
+/// costs more than it saves.
+const PARALLEL_MIN: usize = 128;
+
+/// A checked chunk: fine, or the batch index of its first bad event and why.
+type ChunkResult = Result<(), (usize, EventProblem)>;
+
+/// [`crate::DecisionRecorded::check`] over a batch, shared between the calling thread and
+/// helper threads, so a backend can write the first events while later ones are being
+/// checked. Chunks are claimed in order; a thread that needs a chunk someone else is checking
+/// checks later chunks meanwhile.
+pub(crate) struct Validation<'a> {
+    batch: &'a [AppendRequest],
+    next: AtomicUsize,
+    cancelled: AtomicBool,
+    /// Per chunk: `None` until checked, then the first problem in it, if any.
+    done: Mutex<Vec<Option<ChunkResult>>>,
+    changed: Condvar,
+}
+
+impl<'a> Validation<'a> {
+    /// Runs `f` with a validation of `batch` under way on helper threads (none for small
+    /// batches); `f` calls [`Validation::wait`] before trusting events.
+    pub(crate) fn run<T>(
+        batch: &'a [AppendRequest],
+        f: impl FnOnce(&Validation<'a>) -> Result<T, StreamError>,
+    ) -> Result<T, StreamError> {
+        let v = Validation {
+            batch,
+            next: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
+            done: Mutex::new(vec![None; batch.len().div_ceil(CHUNK)]),
+            changed: Condvar::new(),
+        };
+        let helpers = if batch.len() < PARALLEL_MIN {
+            0
+        } else {
+            // The calling thread validates too, whenever it waits.
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .saturating_sub(1)
+                .max(1)
+        };
+        std::thread::scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(|| while v.claim_and_check() {});
+            }
+            let out = f(&v);
+            // Stop the helpers early if `f` gave up (the batch is refused anyway).
+            v.cancelled.store(true, Ordering::Relaxed);
+            out
+        })
+    }
+
+    /// Checks the next unclaimed chunk; false when there is none left.
+    fn claim_and_check(&self) -> bool {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return false;
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = k * CHUNK;
+        if start >= self.batch.len() {
+            return false;
+        }
+        let end = (start + CHUNK).min(self.batch.len());
+        // A panic here must still mark the chunk done, or the writer would wait for it forever.
+        let result = std::panic::catch_unwind(|| {
+            for (i, req) in self.batch[start..end].iter().enumerate() {
+                req.event.check().map_err(|p| (start + i, p))?;
+            }
+            Ok(())
+        })
+        .unwrap_or(Err((start, EventProblem::CheckPanicked)));
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        done[k] = Some(result);
+        self.changed.notify_all();
+        true
+    }
+
+    /// Waits until events `0..upto` are checked (helping meanwhile) and returns the earliest
+    /// problem among them.
+    pub(crate) fn wait(&self, upto: usize) -> Result<(), StreamError> {
+        let chunks = upto.min(self.batch.len()).div_ceil(CHUNK);
+        for k in 0..chunks {
+            loop {
+                {
+                    let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+                    match &done[k] {
+                        Some(Ok(())) => break,
+                        Some(Err((index, problem))) => {
+                            return Err(StreamError::InvalidEvent {
+                                index: *index,
+                                seq: self.batch[*index].event.seq,
+                                problem: problem.clone(),
+                            })
+                        }
+                        None => {}
+                    }
+                }
+                // Not checked yet: check something ourselves, or wait for whoever claimed it.
+                if !self.claim_and_check() {
+                    let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+                    if done[k].is_none() {
+                        drop(
+                            self.changed
+                                .wait_while(done, |d| d[k].is_none())
+                                .unwrap_or_else(PoisonError::into_inner),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An event the store already holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub seq: u64,
+    pub stream_id: StreamId,
+    pub revision: u64,
+    /// Re-derived from the stored bytes, never read from stored metadata: a retry is
+    /// recognised only if the bytes really are identical.
+    pub leaf_hash: Hash,
+}
+
+impl Held {
+    pub(crate) fn new(seq: u64, stream_id: StreamId, revision: u64, data: &[u8]) -> Held {
+        Held {
+            seq,
+            stream_id,
+            revision,
+            leaf_hash: leaf_hash(data),
+        }
+    }
+}
+
+/// What the store holds that a batch could collide with.
+#[derive(Debug, Default)]
+pub(crate) struct Holdings {
+    by_seq: HashMap<u64, Held>,
+    /// The last event of each stream the batch names.
+    by_stream: HashMap<StreamId, Held>,
+    pub highest_seq: Option<u64>,
+}
+
+impl Holdings {
+    pub(crate) fn add(&mut self, h: Held) {
+        match self.by_stream.get(&h.stream_id) {
+            Some(other) if other.revision >= h.revision => {}
+            _ => {
+                self.by_stream.insert(h.stream_id, h.clone());
+            }
+        }
+        self.by_seq.insert(h.seq, h);
+    }
+}
+
+/// What to do with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Stored with identical bytes: skip.
+    Present,
+    /// Write it at this revision of its stream.
+    Write { revision: u64 },
+}
+
+/// Decides, event by event in batch order, what a batch does against [`Holdings`]. Feed it
+/// only events that passed validation.
+#[derive(Debug)]
+pub(crate) struct Planner<'h> {
+    held: &'h Holdings,
+    next_seq: u64,
+    wrote_any: bool,
+    /// Streams this batch writes, with the seq and hash of the event that writes them.
+    fresh: HashMap<StreamId, (u64, Hash)>,
+    highest: Option<u64>,
+}
+
+impl<'h> Planner<'h> {
+    pub(crate) fn new(held: &'h Holdings) -> Planner<'h> {
+        Planner {
+            held,
+            next_seq: held.highest_seq.map_or(0, |h| h.saturating_add(1)),
+            wrote_any: false,
+            fresh: HashMap::new(),
+            highest: held.highest_seq,
+        }
+    }
+
+    pub(crate) fn step(&mut self, req: &AppendRequest) -> Result<Step, StreamError> {
+        let e = &req.event;
+        if let Some(h) = self.held.by_seq.get(&e.seq) {
+            if h.leaf_hash == e.leaf_hash {
+                return Ok(Step::Present);
+            }
+            return Err(StreamError::SeqConflict {
+                seq: e.seq,
+                stored: h.leaf_hash,
+                offered: e.leaf_hash,
+            });
+        }
+        let sid = e.stream_id();
+        if let Some(h) = self.held.by_stream.get(&sid) {
+            return Err(StreamError::DecisionConflict {
+                stream_id: sid,
+                existing_seq: h.seq,
+                existing: h.leaf_hash,
+                offered_seq: e.seq,
+                offered: e.leaf_hash,
+                in_batch: false,
+            });
+        }
+        if let Some((seq, hash)) = self.fresh.get(&sid) {
+            return Err(StreamError::DecisionConflict {
+                stream_id: sid,
+                existing_seq: *seq,
+                existing: *hash,
+                offered_seq: e.seq,
+                offered: e.leaf_hash,
+                in_batch: true,
+            });
+        }
+        // The stream does not exist (a stream holds one event, and this one is new).
+        if let ExpectedRevision::Exact(_) = req.expected {
+            return Err(StreamError::WrongExpectedRevision {
+                stream_id: sid,
+                expected: req.expected,
+                actual: None,
+            });
+        }
+        if !self.wrote_any && e.seq != self.next_seq {
+            return Err(StreamError::Gap {
+                expected: self.next_seq,
+                got: e.seq,
+            });
+        }
+        self.wrote_any = true;
+        self.fresh.insert(sid, (e.seq, e.leaf_hash));
+        self.highest = Some(self.highest.map_or(e.seq, |h| h.max(e.seq)));
+        Ok(Step::Write { revision: 0 })
+    }
+
+    /// The highest seq stored once the planned events are written.
+    pub(crate) fn highest_seq(&self) -> Option<u64> {
+        self.highest
+    }
+}
