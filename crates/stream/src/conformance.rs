@@ -345,6 +345,29 @@ async fn invalid_events_write_nothing<S: EventStream>(s: &S, h: u64) {
             r => panic!("{what}, second in its batch: got {r:?}"),
         }
     }
+    // In a large batch (which a backend may check in parallel) the earliest problem is the one
+    // reported, whether it is an invalid event or a conflict.
+    let mut b = batch(next..next + 1000);
+    b[900].event.leaf_hash[0] ^= 1;
+    b[700].event.leaf_hash[0] ^= 1;
+    match s.append(b).await {
+        Err(StreamError::InvalidEvent { index: 700, .. }) => {}
+        r => panic!("the earliest invalid event is reported; got {r:?}"),
+    }
+    let mut b = batch(h - 99..h + 901);
+    b[50] = AppendRequest::new_decision(event_with(h - 49, h - 49, 1));
+    b[600].event.leaf_hash[0] ^= 1;
+    match s.append(b).await {
+        Err(StreamError::SeqConflict { seq, .. }) => assert_eq!(seq, h - 49),
+        r => panic!("a conflict before an invalid event is reported first; got {r:?}"),
+    }
+    let mut b = batch(h - 99..h + 901);
+    b[50].event.leaf_hash[0] ^= 1;
+    b[600] = AppendRequest::new_decision(event_with(h + 501, 3, 0));
+    match s.append(b).await {
+        Err(StreamError::InvalidEvent { index: 50, .. }) => {}
+        r => panic!("an invalid retry before a conflict is reported first; got {r:?}"),
+    }
     match s
         .append(vec![
             AppendRequest::new_decision(event(next)),

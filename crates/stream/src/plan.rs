@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use triplicate_core::digest::leaf_hash;
 use triplicate_core::Hash;
@@ -63,6 +63,9 @@ pub(crate) struct Validation<'a> {
     /// Per chunk: `None` until checked, then the first problem in it, if any.
     done: Mutex<Vec<Option<ChunkResult>>>,
     changed: Condvar,
+    /// What the store holds, once the backend knows: an event identical to a stored one was
+    /// validated when it was stored, so a retry costs a hash instead of a parse.
+    held: OnceLock<Arc<Holdings>>,
 }
 
 impl<'a> Validation<'a> {
@@ -78,6 +81,7 @@ impl<'a> Validation<'a> {
             cancelled: AtomicBool::new(false),
             done: Mutex::new(vec![None; batch.len().div_ceil(CHUNK)]),
             changed: Condvar::new(),
+            held: OnceLock::new(),
         };
         let helpers = if batch.len() < PARALLEL_MIN {
             0
@@ -113,6 +117,11 @@ impl<'a> Validation<'a> {
         // A panic here must still mark the chunk done, or the writer would wait for it forever.
         let result = std::panic::catch_unwind(|| {
             for (i, req) in self.batch[start..end].iter().enumerate() {
+                if let Some(held) = self.held.get() {
+                    if held.holds_identical(&req.event) {
+                        continue;
+                    }
+                }
                 req.event.check().map_err(|p| (start + i, p))?;
             }
             Ok(())
@@ -122,6 +131,12 @@ impl<'a> Validation<'a> {
         done[k] = Some(result);
         self.changed.notify_all();
         true
+    }
+
+    /// Tells the validation what the store holds, so retried events skip the parse.
+    pub(crate) fn knows(&self, held: Arc<Holdings>) {
+        // Set once; a second call would carry the same holdings.
+        let _ = self.held.set(held);
     }
 
     /// Waits until events `0..upto` are checked (helping meanwhile) and returns the earliest
@@ -193,6 +208,17 @@ pub(crate) struct Holdings {
 }
 
 impl Holdings {
+    /// True when `e` is byte for byte an event stored at its seq in its stream (and its
+    /// claimed hash is its bytes' hash): everything [`crate::DecisionRecorded::check`] would
+    /// establish, since the stored event passed it.
+    pub(crate) fn holds_identical(&self, e: &crate::DecisionRecorded) -> bool {
+        self.by_seq.get(&e.seq).is_some_and(|h| {
+            h.leaf_hash == e.leaf_hash
+                && h.stream_id == e.stream_id()
+                && leaf_hash(&e.record_bytes) == e.leaf_hash
+        })
+    }
+
     pub(crate) fn add(&mut self, h: Held) {
         match self.by_stream.get(&h.stream_id) {
             Some(other) if other.revision >= h.revision => {}
