@@ -21,7 +21,7 @@
 //! | [`EventStream::subscribe`] | read pages, woken by commits, polling as a fallback | catch-up subscription to `$all` | ordered consumer |
 //!
 //! Backend limits differ (JetStream's atomic batches hold 1,000 messages, KurrentDB appends
-//! are capped in bytes), so callers size batches by [`EventStream::limits`].
+//! are capped in bytes by `MaxAppendSize`), so callers size batches by [`EventStream::limits`].
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
@@ -152,7 +152,8 @@ pub struct Limits {
 /// - *No gaps.* The first event the batch would write must have seq `highest_seq + 1` (0 for an
 ///   empty store): the stream mirrors the ledger, and seq order is the global order.
 /// - *All or nothing.* A refused or failed batch writes none of its events; the error is about
-///   the earliest event in the batch that has a problem.
+///   the earliest event in the batch that has a problem. (A network backend can lose the
+///   acknowledgement of a batch it did commit; the retry then finds every event present.)
 /// - *Durable on `Ok`.* When `append` returns `Ok`, the events survive a crash or power loss,
 ///   and every read or subscription started afterwards sees them.
 ///
@@ -167,38 +168,59 @@ pub struct Limits {
 ///
 /// Calls may run concurrently from many tasks; appends are serialised by the backend.
 pub trait EventStream: Send + Sync {
-    /// The most one append may carry here.
+    /// The most one append may carry on this backend. Constant for a store's lifetime.
     fn limits(&self) -> Limits;
 
-    /// Appends a batch (see the trait docs for every rule).
+    /// Appends a batch of events with consecutive seqs, following every rule in the trait
+    /// docs, and returns once the written events are durable.
+    ///
+    /// Refusals, checked in this order and naming the first offending event in batch order:
+    /// [`StreamError::EmptyBatch`], [`StreamError::BatchTooLarge`], a non-consecutive seq
+    /// ([`StreamError::InvalidEvent`] with [`EventProblem::NotConsecutive`]); then, event by
+    /// event, [`StreamError::InvalidEvent`], [`StreamError::SeqConflict`],
+    /// [`StreamError::DecisionConflict`], [`StreamError::WrongExpectedRevision`],
+    /// [`StreamError::Gap`]. Failures: [`StreamError::Unavailable`] (retry), [`StreamError::Full`],
+    /// [`StreamError::Closed`], [`StreamError::Backend`]. On any error nothing of the batch was
+    /// written — except that a failure reported *after* the commit (a lost acknowledgement,
+    /// a dropped connection) may hide a write that happened; retrying the same batch is always
+    /// safe and tells which.
     fn append(
         &self,
         batch: Vec<AppendRequest>,
     ) -> impl Future<Output = Result<AppendOutcome, StreamError>> + Send;
 
-    /// Every event of one stream, by revision; empty when the stream does not exist.
+    /// Every event of one stream, by revision (one event per decision stream today); empty
+    /// when the stream does not exist. Sees every append that returned before the call.
     fn read_stream(
         &self,
         stream_id: &StreamId,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StreamError>> + Send;
 
     /// Up to `limit` events strictly after `after` (`None`: from the first event), in global
-    /// order. Page on with [`Page::next_after`] until [`Page::end`].
+    /// order, as of one consistent moment no earlier than the call. `limit` 0 is read as 1, and
+    /// a backend may return fewer than asked without being at the end. Page on with
+    /// [`Page::next_after`] until [`Page::end`]. A stored event that cannot be decoded is
+    /// [`StreamError::Damaged`] naming its position; the events before it read normally.
     fn read_all(
         &self,
         after: Option<Position>,
         limit: usize,
     ) -> impl Future<Output = Result<Page, StreamError>> + Send;
 
-    /// Every event strictly after `after`: catch-up, then live. The stream holds what it needs
-    /// of the backend and lives as long as the caller keeps it; it never ends on its own except
-    /// after yielding an error (for example [`StreamError::Closed`]).
+    /// Every event strictly after `after`, in global order, exactly once: first what is stored
+    /// (catch-up), then each event as it commits (live, promptly for appends through this
+    /// handle, within a backend-defined polling interval otherwise). Nothing is buffered ahead
+    /// of the consumer beyond one page. The subscription holds what it needs of the backend and
+    /// lives as long as the caller keeps it; it ends only after yielding an error (for example
+    /// [`StreamError::Closed`]), after which the caller resubscribes from the last position it
+    /// received.
     fn subscribe(
         &self,
         after: Option<Position>,
     ) -> BoxStream<'static, Result<StoredEvent, StreamError>>;
 
-    /// The highest seq stored; `None` when the store is empty. The catch-up worker appends
-    /// from here to the ledger's size.
+    /// The highest seq stored; `None` when the store is empty. Since stored seqs have no holes,
+    /// the store holds exactly seqs `0..=highest`: the catch-up worker appends from
+    /// `highest + 1` up to the ledger's size.
     fn highest_seq(&self) -> impl Future<Output = Result<Option<u64>, StreamError>> + Send;
 }

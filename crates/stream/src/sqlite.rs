@@ -55,7 +55,7 @@ const READER_POOL: usize = 4;
 
 /// The limits of one append here: one transaction of at most 10,000 events and 64 MiB keeps
 /// the writer lock held for well under a second.
-pub const SQLITE_LIMITS: Limits = Limits {
+pub(crate) const SQLITE_LIMITS: Limits = Limits {
     max_batch_events: 10_000,
     max_batch_bytes: 64 * 1024 * 1024,
 };
@@ -712,5 +712,50 @@ impl EventStream for SqliteStream {
             Ok(v.and_then(|v| u64::try_from(v).ok()))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The settings durability depends on are the writer connection's own, so they are checked
+    /// on it, not on a second connection.
+    #[tokio::test]
+    async fn the_writer_is_wal_with_full_sync_and_readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStream::open(dir.path()).await.unwrap();
+        {
+            let w = s.inner.writer.lock().unwrap();
+            let w = w.as_ref().unwrap();
+            let q = |sql: &str| -> String {
+                w.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
+                    .map(|v| format!("{v:?}"))
+                    .unwrap()
+            };
+            assert_eq!(q("PRAGMA journal_mode"), "Text(\"wal\")");
+            assert_eq!(q("PRAGMA synchronous"), "Integer(2)", "2 is FULL");
+            assert_eq!(q("PRAGMA page_size"), "Integer(16384)");
+        }
+        assert!(s.inner.rows_per_insert > 1);
+        let e = s
+            .read(|c| {
+                c.execute("DELETE FROM schema_version", [])
+                    .map_err(sql("write through a reader"))
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("readonly"), "{e}");
+    }
+
+    #[test]
+    fn the_insert_statement_numbers_its_parameters() {
+        assert_eq!(
+            insert_sql(2),
+            "INSERT INTO events (stream_id, revision, seq, event_type, data, metadata, recorded_at) \
+             VALUES (?3,?4,?5,?2,?6,?7,?1),(?8,?9,?10,?2,?11,?12,?1)"
+        );
     }
 }

@@ -73,6 +73,26 @@ async fn reopen_keeps_everything_and_positions_keep_growing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_append_is_in_the_files_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    s.append(batch(0..100)).await.unwrap();
+    s.append(batch(100..101)).await.unwrap();
+    // Copy the files as a crash right after the acknowledgement would leave them: the handle
+    // still open, nothing checkpointed or closed since.
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["stream.db", "stream.db-wal"] {
+        let from = dir.path().join(name);
+        if from.exists() {
+            std::fs::copy(&from, copy.path().join(name)).unwrap();
+        }
+    }
+    let recovered = open(copy.path()).await;
+    assert_eq!(recovered.highest_seq().await.unwrap(), Some(100));
+    assert_eq!(everything(&recovered).await, everything(&s).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_is_wal_append_only_and_versioned() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path()).await;
