@@ -629,6 +629,9 @@ impl EventStream for SqliteStream {
         let inner = self.inner.clone();
         let out = blocking(move || {
             let _g = span.enter();
+            if inner.closed.load(Ordering::SeqCst) {
+                return Err(StreamError::Closed);
+            }
             let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let conn = writer.as_mut().ok_or(StreamError::Closed)?;
             let out = append_blocking(conn, &batch, inner.rows_per_insert)?;
