@@ -112,6 +112,7 @@ pub async fn run<P: Projection>(p: &P) {
 
     rederivation(p, &records).await;
     idempotency(p, &mut records, &mut next).await;
+    large_batches(p, &mut records, &mut next).await;
     refusals(p, next).await;
     lookups(p, &records).await;
     queries(p, &records).await;
@@ -185,6 +186,67 @@ async fn idempotency<P: Projection>(p: &P, records: &mut Vec<Record>, next: &mut
     records.extend(new);
     *next += 4;
     assert_eq!(p.highest_seq().await.expect("highest"), Some(*next - 1));
+}
+
+/// Batches larger than one validation chunk: refusals in a later chunk write nothing of the
+/// earlier ones; retries overlap stored records across chunks.
+async fn large_batches<P: Projection>(p: &P, records: &mut Vec<Record>, next: &mut u64) {
+    let n = *next;
+    let before = snapshot(p).await;
+    let fresh = samples(n..n + 900);
+    // An invalid record late in the batch.
+    let mut bad = batch(&fresh);
+    bad[800] = b"not a record".to_vec();
+    assert!(matches!(
+        p.apply(bad).await,
+        Err(ProjectionError::InvalidRecord { index: 800, .. })
+    ));
+    // Not consecutive at a chunk boundary, and a decision twice across chunks.
+    let mut bad = batch(&fresh);
+    bad[250] = bytes(&sample_record(n + 251, 0));
+    assert!(matches!(
+        p.apply(bad).await,
+        Err(ProjectionError::InvalidRecord { index: 250, .. })
+    ));
+    let mut bad = batch(&fresh);
+    let mut twin = sample_record(n + 10, 0);
+    twin.seq = n + 600;
+    bad[600] = bytes(&twin);
+    assert!(matches!(
+        p.apply(bad).await,
+        Err(ProjectionError::InvalidRecord { index: 600, .. })
+    ));
+    // A decision already stored, late in the batch.
+    let mut bad = batch(&fresh);
+    let mut stolen = sample_record(5, 0);
+    stolen.seq = n + 700;
+    bad[700] = bytes(&stolen);
+    assert!(matches!(
+        p.apply(bad).await,
+        Err(ProjectionError::DecisionConflict { stored_seq: 5, offered_seq, .. }) if offered_seq == n + 700
+    ));
+    assert!(
+        snapshot(p).await == before,
+        "a refused large batch changed the store"
+    );
+
+    let out = p.apply(batch(&fresh[..600])).await.expect("a large batch");
+    assert_eq!((out.applied, out.already_present), (600, 0));
+    // A retry overlapping 300 stored records, then 600 new ones, across chunks.
+    let more = samples(n + 300..n + 1200);
+    let out = p
+        .apply(batch(&more))
+        .await
+        .expect("a large overlapping batch");
+    assert_eq!((out.applied, out.already_present), (600, 300));
+    records.extend(samples(n..n + 1200));
+    *next = n + 1200;
+    assert_eq!(p.highest_seq().await.expect("highest"), Some(*next - 1));
+    let got = p.record_bytes(n, *next).await.expect("range read");
+    assert_eq!(got.len(), 1200);
+    for (g, r) in got.iter().zip(&records[n as usize..]) {
+        assert_eq!(g.bytes(), Some(bytes(r).as_slice()));
+    }
 }
 
 /// Every refusal names what it refuses and leaves the store as it was.

@@ -18,6 +18,8 @@ pub mod conformance;
 mod error;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
+mod jcs;
+mod pgcopy;
 mod plan;
 mod postgres;
 pub mod query;

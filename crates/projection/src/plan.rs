@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use triplicate_core::digest::leaf_hash;
 
-use crate::rows::Prepared;
+use crate::rows::RecordRows;
 use crate::{hex_hash, ProjectionError};
 
 /// A stored record that shares a seq or a decision id with the batch.
@@ -36,9 +36,10 @@ pub(crate) struct ApplyPlan {
     pub already: u64,
 }
 
-/// Plans an apply (see the module docs). `batch` holds the bytes `prepared` was made from.
+/// Plans an apply of consecutive records (a batch, or the next chunk of one; see the module
+/// docs). `batch` holds the bytes `rows` were made from.
 pub(crate) fn plan_apply(
-    prepared: &Prepared,
+    rows_of: &[RecordRows],
     batch: &[Vec<u8>],
     stored: Vec<Stored>,
     highest: Option<u64>,
@@ -51,7 +52,7 @@ pub(crate) fn plan_apply(
     }
     let next_seq = highest.map_or(0, |h| h + 1);
     let mut already = 0u64;
-    for (i, rows) in prepared.rows.iter().enumerate() {
+    for (i, rows) in rows_of.iter().enumerate() {
         let seq = rows.decision.seq as u64;
         let offered = || hex_hash(&leaf_hash(&batch[i]));
         if let Some(s) = by_seq.get(&seq) {
@@ -84,7 +85,7 @@ pub(crate) fn plan_apply(
         }
         // Later records of the batch have higher seqs than anything stored, so only their
         // decision ids can conflict.
-        for (k, later) in prepared.rows.iter().enumerate().skip(i + 1) {
+        for (k, later) in rows_of.iter().enumerate().skip(i + 1) {
             if let Some(s) = by_id.get(later.decision.id.as_str()) {
                 return Err(ProjectionError::DecisionConflict {
                     id: uuid::Uuid::try_parse(&later.decision.id).unwrap_or_default(),
@@ -101,7 +102,7 @@ pub(crate) fn plan_apply(
         });
     }
     Ok(ApplyPlan {
-        fresh_from: prepared.rows.len(),
+        fresh_from: rows_of.len(),
         already,
     })
 }

@@ -3,29 +3,31 @@
 //!
 //! An apply is one transaction: take the projection's advisory lock (one writer at a time, so
 //! two catch-up workers retrying the same batch cannot both decide it is new), look up which of
-//! the batch's seqs and decision ids are stored and re-derive those, then one `INSERT … SELECT
-//! FROM UNNEST(…)` per table with a column array per field, so a batch of 1,000 records is three
-//! round trips whatever its size.
+//! the batch's seqs and decision ids are stored and re-derive those, then one binary
+//! `COPY … FROM STDIN` per table (see `pgcopy.rs` for why `COPY` rather than `INSERT`).
 //!
 //! Reads (range reads, queries) run in a `REPEATABLE READ READ ONLY` transaction so the three
-//! tables are read from one snapshot.
+//! tables are read from one snapshot, and fetch rows with binary `COPY (SELECT …) TO STDOUT`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{
-    PgArgumentBuffer, PgConnectOptions, PgHasArrayType, PgPool, PgPoolOptions, PgRow, PgTypeInfo,
+    PgArgumentBuffer, PgConnectOptions, PgHasArrayType, PgPool, PgPoolOptions, PgTypeInfo,
     PgValueRef,
 };
-use sqlx::{Decode, Encode, Postgres, Row, Type};
+use sqlx::{Decode, Encode, Postgres, Type};
 use triplicate_core::digest::leaf_hash;
 use triplicate_core::Record;
 use uuid::Uuid;
 
+use crate::pgcopy::{CopyReader, CopyWriter};
 use crate::plan::{plan_apply, Stored};
 use crate::query::QueryPlan;
 use crate::rows::{
-    assemble, prepare, rebuild_all, ApprovalRow, AttachmentRow, DecisionRow, RecordRows,
+    assemble, prepare_part, rebuild_all, rebuild_threads, validation_threads, ApprovalRow,
+    AttachmentRow, BatchChecker, DecisionRow, RecordRows, CHUNK,
 };
 use crate::{
     check_range, ApplyOutcome, DecisionQuery, Page, Projection, ProjectionError, RederivedRecord,
@@ -39,6 +41,9 @@ pub const PG_READER_ROLE: &str = "triplicate_reader";
 
 /// Every migration under `migrations/postgres/`, embedded at build time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Seqs per slice of a range read (see `record_bytes`).
+const READ_SLICE: i64 = 2_000;
 
 /// Key of the transaction-scoped advisory lock that serialises writers ("triplica").
 const WRITER_LOCK: i64 = 0x7472_6970_6c69_6361;
@@ -166,8 +171,8 @@ fn split_time(unix_nanos: i128) -> Result<(PgMicros, i16), String> {
     Ok((PgMicros(micros), extra))
 }
 
-fn join_time(ts: PgMicros, extra_ns: i16) -> i128 {
-    (i128::from(ts.0) + PG_EPOCH_UNIX_MICROS) * 1000 + i128::from(extra_ns)
+fn join_time(micros_since_2000: i64, extra_ns: i16) -> i128 {
+    (i128::from(micros_since_2000) + PG_EPOCH_UNIX_MICROS) * 1000 + i128::from(extra_ns)
 }
 
 /// Which records to load.
@@ -177,64 +182,96 @@ enum Select<'a> {
 }
 
 impl Select<'_> {
-    fn clause(&self) -> &'static str {
+    /// The WHERE clause, with the values inline: `COPY` takes no parameters, and these are
+    /// integers formatted here, never text from a caller.
+    fn clause(&self) -> String {
         match self {
-            Select::Range(..) => "seq >= $1 AND seq < $2",
-            Select::Seqs(_) => "seq = ANY($1)",
-        }
-    }
-
-    fn bind<'q>(
-        &'q self,
-        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-        match self {
-            Select::Range(a, b) => q.bind(*a).bind(*b),
-            Select::Seqs(s) => q.bind(*s),
+            Select::Range(a, b) => format!("seq >= {a} AND seq < {b}"),
+            Select::Seqs(s) => format!(
+                "seq = ANY('{{{}}}'::int8[])",
+                s.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            ),
         }
     }
 }
 
-fn decision_row(r: &PgRow) -> Result<DecisionRow, sqlx::Error> {
-    Ok(DecisionRow {
-        seq: r.try_get(0)?,
-        id: r.try_get::<Uuid, _>(1)?.hyphenated().to_string(),
-        version: i64::from(r.try_get::<i32, _>(2)?),
-        kind: r.try_get(3)?,
-        title: r.try_get(4)?,
-        body: r.try_get(5)?,
-        payload: r.try_get(6)?,
-        proposed_at: join_time(r.try_get(7)?, r.try_get(8)?),
-        recorded_at: join_time(r.try_get(9)?, r.try_get(10)?),
-        supersedes: r
-            .try_get::<Option<Uuid>, _>(11)?
-            .map(|u| u.hyphenated().to_string()),
-        notary_key_id: r.try_get(12)?,
-        notary_alg: r.try_get(13)?,
-        notary_signature: r.try_get(14)?,
-    })
+/// Runs `COPY (query) TO STDOUT (FORMAT binary)` and returns the data.
+async fn copy_out(
+    conn: &mut sqlx::PgConnection,
+    query: &str,
+    what: &'static str,
+) -> Result<Vec<u8>, ProjectionError> {
+    use futures::StreamExt;
+    let mut stream = conn
+        .copy_out_raw(&format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
+        .await
+        .map_err(pg_err(what))?;
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        data.extend_from_slice(&chunk.map_err(pg_err(what))?);
+    }
+    Ok(data)
 }
 
-fn approval_row(r: &PgRow) -> Result<ApprovalRow, sqlx::Error> {
-    Ok(ApprovalRow {
-        seq: r.try_get(0)?,
-        position: i64::from(r.try_get::<i16, _>(1)?),
-        key_id: r.try_get(2)?,
-        alg: r.try_get(3)?,
-        signature: r.try_get(4)?,
-        signed_at: join_time(r.try_get(5)?, r.try_get(6)?),
-    })
+fn decode_err(what: &'static str) -> impl Fn(String) -> ProjectionError {
+    move |reason| ProjectionError::Storage { what, reason }
 }
 
-fn attachment_row(r: &PgRow) -> Result<AttachmentRow, sqlx::Error> {
-    Ok(AttachmentRow {
-        seq: r.try_get(0)?,
-        position: i64::from(r.try_get::<i16, _>(1)?),
-        sha256: r.try_get(2)?,
-        media_type: r.try_get(3)?,
-        size: r.try_get(4)?,
-        name: r.try_get(5)?,
-    })
+fn decode_decisions(data: &[u8]) -> Result<Vec<DecisionRow>, String> {
+    let mut r = CopyReader::new(data)?;
+    let mut out = Vec::new();
+    while r.row(15)?.is_some() {
+        out.push(DecisionRow {
+            seq: r.i64("seq")?,
+            id: r.uuid("id")?.hyphenated().to_string(),
+            version: i64::from(r.i32("version")?),
+            kind: r.text("kind")?,
+            title: r.text("title")?,
+            body: r.text("body")?,
+            payload: r.text("payload")?,
+            proposed_at: join_time(r.timestamp("proposed_at")?, r.i16("proposed_at_extra_ns")?),
+            recorded_at: join_time(r.timestamp("recorded_at")?, r.i16("recorded_at_extra_ns")?),
+            supersedes: r
+                .opt_uuid("supersedes")?
+                .map(|u| u.hyphenated().to_string()),
+            notary_key_id: r.text("notary_key_id")?,
+            notary_alg: r.text("notary_alg")?,
+            notary_signature: r.bytes("notary_signature")?,
+        });
+    }
+    Ok(out)
+}
+
+fn decode_approvals(data: &[u8]) -> Result<Vec<ApprovalRow>, String> {
+    let mut r = CopyReader::new(data)?;
+    let mut out = Vec::new();
+    while r.row(7)?.is_some() {
+        out.push(ApprovalRow {
+            seq: r.i64("seq")?,
+            position: i64::from(r.i16("position")?),
+            key_id: r.text("key_id")?,
+            alg: r.text("alg")?,
+            signature: r.bytes("signature")?,
+            signed_at: join_time(r.timestamp("signed_at")?, r.i16("signed_at_extra_ns")?),
+        });
+    }
+    Ok(out)
+}
+
+fn decode_attachments(data: &[u8]) -> Result<Vec<AttachmentRow>, String> {
+    let mut r = CopyReader::new(data)?;
+    let mut out = Vec::new();
+    while r.row(6)?.is_some() {
+        out.push(AttachmentRow {
+            seq: r.i64("seq")?,
+            position: i64::from(r.i16("position")?),
+            sha256: r.bytes("sha256")?,
+            media_type: r.text("media_type")?,
+            size: r.i64("size")?,
+            name: r.opt_text("name")?,
+        });
+    }
+    Ok(out)
 }
 
 /// Loads every row of the selected records, in seq order, on one connection (the caller's
@@ -244,52 +281,40 @@ async fn load(
     sel: Select<'_>,
 ) -> Result<Vec<RecordRows>, ProjectionError> {
     let where_ = sel.clause();
-    let sql = format!(
-        "SELECT seq, id, version, kind, title, body, payload::text, proposed_at, \
-         proposed_at_extra_ns, recorded_at, recorded_at_extra_ns, supersedes, notary_key_id, \
-         notary_alg, notary_signature FROM decisions WHERE {where_} ORDER BY seq"
-    );
-    let rows = sel
-        .bind(sqlx::query(&sql))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(pg_err("read decisions"))?;
-    let decisions = rows
-        .iter()
-        .map(decision_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pg_err("decode decisions"))?;
+    let data = copy_out(
+        conn,
+        &format!(
+            "SELECT seq, id, version, kind, title, body, payload, proposed_at, \
+             proposed_at_extra_ns, recorded_at, recorded_at_extra_ns, supersedes, notary_key_id, \
+             notary_alg, notary_signature FROM decisions WHERE {where_} ORDER BY seq"
+        ),
+        "read decisions",
+    )
+    .await?;
+    let decisions = decode_decisions(&data).map_err(decode_err("decode decisions"))?;
     if decisions.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT seq, position, key_id, alg, signature, signed_at, signed_at_extra_ns \
-         FROM approvals WHERE {where_} ORDER BY seq, position"
-    );
-    let rows = sel
-        .bind(sqlx::query(&sql))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(pg_err("read approvals"))?;
-    let approvals = rows
-        .iter()
-        .map(approval_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pg_err("decode approvals"))?;
-    let sql = format!(
-        "SELECT seq, position, sha256, media_type, size, name \
-         FROM attachments WHERE {where_} ORDER BY seq, position"
-    );
-    let rows = sel
-        .bind(sqlx::query(&sql))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(pg_err("read attachments"))?;
-    let attachments = rows
-        .iter()
-        .map(attachment_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pg_err("decode attachments"))?;
+    let data = copy_out(
+        conn,
+        &format!(
+            "SELECT seq, position, key_id, alg, signature, signed_at, signed_at_extra_ns \
+             FROM approvals WHERE {where_} ORDER BY seq, position"
+        ),
+        "read approvals",
+    )
+    .await?;
+    let approvals = decode_approvals(&data).map_err(decode_err("decode approvals"))?;
+    let data = copy_out(
+        conn,
+        &format!(
+            "SELECT seq, position, sha256, media_type, size, name \
+             FROM attachments WHERE {where_} ORDER BY seq, position"
+        ),
+        "read attachments",
+    )
+    .await?;
+    let attachments = decode_attachments(&data).map_err(decode_err("decode attachments"))?;
     Ok(assemble(decisions, approvals, attachments))
 }
 
@@ -298,47 +323,13 @@ fn records_newest_first(rows: Vec<RecordRows>) -> Result<Vec<Record>, Projection
     let mut out = rows
         .into_iter()
         .map(|r| {
-            r.rebuild().map_err(|reason| ProjectionError::Damaged {
-                seq: r.decision.seq as u64,
-                reason,
-            })
+            let seq = r.decision.seq as u64;
+            r.into_record()
+                .map_err(|reason| ProjectionError::Damaged { seq, reason })
         })
         .collect::<Result<Vec<_>, _>>()?;
     out.sort_by_key(|r| std::cmp::Reverse(r.seq));
     Ok(out)
-}
-
-/// The columns of a batch, one array per field, for `UNNEST`.
-#[derive(Default)]
-struct Columns {
-    seq: Vec<i64>,
-    id: Vec<Uuid>,
-    version: Vec<i32>,
-    kind: Vec<String>,
-    title: Vec<String>,
-    body: Vec<String>,
-    payload: Vec<String>,
-    proposed_at: Vec<PgMicros>,
-    proposed_ns: Vec<i16>,
-    recorded_at: Vec<PgMicros>,
-    recorded_ns: Vec<i16>,
-    supersedes: Vec<Option<Uuid>>,
-    notary_key_id: Vec<String>,
-    notary_alg: Vec<String>,
-    notary_signature: Vec<Vec<u8>>,
-    a_seq: Vec<i64>,
-    a_position: Vec<i16>,
-    a_key_id: Vec<String>,
-    a_alg: Vec<String>,
-    a_signature: Vec<Vec<u8>>,
-    a_signed_at: Vec<PgMicros>,
-    a_signed_ns: Vec<i16>,
-    t_seq: Vec<i64>,
-    t_position: Vec<i16>,
-    t_sha256: Vec<Vec<u8>>,
-    t_media_type: Vec<String>,
-    t_size: Vec<i64>,
-    t_name: Vec<Option<String>>,
 }
 
 fn small(v: i64, what: &str) -> Result<i16, String> {
@@ -349,113 +340,155 @@ fn parse_uuid(s: &str) -> Result<Uuid, String> {
     Uuid::try_parse(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
-impl Columns {
-    fn push(&mut self, r: RecordRows) -> Result<(), String> {
-        let d = r.decision;
-        let (pa, pn) = split_time(d.proposed_at)?;
-        let (ra, rn) = split_time(d.recorded_at)?;
-        self.seq.push(d.seq);
-        self.id.push(parse_uuid(&d.id)?);
-        self.version
-            .push(i32::try_from(d.version).map_err(|_| "version does not fit".to_owned())?);
-        self.kind.push(d.kind);
-        self.title.push(d.title);
-        self.body.push(d.body);
-        self.payload.push(d.payload);
-        self.proposed_at.push(pa);
-        self.proposed_ns.push(pn);
-        self.recorded_at.push(ra);
-        self.recorded_ns.push(rn);
-        self.supersedes
-            .push(d.supersedes.as_deref().map(parse_uuid).transpose()?);
-        self.notary_key_id.push(d.notary_key_id);
-        self.notary_alg.push(d.notary_alg);
-        self.notary_signature.push(d.notary_signature);
-        for a in r.approvals {
-            let (t, n) = split_time(a.signed_at)?;
-            self.a_seq.push(a.seq);
-            self.a_position
-                .push(small(a.position, "approval position")?);
-            self.a_key_id.push(a.key_id);
-            self.a_alg.push(a.alg);
-            self.a_signature.push(a.signature);
-            self.a_signed_at.push(t);
-            self.a_signed_ns.push(n);
+/// The `COPY` data of new records' rows, one buffer per table.
+struct CopyData {
+    decisions: Vec<u8>,
+    approvals: Vec<u8>,
+    attachments: Option<Vec<u8>>,
+}
+
+impl CopyData {
+    fn encode(records: &[RecordRows]) -> Result<CopyData, (usize, String)> {
+        let size: usize = records
+            .iter()
+            .map(|r| r.decision.body.len() + r.decision.payload.len() + 400)
+            .sum();
+        let mut d = CopyWriter::with_capacity(size);
+        let mut a = CopyWriter::with_capacity(records.len() * 2 * 140);
+        let mut t = CopyWriter::with_capacity(0);
+        let mut any_attachment = false;
+        for (k, r) in records.iter().enumerate() {
+            let err = |e: String| (k, e);
+            let x = &r.decision;
+            let (pa, pn) = split_time(x.proposed_at).map_err(err)?;
+            let (ra, rn) = split_time(x.recorded_at).map_err(err)?;
+            d.row(15);
+            d.i64(x.seq);
+            d.uuid(&parse_uuid(&x.id).map_err(err)?);
+            d.i32(i32::try_from(x.version).map_err(|_| err("version does not fit".into()))?);
+            d.text(&x.kind);
+            d.text(&x.title);
+            d.text(&x.body);
+            d.text(&x.payload);
+            d.timestamp(pa.0);
+            d.i16(pn);
+            d.timestamp(ra.0);
+            d.i16(rn);
+            match &x.supersedes {
+                Some(s) => d.uuid(&parse_uuid(s).map_err(err)?),
+                None => d.null(),
+            }
+            d.text(&x.notary_key_id);
+            d.text(&x.notary_alg);
+            d.bytes(&x.notary_signature);
+            for p in &r.approvals {
+                let (sa, sn) = split_time(p.signed_at).map_err(err)?;
+                a.row(7);
+                a.i64(p.seq);
+                a.i16(small(p.position, "approval position").map_err(err)?);
+                a.text(&p.key_id);
+                a.text(&p.alg);
+                a.bytes(&p.signature);
+                a.timestamp(sa.0);
+                a.i16(sn);
+            }
+            for m in &r.attachments {
+                any_attachment = true;
+                t.row(6);
+                t.i64(m.seq);
+                t.i16(small(m.position, "attachment position").map_err(err)?);
+                t.bytes(&m.sha256);
+                t.text(&m.media_type);
+                t.i64(m.size);
+                match &m.name {
+                    Some(n) => t.text(n),
+                    None => t.null(),
+                }
+            }
         }
-        for t in r.attachments {
-            self.t_seq.push(t.seq);
-            self.t_position
-                .push(small(t.position, "attachment position")?);
-            self.t_sha256.push(t.sha256);
-            self.t_media_type.push(t.media_type);
-            self.t_size.push(t.size);
-            self.t_name.push(t.name);
-        }
-        Ok(())
+        Ok(CopyData {
+            decisions: d.finish(),
+            approvals: a.finish(),
+            attachments: any_attachment.then(|| t.finish()),
+        })
     }
 
     async fn insert(self, conn: &mut sqlx::PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query(
-            "INSERT INTO decisions (seq, id, version, kind, title, body, payload, proposed_at, \
+        copy_in(
+            conn,
+            "COPY decisions (seq, id, version, kind, title, body, payload, proposed_at, \
              proposed_at_extra_ns, recorded_at, recorded_at_extra_ns, supersedes, notary_key_id, \
-             notary_alg, notary_signature) \
-             SELECT s, i, v, k, t, b, p::json, pa, pn, ra, rn, su, nk, na, ns \
-             FROM UNNEST($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::text[], $6::text[], \
-             $7::text[], $8::timestamptz[], $9::int2[], $10::timestamptz[], $11::int2[], \
-             $12::uuid[], $13::text[], $14::text[], $15::bytea[]) \
-             AS u(s, i, v, k, t, b, p, pa, pn, ra, rn, su, nk, na, ns)",
+             notary_alg, notary_signature) FROM STDIN (FORMAT binary)",
+            self.decisions,
+            "insert decisions",
         )
-        .bind(&self.seq)
-        .bind(&self.id)
-        .bind(&self.version)
-        .bind(&self.kind)
-        .bind(&self.title)
-        .bind(&self.body)
-        .bind(&self.payload)
-        .bind(&self.proposed_at)
-        .bind(&self.proposed_ns)
-        .bind(&self.recorded_at)
-        .bind(&self.recorded_ns)
-        .bind(&self.supersedes)
-        .bind(&self.notary_key_id)
-        .bind(&self.notary_alg)
-        .bind(&self.notary_signature)
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_err("insert decisions"))?;
-        sqlx::query(
-            "INSERT INTO approvals (seq, position, key_id, alg, signature, signed_at, \
-             signed_at_extra_ns) \
-             SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::text[], $4::text[], $5::bytea[], \
-             $6::timestamptz[], $7::int2[])",
+        .await?;
+        copy_in(
+            conn,
+            "COPY approvals (seq, position, key_id, alg, signature, signed_at, \
+             signed_at_extra_ns) FROM STDIN (FORMAT binary)",
+            self.approvals,
+            "insert approvals",
         )
-        .bind(&self.a_seq)
-        .bind(&self.a_position)
-        .bind(&self.a_key_id)
-        .bind(&self.a_alg)
-        .bind(&self.a_signature)
-        .bind(&self.a_signed_at)
-        .bind(&self.a_signed_ns)
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_err("insert approvals"))?;
-        if !self.t_seq.is_empty() {
-            sqlx::query(
-                "INSERT INTO attachments (seq, position, sha256, media_type, size, name) \
-                 SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::bytea[], $4::text[], \
-                 $5::int8[], $6::text[])",
+        .await?;
+        if let Some(t) = self.attachments {
+            copy_in(
+                conn,
+                "COPY attachments (seq, position, sha256, media_type, size, name) \
+                 FROM STDIN (FORMAT binary)",
+                t,
+                "insert attachments",
             )
-            .bind(&self.t_seq)
-            .bind(&self.t_position)
-            .bind(&self.t_sha256)
-            .bind(&self.t_media_type)
-            .bind(&self.t_size)
-            .bind(&self.t_name)
-            .execute(&mut *conn)
-            .await
-            .map_err(pg_err("insert attachments"))?;
+            .await?;
         }
         Ok(())
+    }
+}
+
+/// Runs `COPY … FROM STDIN` with prepared data. The data is complete before the copy starts,
+/// so nothing can fail between starting and finishing it but the server or the network.
+async fn copy_in(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    data: Vec<u8>,
+    what: &'static str,
+) -> Result<(), ProjectionError> {
+    let mut copy = conn.copy_in_raw(statement).await.map_err(pg_err(what))?;
+    if let Err(e) = copy.send(data).await {
+        let _ = copy.abort(what).await;
+        return Err(pg_err(what)(e));
+    }
+    copy.finish().await.map_err(pg_err(what))?;
+    Ok(())
+}
+
+/// The repair function's arguments for one record, converted to PostgreSQL's types.
+struct RepairArgs {
+    id: Uuid,
+    version: i32,
+    proposed_at: (PgMicros, i16),
+    recorded_at: (PgMicros, i16),
+    supersedes: Option<Uuid>,
+    signed_at: Vec<(PgMicros, i16)>,
+    rows: RecordRows,
+}
+
+impl RepairArgs {
+    fn from_rows(rows: RecordRows) -> Result<RepairArgs, String> {
+        let d = &rows.decision;
+        Ok(RepairArgs {
+            id: parse_uuid(&d.id)?,
+            version: i32::try_from(d.version).map_err(|_| "version does not fit".to_owned())?,
+            proposed_at: split_time(d.proposed_at)?,
+            recorded_at: split_time(d.recorded_at)?,
+            supersedes: d.supersedes.as_deref().map(parse_uuid).transpose()?,
+            signed_at: rows
+                .approvals
+                .iter()
+                .map(|a| split_time(a.signed_at))
+                .collect::<Result<_, _>>()?,
+            rows,
+        })
     }
 }
 
@@ -466,6 +499,43 @@ enum Param {
     Text(String),
     Uuid(Uuid),
     Time(PgMicros),
+}
+
+/// The stored records that share a seq or a decision id with `rows` (consecutive records),
+/// re-derived, for [`plan_apply`].
+async fn stored_overlapping(
+    conn: &mut sqlx::PgConnection,
+    rows: &[RecordRows],
+) -> Result<Vec<Stored>, ProjectionError> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .map(|r| parse_uuid(&r.decision.id))
+        .collect::<Result<_, _>>()
+        .map_err(|reason| ProjectionError::InvalidRecord { index: 0, reason })?;
+    let overlapping: Vec<i64> = sqlx::query_scalar(
+        "SELECT seq FROM decisions WHERE (seq >= $1 AND seq <= $2) OR id = ANY($3) ORDER BY seq",
+    )
+    .bind(first.decision.seq)
+    .bind(last.decision.seq)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg_err("look up stored seqs and decisions"))?;
+    if overlapping.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(load(conn, Select::Seqs(&overlapping))
+        .await?
+        .into_iter()
+        .map(|r| Stored {
+            seq: r.decision.seq as u64,
+            id: r.decision.id.clone(),
+            content: r.into_bytes(),
+        })
+        .collect())
 }
 
 impl PgProjection {
@@ -558,70 +628,71 @@ impl PgProjection {
                 already_present: 0,
             });
         }
-        // Parsing and re-canonicalising is CPU work: keep it off the async workers.
-        let (prepared, batch) = tokio::task::spawn_blocking(move || {
-            let p = prepare(&batch);
-            (p, batch)
-        })
-        .await
-        .map_err(|e| ProjectionError::Unavailable(format!("validation task failed: {e}")))?;
-        let prepared = prepared?;
-        let first = prepared.first_seq().unwrap_or(0);
-        let last = first + prepared.rows.len() as u64 - 1;
-
-        let mut tx = self.write_tx().await?;
-        let highest: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM decisions")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pg_err("read the highest seq"))?;
-        let ids: Vec<Uuid> = prepared
-            .rows
-            .iter()
-            .map(|r| parse_uuid(&r.decision.id))
-            .collect::<Result<_, _>>()
-            .map_err(|reason| ProjectionError::InvalidRecord { index: 0, reason })?;
-        let overlapping: Vec<i64> = sqlx::query_scalar(
-            "SELECT seq FROM decisions WHERE (seq >= $1 AND seq <= $2) OR id = ANY($3) ORDER BY seq",
-        )
-        .bind(to_i64(first, "seq")?)
-        .bind(to_i64(last, "seq")?)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg_err("look up stored seqs and decisions"))?;
-        let stored = if overlapping.is_empty() {
-            Vec::new()
-        } else {
-            load(&mut tx, Select::Seqs(&overlapping))
-                .await?
-                .into_iter()
-                .map(|r| Stored {
-                    seq: r.decision.seq as u64,
-                    content: r.rebuild_bytes(),
-                    id: r.decision.id,
-                })
-                .collect()
+        // Validation (CPU, here) and writing (the server's work) overlap: a blocking task
+        // validates chunk after chunk into a short queue while this task writes the ones
+        // before. A refusal anywhere rolls the whole transaction back.
+        let batch = Arc::new(batch);
+        let (sender, mut chunks) = tokio::sync::mpsc::channel(2);
+        let producer = {
+            let batch = batch.clone();
+            tokio::task::spawn_blocking(move || {
+                let threads = validation_threads();
+                for (i, part) in batch.chunks(CHUNK).enumerate() {
+                    let r = prepare_part(i * CHUNK, part, threads).map(|rows| (i * CHUNK, rows));
+                    let failed = r.is_err();
+                    if sender.blocking_send(r).is_err() || failed {
+                        break;
+                    }
+                }
+            })
         };
-        let plan = plan_apply(
-            &prepared,
-            &batch,
-            stored,
-            highest.map(|h| u64::try_from(h).unwrap_or(0)),
-        )?;
-        let fresh = prepared.rows.len() - plan.fresh_from;
-        if fresh > 0 {
-            let mut cols = Columns::default();
-            for (k, rows) in prepared.rows.into_iter().enumerate().skip(plan.fresh_from) {
-                cols.push(rows)
-                    .map_err(|reason| ProjectionError::InvalidRecord { index: k, reason })?;
+        // The first chunk is validated before the writer lock is taken.
+        let mut next = chunks.recv().await;
+        let mut tx = self.write_tx().await?;
+        let mut highest: Option<u64> =
+            sqlx::query_scalar::<_, Option<i64>>("SELECT max(seq) FROM decisions")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(pg_err("read the highest seq"))?
+                .map(|h| u64::try_from(h).unwrap_or(0));
+        let mut checker = BatchChecker::default();
+        let (mut applied, mut already, mut seen) = (0u64, 0u64, 0usize);
+        while let Some(item) = next {
+            let (offset, rows) = item?;
+            seen += rows.len();
+            checker.check(offset, &rows)?;
+            let bytes = &batch[offset..offset + rows.len()];
+            let stored = stored_overlapping(&mut tx, &rows).await?;
+            let plan = plan_apply(&rows, bytes, stored, highest)?;
+            already += plan.already;
+            let fresh = &rows[plan.fresh_from..];
+            if let Some(last) = fresh.last() {
+                CopyData::encode(fresh)
+                    .map_err(|(k, reason)| ProjectionError::InvalidRecord {
+                        index: offset + plan.fresh_from + k,
+                        reason,
+                    })?
+                    .insert(&mut tx)
+                    .await?;
+                highest = Some(last.decision.seq as u64);
+                applied += fresh.len() as u64;
             }
-            cols.insert(&mut tx).await?;
+            next = chunks.recv().await;
+        }
+        producer
+            .await
+            .map_err(|e| ProjectionError::Unavailable(format!("validation task failed: {e}")))?;
+        if seen != batch.len() {
+            return Err(ProjectionError::Storage {
+                what: "validate records",
+                reason: format!("validation stopped after {seen} of {} records", batch.len()),
+            });
         }
         tx.commit().await.map_err(pg_err("commit"))?;
-        tracing::debug!(first, applied = fresh, already = plan.already, "applied");
+        tracing::debug!(applied, already, "applied");
         Ok(ApplyOutcome {
-            applied: fresh as u64,
-            already_present: plan.already,
+            applied,
+            already_present: already,
         })
     }
 
@@ -731,9 +802,8 @@ impl PgProjection {
                 record.seq
             )));
         }
-        let rows = RecordRows::from_record(record).map_err(invalid)?;
-        let mut cols = Columns::default();
-        cols.push(rows.clone()).map_err(invalid)?;
+        let new = RepairArgs::from_rows(RecordRows::from_record(record).map_err(invalid)?)
+            .map_err(invalid)?;
         let seq_i = to_i64(seq, "seq")?;
 
         let mut tx = self.write_tx().await?;
@@ -749,7 +819,7 @@ impl PgProjection {
         let old = load(&mut tx, Select::Seqs(&[seq_i])).await?.pop();
         let other: Option<i64> =
             sqlx::query_scalar("SELECT seq FROM decisions WHERE id = $1 AND seq <> $2")
-                .bind(cols.id[0])
+                .bind(new.id)
                 .bind(seq_i)
                 .fetch_optional(&mut *tx)
                 .await
@@ -758,20 +828,20 @@ impl PgProjection {
             let stored = load(&mut tx, Select::Seqs(&[other]))
                 .await?
                 .pop()
-                .map(|r| match r.rebuild_bytes() {
+                .map(|r| match r.into_bytes() {
                     Ok(b) => crate::hex_hash(&leaf_hash(&b)),
                     Err(why) => format!("(rows damaged: {why})"),
                 })
                 .unwrap_or_default();
             return Err(ProjectionError::DecisionConflict {
-                id: cols.id[0],
+                id: new.id,
                 stored_seq: other as u64,
                 stored,
                 offered_seq: seq,
                 offered: crate::hex_hash(&new_leaf),
             });
         }
-        let (old_bytes, old_damage) = match old.as_ref().map(RecordRows::rebuild_bytes) {
+        let (old_bytes, old_damage) = match old.map(RecordRows::into_bytes) {
             None => (None, None),
             Some(Ok(b)) => (Some(b), None),
             Some(Err(why)) => (None, Some(why)),
@@ -797,29 +867,71 @@ impl PgProjection {
         .bind(new_leaf.to_vec())
         .bind(&request.reason)
         .bind(&request.run_id)
-        .bind(cols.id[0])
-        .bind(cols.version[0])
-        .bind(&cols.kind[0])
-        .bind(&cols.title[0])
-        .bind(&cols.body[0])
-        .bind(&cols.payload[0])
-        .bind(cols.proposed_at[0])
-        .bind(cols.proposed_ns[0])
-        .bind(cols.recorded_at[0])
-        .bind(cols.recorded_ns[0])
-        .bind(cols.supersedes[0])
-        .bind(&cols.notary_key_id[0])
-        .bind(&cols.notary_alg[0])
-        .bind(&cols.notary_signature[0])
-        .bind(&cols.a_key_id)
-        .bind(&cols.a_alg)
-        .bind(&cols.a_signature)
-        .bind(&cols.a_signed_at)
-        .bind(&cols.a_signed_ns)
-        .bind(&cols.t_sha256)
-        .bind(&cols.t_media_type)
-        .bind(&cols.t_size)
-        .bind(&cols.t_name)
+        .bind(new.id)
+        .bind(new.version)
+        .bind(&new.rows.decision.kind)
+        .bind(&new.rows.decision.title)
+        .bind(&new.rows.decision.body)
+        .bind(&new.rows.decision.payload)
+        .bind(new.proposed_at.0)
+        .bind(new.proposed_at.1)
+        .bind(new.recorded_at.0)
+        .bind(new.recorded_at.1)
+        .bind(new.supersedes)
+        .bind(&new.rows.decision.notary_key_id)
+        .bind(&new.rows.decision.notary_alg)
+        .bind(&new.rows.decision.notary_signature)
+        .bind(
+            new.rows
+                .approvals
+                .iter()
+                .map(|a| a.key_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.rows
+                .approvals
+                .iter()
+                .map(|a| a.alg.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.rows
+                .approvals
+                .iter()
+                .map(|a| a.signature.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(new.signed_at.iter().map(|t| t.0).collect::<Vec<_>>())
+        .bind(new.signed_at.iter().map(|t| t.1).collect::<Vec<_>>())
+        .bind(
+            new.rows
+                .attachments
+                .iter()
+                .map(|t| t.sha256.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.rows
+                .attachments
+                .iter()
+                .map(|t| t.media_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.rows
+                .attachments
+                .iter()
+                .map(|t| t.size)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.rows
+                .attachments
+                .iter()
+                .map(|t| t.name.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .fetch_one(&mut *tx)
         .await
         .map_err(pg_err("run triplicate_repair"))?;
@@ -876,15 +988,33 @@ impl Projection for PgProjection {
             return Ok(Vec::new());
         }
         let (a, b) = (to_i64(start, "start")?, to_i64(end, "end")?);
+        // Fetching (the server's work, then decoding here) and re-deriving (CPU) overlap: the
+        // range is read in slices, and slice k is rebuilt on the blocking pool while slice k+1
+        // is fetched, all in one snapshot.
         let mut tx = self.read_tx().await?;
-        let rows = load(&mut tx, Select::Range(a, b)).await?;
-        tx.commit().await.map_err(pg_err("end read"))?;
-        if rows.len() < 256 {
-            return Ok(rebuild_all(rows));
+        let mut out = Vec::with_capacity((b - a) as usize);
+        let mut pending: Option<tokio::task::JoinHandle<Vec<RederivedRecord>>> = None;
+        let mut from = a;
+        while from < b {
+            let to = (from + READ_SLICE).min(b);
+            let rows = load(&mut tx, Select::Range(from, to)).await?;
+            let rebuild = tokio::task::spawn_blocking(move || rebuild_all(rows, rebuild_threads()));
+            if let Some(done) = pending.replace(rebuild) {
+                out.extend(done.await.map_err(|e| {
+                    ProjectionError::Unavailable(format!("rebuild task failed: {e}"))
+                })?);
+            }
+            from = to;
         }
-        tokio::task::spawn_blocking(move || rebuild_all(rows))
-            .await
-            .map_err(|e| ProjectionError::Unavailable(format!("rebuild task failed: {e}")))
+        tx.commit().await.map_err(pg_err("end read"))?;
+        if let Some(done) = pending {
+            out.extend(
+                done.await.map_err(|e| {
+                    ProjectionError::Unavailable(format!("rebuild task failed: {e}"))
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     async fn highest_seq(&self) -> Result<Option<u64>, ProjectionError> {

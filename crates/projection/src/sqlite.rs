@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 use crate::plan::{plan_apply, Stored};
 use crate::rows::{
-    assemble, prepare, rebuild_all, ApprovalRow, AttachmentRow, DecisionRow, RecordRows,
+    assemble, prepare_part, rebuild_all, rebuild_threads, validation_threads, ApprovalRow,
+    AttachmentRow, BatchChecker, DecisionRow, RecordRows, CHUNK,
 };
 use crate::{
     check_range, hex_hash, ApplyOutcome, DecisionQuery, Page, Projection, ProjectionError,
@@ -153,8 +154,6 @@ impl SqliteProjection {
                 .map_err(storage("set WAL mode"))?;
             conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(storage("set synchronous=FULL"))?;
-            conn.pragma_update(None, "foreign_keys", "ON")
-                .map_err(storage("enable foreign keys"))?;
             // Not DETERMINISTIC (its answer changes), and INNOCUOUS so the schema's triggers may
             // call it even where `trusted_schema` is off.
             conn.create_scalar_function(
@@ -466,16 +465,82 @@ fn apply_blocking(
             already_present: 0,
         });
     }
-    let prepared = prepare(&batch)?;
-    let first = to_i64(prepared.first_seq().unwrap_or(0), "seq")?;
-    let last = first + prepared.rows.len() as i64 - 1;
+    // Validation (CPU) and writing overlap: a thread validates chunk after chunk into a short
+    // queue while this one writes the ones before. A refusal anywhere rolls the whole
+    // transaction back.
+    let batch = &batch;
+    std::thread::scope(|sc| {
+        let (sender, chunks) = std::sync::mpsc::sync_channel(2);
+        sc.spawn(move || {
+            let threads = validation_threads();
+            for (i, part) in batch.chunks(CHUNK).enumerate() {
+                let r = prepare_part(i * CHUNK, part, threads).map(|rows| (i * CHUNK, rows));
+                let failed = r.is_err();
+                if sender.send(r).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        // Returning drops `chunks`, which stops the producer at its next send.
+        write_chunks(conn, batch, chunks)
+    })
+}
+
+/// The writing half of [`apply_blocking`].
+fn write_chunks(
+    conn: &mut Connection,
+    batch: &[Vec<u8>],
+    chunks: std::sync::mpsc::Receiver<Result<(usize, Vec<RecordRows>), ProjectionError>>,
+) -> Result<ApplyOutcome, ProjectionError> {
+    let no_chunk = || ProjectionError::Storage {
+        what: "validate records",
+        reason: "the validation thread stopped early".into(),
+    };
+    // The first chunk is validated before the write lock is taken.
+    let first = chunks.recv().map_err(|_| no_chunk())?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(storage("begin transaction"))?;
-    let highest = highest(&tx)?;
+    let mut highest = highest(&tx)?;
+    let mut checker = BatchChecker::default();
+    let (mut applied, mut already) = (0u64, 0u64);
+    let mut next = Some(first);
+    while let Some(item) = next {
+        let (offset, rows) = item?;
+        checker.check(offset, &rows)?;
+        let stored = stored_overlapping(&tx, &rows)?;
+        let plan = plan_apply(&rows, &batch[offset..offset + rows.len()], stored, highest)?;
+        already += plan.already;
+        let fresh = &rows[plan.fresh_from..];
+        if let Some(last) = fresh.last() {
+            insert(&tx, fresh)?;
+            highest = Some(last.decision.seq as u64);
+            applied += fresh.len() as u64;
+        }
+        next = if offset + rows.len() < batch.len() {
+            Some(chunks.recv().map_err(|_| no_chunk())?)
+        } else {
+            None
+        };
+    }
+    tx.commit().map_err(storage("commit"))?;
+    Ok(ApplyOutcome {
+        applied,
+        already_present: already,
+    })
+}
+
+/// The stored records that share a seq or a decision id with `rows` (consecutive records),
+/// re-derived, for [`plan_apply`].
+fn stored_overlapping(
+    conn: &Connection,
+    rows: &[RecordRows],
+) -> Result<Vec<Stored>, ProjectionError> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(Vec::new());
+    };
     let ids = serde_json::to_string(
-        &prepared
-            .rows
+        &rows
             .iter()
             .map(|r| r.decision.id.as_str())
             .collect::<Vec<_>>(),
@@ -485,41 +550,34 @@ fn apply_blocking(
         reason: e.to_string(),
     })?;
     let overlapping: Vec<i64> = {
-        let mut q = tx
+        let mut q = conn
             .prepare_cached(
                 "SELECT seq FROM decisions WHERE seq BETWEEN ?1 AND ?2 \
                  UNION SELECT seq FROM decisions WHERE id IN (SELECT value FROM json_each(?3)) \
                  ORDER BY seq",
             )
             .map_err(storage("prepare"))?;
-        let rows = q
-            .query_map(rusqlite::params![first, last, ids], |r| r.get(0))
+        let found = q
+            .query_map(
+                rusqlite::params![first.decision.seq, last.decision.seq, ids],
+                |r| r.get(0),
+            )
             .map_err(storage("look up stored seqs and decisions"))?;
-        rows.collect::<Result<_, _>>()
+        found
+            .collect::<Result<_, _>>()
             .map_err(storage("look up stored seqs and decisions"))?
     };
-    let stored = if overlapping.is_empty() {
-        Vec::new()
-    } else {
-        load(&tx, &Select::seqs(&overlapping))?
-            .into_iter()
-            .map(|r| Stored {
-                seq: r.decision.seq as u64,
-                content: r.rebuild_bytes(),
-                id: r.decision.id,
-            })
-            .collect()
-    };
-    let plan = plan_apply(&prepared, &batch, stored, highest)?;
-    let fresh = &prepared.rows[plan.fresh_from..];
-    if !fresh.is_empty() {
-        insert(&tx, fresh)?;
+    if overlapping.is_empty() {
+        return Ok(Vec::new());
     }
-    tx.commit().map_err(storage("commit"))?;
-    Ok(ApplyOutcome {
-        applied: fresh.len() as u64,
-        already_present: plan.already,
-    })
+    Ok(load(conn, &Select::seqs(&overlapping))?
+        .into_iter()
+        .map(|r| Stored {
+            seq: r.decision.seq as u64,
+            id: r.decision.id.clone(),
+            content: r.into_bytes(),
+        })
+        .collect())
 }
 
 /// The `repairs.old_rows` document: the rows being replaced, as they are.
@@ -586,7 +644,7 @@ fn repair_blocking(
     if let Some(other) = other {
         let stored = load(&tx, &Select::seqs(&[other]))?
             .pop()
-            .map(|r| match r.rebuild_bytes() {
+            .map(|r| match r.into_bytes() {
                 Ok(b) => hex_hash(&leaf_hash(&b)),
                 Err(why) => format!("(rows damaged: {why})"),
             })
@@ -599,7 +657,8 @@ fn repair_blocking(
             offered: hex_hash(&new_leaf),
         });
     }
-    let (old_bytes, old_damage) = match old.as_ref().map(RecordRows::rebuild_bytes) {
+    let had_rows = old.is_some();
+    let (old_bytes, old_damage) = match old.map(RecordRows::into_bytes) {
         None => (None, None),
         Some(Ok(b)) => (Some(b), None),
         Some(Err(why)) => (None, Some(why)),
@@ -615,7 +674,7 @@ fn repair_blocking(
             repair_id: None,
         });
     }
-    let old_rows: Option<String> = if old.is_some() {
+    let old_rows: Option<String> = if had_rows {
         tx.query_row(OLD_ROWS_SQL, [seq_i], |r| r.get(0))
             .map_err(storage("capture the old rows"))?
     } else {
@@ -757,14 +816,25 @@ fn query_blocking(conn: &Connection, q: &DecisionQuery) -> Result<Page, Projecti
     let mut records = rows
         .into_iter()
         .map(|r| {
-            r.rebuild().map_err(|reason| ProjectionError::Damaged {
-                seq: r.decision.seq as u64,
-                reason,
-            })
+            let seq = r.decision.seq as u64;
+            r.into_record()
+                .map_err(|reason| ProjectionError::Damaged { seq, reason })
         })
         .collect::<Result<Vec<Record>, _>>()?;
     records.sort_by_key(|r| std::cmp::Reverse(r.seq));
     Ok(plan.page(records))
+}
+
+/// Seqs per slice of a range read (see `record_bytes`).
+const READ_SLICE: i64 = 2_000;
+
+fn join_rebuild(
+    h: std::thread::ScopedJoinHandle<'_, Vec<RederivedRecord>>,
+) -> Result<Vec<RederivedRecord>, ProjectionError> {
+    h.join().map_err(|_| ProjectionError::Storage {
+        what: "re-derive records",
+        reason: "a rebuild thread panicked".into(),
+    })
 }
 
 /// Runs `f` inside a read transaction, so the three tables are read from one snapshot.
@@ -811,13 +881,14 @@ impl Projection for SqliteProjection {
                 };
                 match load(tx, &Select::seqs(&[seq]))?.pop() {
                     None => Ok(None),
-                    Some(r) => r
-                        .rebuild()
-                        .map(Some)
-                        .map_err(|reason| ProjectionError::Damaged {
-                            seq: seq as u64,
-                            reason,
-                        }),
+                    Some(r) => {
+                        r.into_record()
+                            .map(Some)
+                            .map_err(|reason| ProjectionError::Damaged {
+                                seq: seq as u64,
+                                reason,
+                            })
+                    }
                 }
             })
         })
@@ -840,12 +911,31 @@ impl Projection for SqliteProjection {
             return Ok(Vec::new());
         }
         let (a, b) = (to_i64(start, "start")?, to_i64(end, "end")?);
-        let rows = self
-            .with_conn(move |c| in_read_tx(c, |tx| load(tx, &Select::Range(a, b))))
-            .await?;
-        tokio::task::spawn_blocking(move || rebuild_all(rows))
-            .await
-            .map_err(|e| ProjectionError::Unavailable(format!("rebuild task failed: {e}")))
+        // Reading and re-deriving overlap: slice k is rebuilt on another thread while slice
+        // k+1 is read, all in one read transaction.
+        self.with_conn(move |c| {
+            in_read_tx(c, |tx| {
+                std::thread::scope(|sc| {
+                    let mut out = Vec::with_capacity((b - a) as usize);
+                    let mut pending: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
+                    let mut from = a;
+                    while from < b {
+                        let to = (from + READ_SLICE).min(b);
+                        let rows = load(tx, &Select::Range(from, to))?;
+                        let rebuild = sc.spawn(move || rebuild_all(rows, rebuild_threads()));
+                        if let Some(done) = pending.replace(rebuild) {
+                            out.extend(join_rebuild(done)?);
+                        }
+                        from = to;
+                    }
+                    if let Some(done) = pending {
+                        out.extend(join_rebuild(done)?);
+                    }
+                    Ok(out)
+                })
+            })
+        })
+        .await
     }
 
     async fn highest_seq(&self) -> Result<Option<u64>, ProjectionError> {

@@ -418,8 +418,7 @@ async fn every_column_feeds_the_rederived_hash() {
             "name = CASE WHEN name IS NULL THEN 'x' ELSE NULL END",
         ),
     ];
-    // A superuser session with triggers (the guard, and foreign keys) switched off: the
-    // tamperer the verifier exists for.
+    // A superuser session with triggers switched off: the tamperer the verifier exists for.
     let mut c = connect_as(&db, None).await;
     for table in ["decisions", "approvals", "attachments"] {
         let cols: Vec<String> = sqlx::query_scalar(

@@ -23,10 +23,7 @@ fn batch(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
 
 /// A raw connection to the file, as another program (or the sqlite3 shell) would have.
 fn raw(dir: &std::path::Path) -> Connection {
-    let c = Connection::open(dir.join("projection.db")).unwrap();
-    // A tamperer is not held back by foreign keys (bundled SQLite enables them by default).
-    c.pragma_update(None, "foreign_keys", "OFF").unwrap();
-    c
+    Connection::open(dir.join("projection.db")).unwrap()
 }
 
 /// A raw connection that defines the guard function with a fixed answer.

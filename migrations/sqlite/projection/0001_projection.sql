@@ -34,8 +34,11 @@ CREATE INDEX decisions_recorded ON decisions (recorded_at_s, recorded_at_ns);
 CREATE INDEX decisions_proposed ON decisions (proposed_at_s, proposed_at_ns);
 CREATE INDEX decisions_supersedes ON decisions (supersedes) WHERE supersedes IS NOT NULL;
 
+-- approvals.seq and attachments.seq name a decisions row; they are not declared as foreign
+-- keys, for the reasons given in migrations/postgres/0001_projection.sql (and SQLite enforces
+-- foreign keys only on connections that ask).
 CREATE TABLE approvals (
-    seq          INTEGER NOT NULL REFERENCES decisions (seq),
+    seq          INTEGER NOT NULL,
     -- The approval's index in the record's `approvals` array (canonical order is by key_id).
     position     INTEGER NOT NULL CHECK (position >= 0),
     key_id       TEXT    NOT NULL,
@@ -48,7 +51,7 @@ CREATE TABLE approvals (
 CREATE UNIQUE INDEX approvals_key ON approvals (key_id, seq);
 
 CREATE TABLE attachments (
-    seq        INTEGER NOT NULL REFERENCES decisions (seq),
+    seq        INTEGER NOT NULL,
     position   INTEGER NOT NULL CHECK (position >= 0),
     sha256     BLOB    NOT NULL CHECK (length(sha256) = 32),
     media_type TEXT    NOT NULL,
