@@ -363,6 +363,13 @@ async fn refusals<P: Projection>(p: &P, next: u64) {
         r => panic!("expected an oversized record to be refused, got {r:?}"),
     }
 
+    // More records than a batch may hold (refused before any is parsed).
+    let many = vec![bytes(&sample_record(next, 0)); crate::MAX_BATCH + 1];
+    assert!(matches!(
+        p.apply(many).await,
+        Err(ProjectionError::BatchTooLarge { .. })
+    ));
+
     assert!(
         snapshot(p).await == before,
         "a refused batch changed the store"

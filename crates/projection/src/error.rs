@@ -27,6 +27,9 @@ pub enum ProjectionError {
     /// The first new record of a batch is not one past the highest stored seq.
     #[error("the batch's first new seq is {got} but the projection's next seq is {expected}: it would leave a gap")]
     Gap { expected: u64, got: u64 },
+    /// More records than one apply may carry.
+    #[error("a batch of {records} records is more than the {max} one apply may carry")]
+    BatchTooLarge { records: usize, max: usize },
     /// A query, cursor or range the projection cannot serve as asked.
     #[error("invalid query: {0}")]
     InvalidQuery(String),

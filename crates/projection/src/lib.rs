@@ -42,6 +42,10 @@ pub use sqlite::SqliteProjection;
 /// The most seqs one [`Projection::record_bytes`] call may span (the verifier reads in chunks).
 pub const MAX_RANGE: u64 = 65_536;
 
+/// The most records one [`Projection::apply`] call may carry (60 KiB each at most, so a batch
+/// holds at most ~600 MiB; the write path sends ~1,000).
+pub const MAX_BATCH: usize = 10_000;
+
 /// What an apply did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyOutcome {
@@ -122,7 +126,9 @@ pub struct RepairOutcome {
 /// Guarantees every backend gives:
 /// - **Validated, atomic, idempotent batches.** [`Projection::apply`] parses every record with
 ///   `Record::from_canonical_bytes` (bytes that are not exactly a valid canonical record are
-///   refused), then writes all of the batch or none of it. A record already stored at its seq
+///   refused) and writes all of the batch or none of it; a batch holds at most [`MAX_BATCH`]
+///   records. When a batch has several problems, the first one found is reported (records are
+///   checked in order, in chunks, while earlier chunks are written). A record already stored at its seq
 ///   with identical content is skipped (a retry); other content at a stored seq, or a decision
 ///   id already stored at another seq, is refused naming both leaf hashes (the stored one
 ///   re-derived from the rows), and nothing of the batch is written.
@@ -180,6 +186,17 @@ pub trait Projection: Send + Sync {
 
 pub(crate) fn hex_hash(h: &Hash) -> String {
     hex::encode(h)
+}
+
+/// Checks a batch's size before any backend parses it.
+pub(crate) fn check_batch(batch: &[Vec<u8>]) -> Result<(), ProjectionError> {
+    if batch.len() > MAX_BATCH {
+        return Err(ProjectionError::BatchTooLarge {
+            records: batch.len(),
+            max: MAX_BATCH,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a `record_bytes` range before any backend reads.

@@ -30,8 +30,8 @@ use crate::rows::{
     AttachmentRow, BatchChecker, DecisionRow, RecordRows, CHUNK,
 };
 use crate::{
-    check_range, ApplyOutcome, DecisionQuery, Page, Projection, ProjectionError, RederivedRecord,
-    RepairOutcome, RepairRequest,
+    check_batch, check_range, ApplyOutcome, DecisionQuery, Page, Projection, ProjectionError,
+    RederivedRecord, RepairOutcome, RepairRequest,
 };
 
 /// The role the write path and the reconciler use: SELECT, INSERT, EXECUTE `triplicate_repair`.
@@ -622,6 +622,7 @@ impl PgProjection {
 
     #[tracing::instrument(skip_all, fields(records = batch.len()))]
     async fn apply_inner(&self, batch: Vec<Vec<u8>>) -> Result<ApplyOutcome, ProjectionError> {
+        check_batch(&batch)?;
         if batch.is_empty() {
             return Ok(ApplyOutcome {
                 applied: 0,
@@ -715,7 +716,13 @@ impl PgProjection {
                         split_time(t.unix_nanos()).map_err(ProjectionError::InvalidQuery)?;
                     let a = p(Param::Time(ts));
                     let b = p(Param::I16(ns));
-                    conds.push(format!("(d.{col}, d.{col}_extra_ns) {op} ({a}, {b})"));
+                    // The exact test is on the pair; the looser one on the timestamp alone is
+                    // implied by it and is what lets the planner estimate the range from the
+                    // column's statistics (it cannot for a row comparison) and pick the index.
+                    let loose = if op == "<" { "<=" } else { op };
+                    conds.push(format!(
+                        "(d.{col}, d.{col}_extra_ns) {op} ({a}, {b}) AND d.{col} {loose} {a}"
+                    ));
                 }
             }
         }

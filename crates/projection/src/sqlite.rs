@@ -31,8 +31,8 @@ use crate::rows::{
     AttachmentRow, BatchChecker, DecisionRow, RecordRows, CHUNK,
 };
 use crate::{
-    check_range, hex_hash, ApplyOutcome, DecisionQuery, Page, Projection, ProjectionError,
-    RederivedRecord, RepairOutcome, RepairRequest,
+    check_batch, check_range, hex_hash, ApplyOutcome, DecisionQuery, Page, Projection,
+    ProjectionError, RederivedRecord, RepairOutcome, RepairRequest,
 };
 
 /// The migrations, in order: (version, SQL).
@@ -742,7 +742,12 @@ fn query_blocking(conn: &Connection, q: &DecisionQuery) -> Result<Page, Projecti
                 let (s, ns) = split_time(t.unix_nanos());
                 let a = p(Value::Integer(s));
                 let b = p(Value::Integer(ns));
-                conds.push(format!("(d.{col}_s, d.{col}_ns) {op} ({a}, {b})"));
+                // The exact test is on the pair; the looser one on the seconds alone is implied
+                // by it and lets the planner use the index's range.
+                let loose = if op == "<" { "<=" } else { op };
+                conds.push(format!(
+                    "(d.{col}_s, d.{col}_ns) {op} ({a}, {b}) AND d.{col}_s {loose} {a}"
+                ));
             }
         }
     }
@@ -855,6 +860,7 @@ impl Projection for SqliteProjection {
         if self.read_only {
             return Err(ProjectionError::ReadOnly("apply"));
         }
+        check_batch(&batch)?;
         let n = batch.len();
         let out = self.with_conn(move |c| apply_blocking(c, batch)).await?;
         tracing::debug!(
