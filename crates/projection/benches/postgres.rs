@@ -266,7 +266,11 @@ async fn main() {
         start = end;
     }
     let fetch_only = t.elapsed().as_secs_f64();
-    sqlx::raw_sql("CREATE INDEX ON bare_bytes (seq); VACUUM ANALYZE bare_bytes")
+    sqlx::raw_sql("CREATE INDEX ON bare_bytes (seq)")
+        .execute(owner)
+        .await
+        .unwrap();
+    sqlx::raw_sql("VACUUM ANALYZE bare_bytes")
         .execute(owner)
         .await
         .unwrap();

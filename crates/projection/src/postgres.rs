@@ -2,12 +2,14 @@
 //! `migrations/postgres/` (applied by [`PgProjection::migrate`]).
 //!
 //! An apply is one transaction: take the projection's advisory lock (one writer at a time, so
-//! two catch-up workers retrying the same batch cannot both decide it is new), look up which of
-//! the batch's seqs and decision ids are stored and re-derive those, then one binary
+//! two catch-up workers retrying the same batch cannot both decide it is new); then, chunk by
+//! chunk while a blocking task validates the next chunk, look up which of the chunk's seqs and
+//! decision ids are stored, re-derive those, and write the new rows with one binary
 //! `COPY … FROM STDIN` per table (see `pgcopy.rs` for why `COPY` rather than `INSERT`).
 //!
 //! Reads (range reads, queries) run in a `REPEATABLE READ READ ONLY` transaction so the three
 //! tables are read from one snapshot, and fetch rows with binary `COPY (SELECT …) TO STDOUT`.
+//! Range reads re-derive one slice on the blocking pool while the next is fetched.
 
 use std::str::FromStr;
 use std::sync::Arc;

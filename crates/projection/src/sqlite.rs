@@ -5,8 +5,10 @@
 //!
 //! rusqlite is synchronous; every call runs on tokio's blocking pool behind one connection
 //! mutex, which also serialises writers (SQLite allows one anyway). An apply is one
-//! `BEGIN IMMEDIATE` transaction: look up which of the batch's seqs and decision ids are stored
-//! and re-derive those, then multi-row `INSERT`s per table, then one commit.
+//! `BEGIN IMMEDIATE` transaction: a helper thread validates the batch chunk by chunk while this
+//! one, per chunk, looks up which of its seqs and decision ids are stored, re-derives those,
+//! and writes the new rows with multi-row `INSERT`s; then one commit. Range reads re-derive
+//! one slice on helper threads while the next is read.
 //!
 //! SQLite has no roles. The writer handle ([`SqliteProjection::open`]) owns the file; readers
 //! open it with `SQLITE_OPEN_READ_ONLY` ([`SqliteProjection::open_read_only`]) and cannot
@@ -856,6 +858,7 @@ fn in_read_tx<T>(
 }
 
 impl Projection for SqliteProjection {
+    #[tracing::instrument(skip_all, fields(records = batch.len()))]
     async fn apply(&self, batch: Vec<Vec<u8>>) -> Result<ApplyOutcome, ProjectionError> {
         if self.read_only {
             return Err(ProjectionError::ReadOnly("apply"));
@@ -948,6 +951,7 @@ impl Projection for SqliteProjection {
         self.with_conn(|c| highest(c)).await
     }
 
+    #[tracing::instrument(skip_all, fields(seq = request.seq, run_id = %request.run_id))]
     async fn repair(&self, request: RepairRequest) -> Result<RepairOutcome, ProjectionError> {
         if self.read_only {
             return Err(ProjectionError::ReadOnly("repair"));
