@@ -1,4 +1,5 @@
-//! Canonical bytes: RFC 8785 JSON Canonicalization Scheme (JCS), through `serde_jcs`.
+//! Canonical bytes: RFC 8785 JSON Canonicalization Scheme (JCS), through `serde_jcs` for any
+//! serialisable value and through a faster writer of our own for the record types (see `jcs.rs`).
 //!
 //! JCS sorts object members by their UTF-16 code units, writes numbers as ECMAScript does, and
 //! escapes strings minimally, so every language with a JCS library reproduces our bytes.
@@ -14,6 +15,13 @@ pub struct CanonicalError(#[from] serde_json::Error);
 /// RFC 8785 canonical bytes of `value`.
 pub fn to_jcs<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
     Ok(serde_jcs::to_vec(value)?)
+}
+
+/// RFC 8785 canonical bytes of a JSON object, such as a decision's payload: the same bytes as
+/// [`to_jcs`], written by the record-shaped writer (infallible: a `serde_json::Value` holds no
+/// non-finite number).
+pub fn object_jcs(object: &serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    crate::jcs::object_bytes(object)
 }
 
 #[cfg(test)]

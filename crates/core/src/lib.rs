@@ -13,6 +13,7 @@ pub mod canonical;
 pub mod digest;
 pub mod error;
 pub mod ids;
+mod jcs;
 pub mod limits;
 pub mod receipt;
 pub mod record;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::canonical::{to_jcs, CanonicalError};
+use crate::canonical::{object_jcs, CanonicalError};
 use crate::digest::{approval_message, domain_hash, leaf_hash, DECISION_DOMAIN, RECORD_DOMAIN};
 use crate::error::{parse_json, Problems, ValidationError};
 use crate::limits::*;
@@ -487,16 +487,14 @@ impl Decision {
                 format!("nests {d} levels deep; at most {PAYLOAD_MAX_DEPTH} are allowed"),
             );
         }
-        match to_jcs(&self.payload) {
-            Ok(b) if b.len() > PAYLOAD_MAX_BYTES => p.push(
+        let canonical_len = object_jcs(&self.payload).len();
+        if canonical_len > PAYLOAD_MAX_BYTES {
+            p.push(
                 f("payload"),
                 format!(
-                    "is {} bytes canonicalised; at most {PAYLOAD_MAX_BYTES} are allowed (reference larger documents from attachments)",
-                    b.len()
+                    "is {canonical_len} bytes canonicalised; at most {PAYLOAD_MAX_BYTES} are allowed (reference larger documents from attachments)"
                 ),
-            ),
-            Ok(_) => {}
-            Err(e) => p.push(f("payload"), e.to_string()),
+            );
         }
         if self.supersedes == Some(self.id) {
             p.push(f("supersedes"), "a decision cannot supersede itself");
@@ -522,7 +520,7 @@ impl Decision {
 
     /// RFC 8785 canonical bytes.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
-        to_jcs(self)
+        Ok(crate::jcs::decision_bytes(self))
     }
 
     /// `SHA-256("triplicate/decision/v1\n" || JCS(decision))`.
@@ -634,9 +632,7 @@ impl UnsignedRecord {
 
     /// What the notary signs: `"triplicate/record/v1\n" || JCS(record without "notary")`.
     pub fn notary_message(&self) -> Result<Vec<u8>, CanonicalError> {
-        let mut msg = RECORD_DOMAIN.to_vec();
-        msg.extend_from_slice(&to_jcs(self)?);
-        Ok(msg)
+        Ok(crate::jcs::unsigned_bytes(RECORD_DOMAIN, self))
     }
 
     /// The record with the notary's signature.
@@ -747,7 +743,7 @@ impl Record {
 
     /// `record_bytes = JCS(record)`.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
-        to_jcs(self)
+        Ok(crate::jcs::record_bytes(self))
     }
 
     /// `SHA-256(0x00 || record_bytes)`.

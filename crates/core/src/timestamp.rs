@@ -7,6 +7,7 @@
 //! approver's signature covers the bytes, so a rewrite would break it.
 
 use std::fmt;
+use std::io::Write;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -52,8 +53,19 @@ impl Timestamp {
     }
 
     fn canonical(&self) -> String {
+        let mut out = Vec::with_capacity(30);
+        self.write_canonical(&mut out);
+        // Only ASCII digits and separators were written.
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Appends the canonical text (`YYYY-MM-DDTHH:MM:SS[.F]Z`, the fraction without trailing
+    /// zeros) without an intermediate `String`: the JCS writer calls this twice per approval.
+    pub(crate) fn write_canonical(&self, out: &mut Vec<u8>) {
         let t = self.0;
-        let mut s = format!(
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
             t.year(),
             u8::from(t.month()),
@@ -64,12 +76,17 @@ impl Timestamp {
         );
         let nanos = t.nanosecond();
         if nanos > 0 {
-            let frac = format!("{nanos:09}");
-            s.push('.');
-            s.push_str(frac.trim_end_matches('0'));
+            let mut frac = [b'0'; 9];
+            let mut n = nanos;
+            for d in frac.iter_mut().rev() {
+                *d = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            let len = 9 - frac.iter().rev().take_while(|&&d| d == b'0').count();
+            out.push(b'.');
+            out.extend_from_slice(&frac[..len]);
         }
-        s.push('Z');
-        s
+        out.push(b'Z');
     }
 }
 

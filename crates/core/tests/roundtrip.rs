@@ -261,6 +261,22 @@ proptest! {
     }
 
     #[test]
+    fn the_record_writer_gives_serde_jcs_bytes(r in record()) {
+        // Release builds skip the writer's debug check; this compares in every profile.
+        let reference = triplicate_core::canonical::to_jcs(&r).unwrap();
+        prop_assert_eq!(String::from_utf8(r.to_bytes().unwrap()).unwrap(), String::from_utf8(reference).unwrap());
+        let unsigned = r.unsigned();
+        let mut want = b"triplicate/record/v1\n".to_vec();
+        want.extend_from_slice(&triplicate_core::canonical::to_jcs(&unsigned).unwrap());
+        prop_assert_eq!(unsigned.notary_message().unwrap(), want);
+        prop_assert_eq!(r.decision.canonical_bytes().unwrap(), triplicate_core::canonical::to_jcs(&r.decision).unwrap());
+        prop_assert_eq!(
+            triplicate_core::canonical::object_jcs(&r.decision.payload),
+            triplicate_core::canonical::to_jcs(&r.decision.payload).unwrap()
+        );
+    }
+
+    #[test]
     fn records_round_trip_through_their_canonical_bytes(r in record()) {
         let bytes = r.to_bytes().unwrap();
         let back = Record::from_bytes(&bytes).unwrap();

@@ -18,7 +18,6 @@ pub mod conformance;
 mod error;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
-mod jcs;
 mod pgcopy;
 mod plan;
 mod postgres;

@@ -76,7 +76,7 @@ impl RecordRows {
     pub fn from_record(r: Record) -> Result<RecordRows, String> {
         let seq = int(r.seq, "seq")?;
         let d = r.decision;
-        let payload = crate::jcs::payload_bytes(&d.payload);
+        let payload = triplicate_core::canonical::object_jcs(&d.payload);
         let payload =
             String::from_utf8(payload).map_err(|e| format!("payload is not UTF-8: {e}"))?;
         let approvals = r
@@ -230,7 +230,9 @@ impl RecordRows {
 
     /// Like [`RecordRows::rebuild_bytes`], consuming the rows.
     pub fn into_bytes(self) -> Result<Vec<u8>, String> {
-        Ok(crate::jcs::record_bytes(&self.into_record()?))
+        self.into_record()?
+            .to_bytes()
+            .map_err(|e| format!("cannot canonicalise the rebuilt record: {e}"))
     }
 }
 
