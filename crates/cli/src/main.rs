@@ -15,6 +15,7 @@ mod keys_cmd;
 mod ledger_cmd;
 mod logging;
 mod sample;
+mod serve_cmd;
 mod verify_cmd;
 
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Command {
     /// Inspect, check, prove and benchmark the verified ledger.
     #[command(subcommand)]
     Ledger(ledger_cmd::LedgerCmd),
+    /// Run the governance service (embedded stores in ./data unless told otherwise).
+    Serve(serve_cmd::ServeArgs),
     /// Verify receipts and checkpoints offline, trusting only the notary's public key.
     #[command(subcommand)]
     Verify(verify_cmd::VerifyCmd),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Keys(c) => keys_cmd::run(c),
         Command::Ledger(c) => ledger_cmd::run(c),
+        Command::Serve(a) => serve_cmd::run(a),
         Command::Verify(c) => verify_cmd::run(c),
     };
     match result {

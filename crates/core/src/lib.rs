@@ -23,6 +23,7 @@ pub use error::{Problem, ValidationError};
 pub use ids::{Algorithm, Hash, KeyId, KeyIdError};
 pub use receipt::{Receipt, RECEIPT_VERSION};
 pub use record::{
-    Approval, Attachment, Decision, NotarySignature, Record, UnsignedRecord, RECORD_VERSION,
+    Approval, Attachment, Decision, NotarySignature, Record, Submission, UnsignedRecord,
+    RECORD_VERSION,
 };
 pub use timestamp::{Timestamp, TimestampError};

@@ -597,6 +597,53 @@ fn check_approvals(path: &str, approvals: &[Approval], p: &mut Problems) {
     }
 }
 
+/// What a submitter sends: a decision and its approvals, in any order.
+///
+/// The service judges the approvals in the order submitted (so a refusal can name "approval 2"
+/// as the submitter numbered it), then records them sorted by `key_id`, the canonical order.
+/// Duplicate approvers are the policy's to refuse, per approval, not a parse error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    pub decision: Decision,
+    pub approvals: Vec<Approval>,
+}
+
+impl Submission {
+    /// Parses and validates a submission: every rule of the decision, and each approval's own
+    /// rules (count, signature length), with every problem reported at once.
+    pub fn from_json(bytes: &[u8]) -> Result<Submission, ValidationError> {
+        let mut s: Submission = parse_json("", bytes)?;
+        s.decision.normalise();
+        let mut p = Problems::default();
+        s.decision.check("decision", &mut p);
+        if s.approvals.is_empty() {
+            p.push("approvals", "a record needs at least one approval");
+        }
+        if s.approvals.len() > APPROVALS_MAX {
+            p.push(
+                "approvals",
+                format!(
+                    "has {} approvals; at most {APPROVALS_MAX} are allowed",
+                    s.approvals.len()
+                ),
+            );
+        }
+        for (i, a) in s.approvals.iter().enumerate() {
+            a.check(&format!("approvals[{i}]"), &mut p);
+        }
+        p.into_result()?;
+        Ok(s)
+    }
+
+    /// The approvals in canonical order (sorted by `key_id`), as a record carries them.
+    pub fn canonical_approvals(&self) -> Vec<Approval> {
+        let mut a = self.approvals.clone();
+        a.sort_by(|x, y| x.key_id.cmp(&y.key_id));
+        a
+    }
+}
+
 fn check_record_fields(
     version: u32,
     seq: u64,

@@ -1,0 +1,358 @@
+//! The HTTP API (axum): decisions, the ledger's public endpoints, health, metrics, admin.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use triplicate_core::{KeyId, Timestamp};
+use triplicate_projection::{Cursor, DecisionQuery, Projection, TimeRange};
+use uuid::Uuid;
+
+use crate::auth::{Role, Tokens};
+use crate::problem::Problem;
+use crate::service::{Service, SubmitError, SubmitOutcome};
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub tokens: Arc<Tokens>,
+    /// Whether decision reads need a `reader` token.
+    pub restrict_reads: bool,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/decisions", post(submit).get(list))
+        .route("/v1/decisions/{id}", get(get_decision))
+        .route("/v1/ledger/checkpoint", get(checkpoint))
+        .route("/v1/ledger/tile/{*path}", get(tile))
+        .route("/v1/ledger/proof/inclusion", get(inclusion))
+        .route("/v1/ledger/proof/consistency", get(consistency))
+        .route("/v1/keys/notary", get(notary_key))
+        .route("/v1/admin/policies/reload", post(reload_policy))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn submit_problem(e: SubmitError) -> Problem {
+    match e {
+        SubmitError::Invalid(v) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-submission",
+            "The submission is malformed",
+            v.to_string(),
+        )
+        .with(&json!({ "problems": v.problems.iter().map(|p| json!({"field": p.field, "reason": p.reason})).collect::<Vec<_>>() })),
+        SubmitError::Refused(r) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "approvals-refused",
+            "The approvals do not satisfy the policy",
+            r.to_string(),
+        )
+        .with(&json!({ "kind": r.kind, "kind_refused": r.kind_refused, "approvals": r.approvals, "unmet": r.unmet })),
+        SubmitError::Conflict { id, seq } => Problem::new(
+            StatusCode::CONFLICT,
+            "decision-id-conflict",
+            "The decision id is already recorded with different content",
+            format!("decision {id} is already recorded at seq {seq} with different content"),
+        )
+        .with(&json!({ "decision_id": id, "seq": seq })),
+        SubmitError::Unavailable(d) => Problem::unavailable(d),
+        other => Problem::internal(other.to_string()),
+    }
+}
+
+async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let (who, _) = match s.tokens.require(&headers, Role::Submitter) {
+        Ok(x) => x,
+        Err(p) => return p.into_response(),
+    };
+    match s.service.submit(&body).await {
+        Ok(SubmitOutcome::Created(a)) => {
+            tracing::info!(target: "access", who, seq = a.receipt.seq, "decision recorded");
+            (StatusCode::CREATED, Json(a)).into_response()
+        }
+        Ok(SubmitOutcome::Existing(a)) => (StatusCode::OK, Json(a)).into_response(),
+        Err(e) => submit_problem(e).into_response(),
+    }
+}
+
+fn check_read(s: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+    if s.restrict_reads {
+        s.tokens.require(headers, Role::Reader)?;
+    }
+    Ok(())
+}
+
+async fn get_decision(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    check_read(&s, &headers)?;
+    let id = Uuid::parse_str(&id)
+        .map_err(|e| Problem::bad_request(format!("{id:?} is not a decision id: {e}")))?;
+    let seq = s
+        .service
+        .seq_of(id)
+        .ok_or_else(|| Problem::not_found(format!("no decision {id} is recorded")))?;
+    let receipt = s.service.receipt(seq).map_err(submit_problem)?;
+    Ok(Json(json!({
+        "receipt": receipt,
+        "stores": s.service.status_of(seq),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    kind: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    approver: Option<String>,
+    q: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    check_read(&s, &headers)?;
+    let Query(p) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let time = |v: &Option<String>, name: &str| -> Result<Option<Timestamp>, Problem> {
+        v.as_deref()
+            .map(|t| {
+                t.parse::<Timestamp>()
+                    .map_err(|e| Problem::bad_request(format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    let from = time(&p.from, "from")?;
+    let to = time(&p.to, "to")?;
+    let mut q = DecisionQuery::new();
+    if let Some(k) = p.kind {
+        q = q.kind(k);
+    }
+    if from.is_some() || to.is_some() {
+        q = q.recorded(TimeRange { from, until: to });
+    }
+    if let Some(a) = p.approver {
+        let key: KeyId = a
+            .parse()
+            .map_err(|e| Problem::bad_request(format!("approver: {e}")))?;
+        q = q.approver(key);
+    }
+    if let Some(text) = p.q {
+        q = q.title_words(text);
+    }
+    if let Some(c) = p.cursor {
+        q = q.after(Cursor::from_string(c));
+    }
+    q = q.limit(p.limit.unwrap_or(0));
+    let page = s
+        .service
+        .projection()
+        .query(&q)
+        .await
+        .map_err(|e| match e {
+            triplicate_projection::ProjectionError::InvalidQuery(d) => Problem::bad_request(d),
+            other => Problem::unavailable(format!("the projection cannot answer: {other}")),
+        })?;
+    Ok(Json(json!({
+        "decisions": page.records,
+        "next": page.next.map(|c| c.to_string()),
+    }))
+    .into_response())
+}
+
+/// Ledger responses are public and, except the checkpoint, immutable.
+fn cacheable(content_type: &'static str, body: impl IntoResponse, immutable: bool) -> Response {
+    let cache = if immutable {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn checkpoint(State(s): State<AppState>) -> Response {
+    cacheable(
+        "text/plain; charset=utf-8",
+        s.service.ledger().checkpoint().note,
+        false,
+    )
+}
+
+/// `/v1/ledger/tile/...`: the C2SP tlog-tiles paths (`tile/<L>/<N>[.p/<W>]`,
+/// `tile/entries/<N>[.p/<W>]`), served from the ledger's files.
+async fn tile(State(s): State<AppState>, Path(path): Path<String>) -> Result<Response, Problem> {
+    let Some(dir) = s.service.ledger_dir() else {
+        return Err(Problem::not_found("this ledger is not stored as tiles"));
+    };
+    // Only the tile grammar: digits, 'x' groups, 'entries', '.p', '/'. No '..', no absolute path.
+    let ok = !path.is_empty()
+        && path.len() < 128
+        && path.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != ".."
+                && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        });
+    if !ok {
+        return Err(Problem::bad_request(format!("{path:?} is not a tile path")));
+    }
+    let file = dir.join("tile").join(&path);
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => Ok(cacheable(
+            "application/octet-stream",
+            bytes,
+            !path.contains(".p/"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Problem::not_found(format!("no tile {path}")))
+        }
+        Err(e) => Err(Problem::internal(format!("read tile {path}: {e}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct InclusionParams {
+    index: u64,
+    size: Option<u64>,
+}
+
+fn b64(h: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(h)
+}
+
+async fn inclusion(
+    State(s): State<AppState>,
+    q: Result<Query<InclusionParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let ledger = s.service.ledger();
+    let size = q.size.unwrap_or_else(|| ledger.tree_size());
+    let proof = ledger
+        .inclusion_proof(q.index, size)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    let leaf = ledger
+        .leaf_hashes(q.index, q.index + 1)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    Ok(cacheable(
+        "application/json",
+        Json(json!({
+            "index": q.index,
+            "tree_size": size,
+            "leaf_hash": leaf.first().map(|h| b64(h)),
+            "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+        })),
+        q.size.is_some(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct ConsistencyParams {
+    from: u64,
+    to: Option<u64>,
+}
+
+async fn consistency(
+    State(s): State<AppState>,
+    q: Result<Query<ConsistencyParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let ledger = s.service.ledger();
+    let to = q.to.unwrap_or_else(|| ledger.tree_size());
+    let proof = ledger
+        .consistency_proof(q.from, to)
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
+    Ok(cacheable(
+        "application/json",
+        Json(json!({
+            "from": q.from,
+            "to": to,
+            "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+        })),
+        q.to.is_some(),
+    ))
+}
+
+async fn notary_key(State(s): State<AppState>) -> Result<Response, Problem> {
+    let notary = s.service.notary();
+    let vkey = triplicate_keys::note::note_verifier_key(notary.name(), &notary.public_key())
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    Ok(cacheable(
+        "application/json",
+        Json(json!({
+            "name": notary.name(),
+            "key_id": notary.key_id(),
+            "algorithm": notary.algorithm(),
+            "public_key": notary.public_key().to_base64(),
+            "note_verifier_key": vkey,
+        })),
+        false,
+    ))
+}
+
+async fn reload_policy(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    s.tokens.require(&headers, Role::Admin)?;
+    match s.service.reload_policy() {
+        Ok(()) => Ok(Json(json!({ "reloaded": true })).into_response()),
+        Err(e) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-policy",
+            "The new policy is invalid; the old one stays in force",
+            e.to_string(),
+        )
+        .with(&json!({ "problems": e.problems }))),
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let h = s.service.health();
+    let ready = h.accepting_writes;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(h)).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let h = s.service.health();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.service.metrics().render(&h),
+    )
+        .into_response()
+}

@@ -1,0 +1,148 @@
+//! `triplicate-server`: the governance service. The write path (`service`), the catch-up
+//! worker (`catchup`), and the HTTP API (`http`) with its auth, problem details and metrics.
+//!
+//! Must not know: SQL, file formats or key storage — it drives the store traits (through the
+//! backend enums in `stores`), the policy and the `Signer` trait. Only this crate knows HTTP.
+
+pub mod auth;
+pub mod catchup;
+pub mod http;
+pub mod metrics;
+pub mod problem;
+pub mod service;
+pub mod setup;
+pub mod stores;
+
+pub use service::{Service, ServiceOptions, ServiceParts};
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: http::AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = http::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// What `triplicate serve` runs: where, on which stores.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: std::path::PathBuf,
+    pub listen: std::net::SocketAddr,
+    pub projection: setup::ProjectionChoice,
+    pub origin: String,
+    pub options: ServiceOptions,
+}
+
+/// A started service: its address, the service handle, and the development admin token.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub service: Service,
+    pub admin_token: String,
+    pub approvers: Vec<triplicate_keys::SoftwareSigner>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections, finishes in-flight requests, stops the workers and makes
+    /// the ledger's tiles and checkpoint current on disk.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        let out = (&mut self.server)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        out
+    }
+
+    /// Waits until the server stops (it stops on its own only on an error).
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        (&mut self.server)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    }
+}
+
+/// Starts the service on the development set-up under `config.data_dir` (see
+/// [`setup::dev_setup`]): opens the stores, builds the index, starts the committer, the
+/// catch-up worker, the ledger flusher and the HTTP server.
+pub async fn start(
+    config: ServeConfig,
+) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
+    let dev = setup::dev_setup(&config.data_dir)?;
+    let (parts, ledger) = setup::open_parts(
+        &config.data_dir,
+        &config.origin,
+        dev.notary.clone(),
+        &dev.policy_dir,
+        config.projection.clone(),
+        config.options.clone(),
+    )
+    .await?;
+    let service = Service::start(parts).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    catchup::spawn(&service, stopped(stop_rx.clone()));
+    let flusher = spawn_flusher(ledger, stopped(stop_rx.clone()));
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = http::AppState {
+        service: service.clone(),
+        tokens: std::sync::Arc::new(auth::Tokens::new(&dev.tokens)?),
+        restrict_reads: false,
+    };
+    let server = tokio::spawn(async move {
+        let out = serve(listener, state, stopped(stop_rx)).await;
+        let _ = flusher.await;
+        out
+    });
+    tracing::info!(%addr, "serving");
+    Ok(Running {
+        addr,
+        service,
+        admin_token: dev.admin_token,
+        approvers: dev.approvers,
+        stop: Some(stop_tx),
+        server,
+    })
+}
+
+/// Writes the ledger's partial tiles and checkpoint to disk once a second when the ledger grew,
+/// so `/v1/ledger/tile/...` can serve every tile of the checkpoint `/v1/ledger/checkpoint`
+/// serves; and once more at shutdown.
+pub fn spawn_flusher(
+    ledger: std::sync::Arc<triplicate_ledger::EmbeddedLedger>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use triplicate_ledger::Ledger;
+    tokio::spawn(async move {
+        tokio::pin!(shutdown);
+        let mut flushed = u64::MAX;
+        loop {
+            let stop = tokio::select! {
+                () = &mut shutdown => true,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+            };
+            let size = ledger.tree_size();
+            if size != flushed {
+                let l = ledger.clone();
+                match tokio::task::spawn_blocking(move || l.flush()).await {
+                    Ok(Ok(())) => flushed = size,
+                    Ok(Err(e)) => tracing::error!(error = %e, "flush the ledger's tiles"),
+                    Err(e) => tracing::error!(error = %e, "ledger flush task failed"),
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+    })
+}

@@ -1,0 +1,787 @@
+//! The write path: `validate → verify each approval → quorum → assign seq → notarise → ledger
+//! append (durable, group commit) → stream append → projection apply → receipt`.
+//!
+//! **Architecture invariant:** a record is committed once the ledger has it durably; the
+//! stream and the projection follow. A store that fails or is behind is *pending*: the
+//! committer stops writing to it and the catch-up worker (`catchup.rs`) brings it up to the
+//! ledger's size from the ledger's own entries. Nothing acknowledged is lost, because nothing
+//! is acknowledged before the ledger's `fdatasync`.
+//!
+//! Concurrency: request handlers validate and check the policy in parallel (signature checks
+//! are most of a submission's CPU); one committer task takes every waiting submission
+//! (up to `batch_max`) into one ledger append, so many callers share one `fdatasync`. The
+//! committer is the only task that assigns seqs, so seqs have no holes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Notify};
+use triplicate_core::{digest::leaf_hash, NotarySignature};
+use triplicate_core::{
+    Receipt, Record, Submission, Timestamp, UnsignedRecord, ValidationError, RECEIPT_VERSION,
+    RECORD_VERSION,
+};
+use triplicate_keys::Signer;
+use triplicate_ledger::{Ledger, LedgerError, SignedCheckpoint};
+use triplicate_policy::{Policy, PolicyError, QuorumOk, Refusal};
+use triplicate_projection::Projection;
+use triplicate_stream::{AppendRequest, DecisionRecorded, EventStream};
+use uuid::Uuid;
+
+use crate::stores::{ProjectionBackend, StreamBackend};
+
+/// Tuning of the write path.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// The most submissions one ledger commit takes.
+    pub batch_max: usize,
+    /// How long a commit waits on the stream or the projection before marking it pending.
+    pub store_timeout: Duration,
+    /// Records per catch-up batch.
+    pub catchup_batch: usize,
+    /// How often the catch-up worker retries a pending store.
+    pub catchup_interval: Duration,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            batch_max: 1000,
+            store_timeout: Duration::from_secs(5),
+            catchup_batch: 1000,
+            catchup_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where a store stands for one record, as a receipt or a read reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreState {
+    /// The store holds the record.
+    Written,
+    /// The store does not hold it yet; the catch-up worker will write it.
+    Pending,
+}
+
+/// Per-store status of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StoreStatus {
+    /// Always `written`: nothing is acknowledged before the ledger has it.
+    pub ledger: StoreState,
+    pub stream: StoreState,
+    pub projection: StoreState,
+}
+
+/// An accepted submission.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub receipt: Receipt,
+    pub stores: StoreStatus,
+}
+
+/// How a submission was answered.
+#[derive(Debug, Clone)]
+pub enum SubmitOutcome {
+    /// Recorded now.
+    Created(Accepted),
+    /// The same submission was recorded earlier: its original record, with a fresh proof.
+    Existing(Accepted),
+}
+
+/// Why a submission was refused or failed. Nothing was written in any case but `Internal`
+/// after the ledger append (which the service logs; the record then stands).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("the submission is malformed: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Refused(Box<Refusal>),
+    #[error("decision {id} is already recorded at seq {seq} with different content")]
+    Conflict { id: Uuid, seq: u64 },
+    #[error("the service is not accepting writes: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Lag of one downstream store behind the ledger.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StoreLag {
+    /// Records the store holds (its highest seq + 1).
+    pub size: u64,
+    /// Records it lacks (ledger size − size).
+    pub lag: u64,
+    /// Whether the last write or probe succeeded.
+    pub healthy: bool,
+}
+
+/// The service's health, for `/readyz` and metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub ledger_size: u64,
+    pub stream: StoreLag,
+    pub projection: StoreLag,
+    pub accepting_writes: bool,
+}
+
+struct Job {
+    submission: Submission,
+    reply: oneshot::Sender<Result<SubmitOutcome, SubmitError>>,
+}
+
+/// Progress of one downstream store: the size it is known to hold and whether it is healthy.
+#[derive(Debug)]
+pub(crate) struct Downstream {
+    /// Records held (highest seq + 1), as of the last write or probe.
+    pub size: AtomicU64,
+    pub healthy: AtomicBool,
+    /// Held by whoever writes the store (the committer or the catch-up worker), so their
+    /// appends never race into each other's gap checks.
+    pub write: tokio::sync::Mutex<()>,
+}
+
+impl Downstream {
+    fn new(size: u64) -> Downstream {
+        Downstream {
+            size: AtomicU64::new(size),
+            healthy: AtomicBool::new(true),
+            write: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub ledger: Arc<dyn Ledger>,
+    pub ledger_dir: Option<PathBuf>,
+    pub notary: Arc<dyn Signer>,
+    pub policy: RwLock<Arc<Policy>>,
+    pub policy_dir: Option<PathBuf>,
+    pub stream: StreamBackend,
+    pub projection: ProjectionBackend,
+    /// Decision id → seq, for idempotency. Rebuilt from the ledger at start.
+    index: Mutex<HashMap<Uuid, u64>>,
+    pub stream_state: Downstream,
+    pub projection_state: Downstream,
+    pub catchup: Notify,
+    pub options: ServiceOptions,
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// The governance service: the stores, the policy, the committer.
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) inner: Arc<Inner>,
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("ledger_size", &self.inner.ledger.tree_size())
+            .field("stream", &self.inner.stream.name())
+            .field("projection", &self.inner.projection.name())
+            .finish()
+    }
+}
+
+/// What the service is built from.
+pub struct ServiceParts {
+    pub ledger: Arc<dyn Ledger>,
+    /// The ledger's directory, when its tiles can be served from files.
+    pub ledger_dir: Option<PathBuf>,
+    pub notary: Arc<dyn Signer>,
+    pub policy: Policy,
+    /// Where `reload_policy` reads from.
+    pub policy_dir: Option<PathBuf>,
+    pub stream: StreamBackend,
+    pub projection: ProjectionBackend,
+    pub options: ServiceOptions,
+}
+
+impl std::fmt::Debug for ServiceParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceParts").finish_non_exhaustive()
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("read the ledger to build the decision index: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("ledger entry {seq} is not a record: {reason}")]
+    BadEntry { seq: u64, reason: String },
+    #[error("the notary key {key} is not the notary in keys.toml ({policy})")]
+    NotaryMismatch { key: String, policy: String },
+    #[error("the notary key cannot sign: {0}")]
+    NotaryCannotSign(String),
+}
+
+/// The smallest parse of a ledger entry that finds its decision id.
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    decision: IdOnlyDecision,
+}
+#[derive(serde::Deserialize)]
+struct IdOnlyDecision {
+    id: Uuid,
+}
+
+impl Service {
+    /// Builds the decision index from the ledger, checks the notary, probes the downstream
+    /// stores and starts the committer. The caller starts the catch-up worker
+    /// ([`crate::catchup::spawn`]).
+    pub async fn start(parts: ServiceParts) -> Result<Service, StartError> {
+        let ServiceParts {
+            ledger,
+            ledger_dir,
+            notary,
+            policy,
+            policy_dir,
+            stream,
+            projection,
+            options,
+        } = parts;
+        let registered = policy.notary().key_id.clone();
+        if notary.key_id() != registered {
+            return Err(StartError::NotaryMismatch {
+                key: notary.key_id().to_string(),
+                policy: registered.to_string(),
+            });
+        }
+        notary
+            .sign(b"triplicate/self-test/v1\n")
+            .map_err(|e| StartError::NotaryCannotSign(e.to_string()))?;
+
+        let size = ledger.tree_size();
+        let started = Instant::now();
+        let mut index = HashMap::with_capacity(size as usize);
+        let mut at = 0;
+        while at < size {
+            let end = (at + 4096).min(size);
+            let entries = ledger.entries(at, end)?;
+            for (i, e) in entries.iter().enumerate() {
+                let seq = at + i as u64;
+                let parsed: IdOnly =
+                    serde_json::from_slice(e).map_err(|err| StartError::BadEntry {
+                        seq,
+                        reason: err.to_string(),
+                    })?;
+                index.insert(parsed.decision.id, seq);
+            }
+            at = end;
+        }
+        tracing::info!(
+            records = size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "decision index built from the ledger"
+        );
+
+        let stream_size = match stream.highest_seq().await {
+            Ok(h) => h.map_or(0, |h| h + 1),
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream unavailable at start; it is pending");
+                0
+            }
+        };
+        let projection_size = match projection.highest_seq().await {
+            Ok(h) => h.map_or(0, |h| h + 1),
+            Err(e) => {
+                tracing::warn!(error = %e, "projection unavailable at start; it is pending");
+                0
+            }
+        };
+        let (tx, rx) = mpsc::channel(options.batch_max * 4);
+        let inner = Arc::new(Inner {
+            ledger,
+            ledger_dir,
+            notary,
+            policy: RwLock::new(Arc::new(policy)),
+            policy_dir,
+            stream,
+            projection,
+            index: Mutex::new(index),
+            stream_state: Downstream::new(stream_size),
+            projection_state: Downstream::new(projection_size),
+            catchup: Notify::new(),
+            options,
+            metrics: crate::metrics::Metrics::default(),
+        });
+        tokio::spawn(committer(inner.clone(), rx));
+        Ok(Service { inner, tx })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.inner
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the policy files. An invalid policy is refused and the one in force stays.
+    pub fn reload_policy(&self) -> Result<(), PolicyError> {
+        let Some(dir) = &self.inner.policy_dir else {
+            return Ok(());
+        };
+        let policy = Policy::load(dir)?;
+        if policy.notary().key_id != self.inner.notary.key_id() {
+            return Err(PolicyError {
+                problems: vec![triplicate_policy::Problem {
+                    file: dir.join("keys.toml"),
+                    line: 0,
+                    reason: format!(
+                    "the notary entry names key {} but the service signs with {}; a new notary key needs a restart",
+                    policy.notary().key_id,
+                        self.inner.notary.key_id()
+                    ),
+                }],
+            });
+        }
+        *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        tracing::info!(dir = %dir.display(), "policy reloaded");
+        Ok(())
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.inner.ledger
+    }
+
+    /// The ledger's directory (tiles are served from it), when it has one.
+    pub fn ledger_dir(&self) -> Option<&std::path::Path> {
+        self.inner.ledger_dir.as_deref()
+    }
+
+    /// The notary signer.
+    pub fn notary(&self) -> &Arc<dyn Signer> {
+        &self.inner.notary
+    }
+
+    /// The projection (reads).
+    pub fn projection(&self) -> &ProjectionBackend {
+        &self.inner.projection
+    }
+
+    /// The event stream.
+    pub fn stream(&self) -> &StreamBackend {
+        &self.inner.stream
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Where the stores stand.
+    pub fn health(&self) -> Health {
+        let size = self.inner.ledger.tree_size();
+        let lag = |d: &Downstream| {
+            let s = d.size.load(Ordering::Acquire);
+            StoreLag {
+                size: s,
+                lag: size.saturating_sub(s),
+                healthy: d.healthy.load(Ordering::Acquire),
+            }
+        };
+        Health {
+            ledger_size: size,
+            stream: lag(&self.inner.stream_state),
+            projection: lag(&self.inner.projection_state),
+            accepting_writes: !self.tx.is_closed(),
+        }
+    }
+
+    /// Per-store status of the record at `seq`.
+    pub fn status_of(&self, seq: u64) -> StoreStatus {
+        let state = |d: &Downstream| {
+            if d.size.load(Ordering::Acquire) > seq {
+                StoreState::Written
+            } else {
+                StoreState::Pending
+            }
+        };
+        StoreStatus {
+            ledger: StoreState::Written,
+            stream: state(&self.inner.stream_state),
+            projection: state(&self.inner.projection_state),
+        }
+    }
+
+    /// The seq of a recorded decision.
+    pub fn seq_of(&self, id: Uuid) -> Option<u64> {
+        self.inner
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// The record at `seq` from the ledger, with a receipt against the current checkpoint.
+    pub fn receipt(&self, seq: u64) -> Result<Receipt, SubmitError> {
+        let checkpoint = self.inner.ledger.checkpoint();
+        receipt_at(&*self.inner.ledger, seq, &checkpoint)
+    }
+
+    /// Parses, judges and records a submission (see the module docs).
+    #[tracing::instrument(skip_all, fields(decision_id))]
+    pub async fn submit(&self, body: &[u8]) -> Result<SubmitOutcome, SubmitError> {
+        let started = Instant::now();
+        let out = self.submit_inner(body).await;
+        self.inner.metrics.observe_submit(
+            started.elapsed(),
+            out.as_ref().map(|o| matches!(o, SubmitOutcome::Created(_))),
+        );
+        out
+    }
+
+    async fn submit_inner(&self, body: &[u8]) -> Result<SubmitOutcome, SubmitError> {
+        let submission = Submission::from_json(body)?;
+        tracing::Span::current().record(
+            "decision_id",
+            tracing::field::display(submission.decision.id),
+        );
+        // Idempotency first: a retry of a recorded submission is answered from the ledger even
+        // if the policy changed since (the record stands; its approvals were judged then).
+        if let Some(outcome) = self.existing(&submission)? {
+            return Ok(outcome);
+        }
+        let policy = self.policy();
+        let now = Timestamp::now();
+        // Signature checks are CPU work: off the async workers.
+        let judged = {
+            let s = submission.clone();
+            tokio::task::spawn_blocking(move || policy.check(&s.decision, &s.approvals, now))
+                .await
+                .map_err(|e| SubmitError::Internal(format!("policy check panicked: {e}")))?
+        };
+        let quorum: QuorumOk = judged.map_err(|r| SubmitError::Refused(Box::new(r)))?;
+        tracing::debug!(rule = ?quorum.rule, "quorum met");
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { submission, reply })
+            .await
+            .map_err(|_| SubmitError::Unavailable("the committer has stopped".into()))?;
+        rx.await
+            .map_err(|_| SubmitError::Internal("the committer dropped the submission".into()))?
+    }
+
+    /// The answer for a submission whose decision id is already recorded: the original receipt
+    /// when the content is the same, a conflict otherwise.
+    fn existing(&self, s: &Submission) -> Result<Option<SubmitOutcome>, SubmitError> {
+        let Some(seq) = self.seq_of(s.decision.id) else {
+            return Ok(None);
+        };
+        let receipt = self.receipt(seq)?;
+        same_or_conflict(s, &receipt.record, seq)?;
+        Ok(Some(SubmitOutcome::Existing(Accepted {
+            stores: self.status_of(seq),
+            receipt,
+        })))
+    }
+}
+
+fn same_or_conflict(s: &Submission, stored: &Record, seq: u64) -> Result<(), SubmitError> {
+    if stored.decision == s.decision && stored.approvals == s.canonical_approvals() {
+        Ok(())
+    } else {
+        Err(SubmitError::Conflict {
+            id: s.decision.id,
+            seq,
+        })
+    }
+}
+
+fn receipt_at(
+    ledger: &dyn Ledger,
+    seq: u64,
+    checkpoint: &SignedCheckpoint,
+) -> Result<Receipt, SubmitError> {
+    let internal = |what: &str, e: LedgerError| SubmitError::Internal(format!("{what}: {e}"));
+    let bytes = ledger
+        .entry(seq)
+        .map_err(|e| internal("read the record", e))?;
+    let record = Record::from_canonical_bytes(&bytes)
+        .map_err(|e| SubmitError::Internal(format!("ledger entry {seq} is not a record: {e}")))?;
+    let proof = ledger
+        .inclusion_proof(seq, checkpoint.size)
+        .map_err(|e| internal("compute the inclusion proof", e))?;
+    Ok(Receipt {
+        version: RECEIPT_VERSION,
+        seq,
+        leaf_hash: leaf_hash(&bytes),
+        record,
+        checkpoint: checkpoint.note.clone(),
+        inclusion_proof: proof,
+    })
+}
+
+/// Takes every waiting submission into one commit, until the channel closes.
+async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(inner.options.batch_max);
+    while rx.recv_many(&mut jobs, inner.options.batch_max).await > 0 {
+        let batch = std::mem::take(&mut jobs);
+        commit(&inner, batch).await;
+    }
+    tracing::info!("committer stopped: no more submissions");
+}
+
+/// One group commit.
+#[tracing::instrument(skip_all, fields(submissions = jobs.len()))]
+async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) {
+    let start_seq = inner.ledger.tree_size();
+    let recorded_at = Timestamp::now();
+    let mut fresh: Vec<(Job, Record, Vec<u8>)> = Vec::with_capacity(jobs.len());
+    let mut in_batch: HashMap<Uuid, usize> = HashMap::new();
+    let mut duplicates: Vec<(Job, usize)> = Vec::new();
+    for job in jobs {
+        let id = job.submission.decision.id;
+        // Recorded since the handler looked, or twice in this batch.
+        if let Some(seq) = lookup(inner, id) {
+            let receipt = receipt_at(&*inner.ledger, seq, &inner.ledger.checkpoint());
+            let out = receipt.and_then(|receipt| {
+                same_or_conflict(&job.submission, &receipt.record, seq)?;
+                Ok(SubmitOutcome::Existing(Accepted {
+                    stores: status(inner, seq),
+                    receipt,
+                }))
+            });
+            let _ = job.reply.send(out);
+            continue;
+        }
+        if let Some(&at) = in_batch.get(&id) {
+            duplicates.push((job, at));
+            continue;
+        }
+        let seq = start_seq + fresh.len() as u64;
+        match notarise(&*inner.notary, seq, &job.submission, recorded_at) {
+            Ok((record, bytes)) => {
+                in_batch.insert(id, fresh.len());
+                fresh.push((job, record, bytes));
+            }
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+    }
+
+    let mut checkpoint = inner.ledger.checkpoint();
+    if !fresh.is_empty() {
+        let entries: Vec<Vec<u8>> = fresh.iter().map(|(_, _, b)| b.clone()).collect();
+        let ledger = inner.ledger.clone();
+        let appended =
+            tokio::task::spawn_blocking(move || ledger.append(start_seq, &entries)).await;
+        match appended {
+            Ok(Ok(out)) => {
+                checkpoint = out.checkpoint;
+                inner.metrics.observe_batch(fresh.len());
+                let mut index = inner.index.lock().unwrap_or_else(|p| p.into_inner());
+                for (_, r, _) in &fresh {
+                    index.insert(r.decision.id, r.seq);
+                }
+            }
+            failed => {
+                let reason = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("ledger append panicked: {e}"),
+                    Ok(Ok(_)) => String::new(),
+                };
+                tracing::error!(%reason, "ledger append failed; the batch is refused");
+                for (job, _, _) in fresh {
+                    let _ = job.reply.send(Err(SubmitError::Unavailable(format!(
+                        "the ledger could not commit: {reason}"
+                    ))));
+                }
+                for (job, _) in duplicates {
+                    let _ = job.reply.send(Err(SubmitError::Unavailable(
+                        "the ledger could not commit".into(),
+                    )));
+                }
+                return;
+            }
+        }
+        let records: Vec<Vec<u8>> = fresh.iter().map(|(_, _, b)| b.clone()).collect();
+        let end = start_seq + records.len() as u64;
+        tokio::join!(
+            write_stream(inner, start_seq, end, &records),
+            write_projection(inner, start_seq, end, &records),
+        );
+    }
+
+    let fresh_by_index: Vec<(Record, u64)> =
+        fresh.iter().map(|(_, r, _)| (r.clone(), r.seq)).collect();
+    for (job, record, bytes) in fresh {
+        let seq = record.seq;
+        let out = inner
+            .ledger
+            .inclusion_proof(seq, checkpoint.size)
+            .map(|proof| {
+                SubmitOutcome::Created(Accepted {
+                    stores: status(inner, seq),
+                    receipt: Receipt {
+                        version: RECEIPT_VERSION,
+                        seq,
+                        leaf_hash: leaf_hash(&bytes),
+                        record,
+                        checkpoint: checkpoint.note.clone(),
+                        inclusion_proof: proof,
+                    },
+                })
+            })
+            .map_err(|e| SubmitError::Internal(format!("compute the inclusion proof: {e}")));
+        let _ = job.reply.send(out);
+    }
+    for (job, at) in duplicates {
+        let (record, seq) = &fresh_by_index[at];
+        let out = same_or_conflict(&job.submission, record, *seq).and_then(|()| {
+            receipt_at(&*inner.ledger, *seq, &checkpoint).map(|receipt| {
+                SubmitOutcome::Existing(Accepted {
+                    stores: status(inner, *seq),
+                    receipt,
+                })
+            })
+        });
+        let _ = job.reply.send(out);
+    }
+}
+
+fn lookup(inner: &Inner, id: Uuid) -> Option<u64> {
+    inner
+        .index
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .copied()
+}
+
+fn status(inner: &Inner, seq: u64) -> StoreStatus {
+    let state = |d: &Downstream| {
+        if d.size.load(Ordering::Acquire) > seq {
+            StoreState::Written
+        } else {
+            StoreState::Pending
+        }
+    };
+    StoreStatus {
+        ledger: StoreState::Written,
+        stream: state(&inner.stream_state),
+        projection: state(&inner.projection_state),
+    }
+}
+
+/// Builds and signs the record for a judged submission at `seq`.
+fn notarise(
+    notary: &dyn Signer,
+    seq: u64,
+    s: &Submission,
+    recorded_at: Timestamp,
+) -> Result<(Record, Vec<u8>), SubmitError> {
+    let unsigned = UnsignedRecord {
+        version: RECORD_VERSION,
+        seq,
+        decision: s.decision.clone(),
+        approvals: s.canonical_approvals(),
+        recorded_at,
+    };
+    let msg = unsigned
+        .notary_message()
+        .map_err(|e| SubmitError::Internal(format!("build the notary message: {e}")))?;
+    let signature = notary
+        .sign(&msg)
+        .map_err(|e| SubmitError::Unavailable(format!("the notary could not sign: {e}")))?;
+    let record = unsigned.with_notary(NotarySignature {
+        key_id: notary.key_id(),
+        alg: notary.algorithm(),
+        signature,
+    });
+    // Validates every rule, the record's size included, before anything is written.
+    record.validate()?;
+    let bytes = record
+        .to_bytes()
+        .map_err(|e| SubmitError::Internal(format!("canonicalise the record: {e}")))?;
+    Ok((record, bytes))
+}
+
+/// Writes a committed batch to the stream unless it is behind (then catch-up owns it).
+async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u8>]) {
+    let d = &inner.stream_state;
+    if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
+        inner.catchup.notify_one();
+        return;
+    }
+    let _guard = d.write.lock().await;
+    if d.size.load(Ordering::Acquire) != start {
+        inner.catchup.notify_one();
+        return;
+    }
+    let batch: Vec<AppendRequest> = match records
+        .iter()
+        .zip(start..end)
+        .map(|(b, seq)| event_for(seq, b))
+        .collect()
+    {
+        Ok(b) => b,
+        Err(e) => return mark_pending(inner, d, "stream", &e),
+    };
+    match tokio::time::timeout(inner.options.store_timeout, inner.stream.append(batch)).await {
+        Ok(Ok(out)) => d.size.store(out.highest_seq + 1, Ordering::Release),
+        Ok(Err(e)) => mark_pending(inner, d, "stream", &e.to_string()),
+        Err(_) => mark_pending(inner, d, "stream", "timed out"),
+    }
+}
+
+/// Applies a committed batch to the projection unless it is behind.
+async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u8>]) {
+    let d = &inner.projection_state;
+    if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
+        inner.catchup.notify_one();
+        return;
+    }
+    let _guard = d.write.lock().await;
+    if d.size.load(Ordering::Acquire) != start {
+        inner.catchup.notify_one();
+        return;
+    }
+    match tokio::time::timeout(
+        inner.options.store_timeout,
+        inner.projection.apply(records.to_vec()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => d.size.store(end, Ordering::Release),
+        Ok(Err(e)) => mark_pending(inner, d, "projection", &e.to_string()),
+        Err(_) => mark_pending(inner, d, "projection", "timed out"),
+    }
+}
+
+pub(crate) fn mark_pending(inner: &Inner, d: &Downstream, store: &str, reason: &str) {
+    if d.healthy.swap(false, Ordering::AcqRel) {
+        tracing::warn!(
+            store,
+            reason,
+            "store write failed; records are pending until catch-up"
+        );
+    }
+    inner.catchup.notify_one();
+}
+
+/// The stream event for committed record bytes at `seq` (the stream validates them fully).
+pub(crate) fn event_for(seq: u64, bytes: &[u8]) -> Result<AppendRequest, String> {
+    let parsed: IdOnly = serde_json::from_slice(bytes)
+        .map_err(|e| format!("ledger entry {seq} is not a record: {e}"))?;
+    Ok(AppendRequest::new_decision(DecisionRecorded {
+        seq,
+        decision_id: parsed.decision.id,
+        leaf_hash: leaf_hash(bytes),
+        record_bytes: bytes.to_vec(),
+    }))
+}

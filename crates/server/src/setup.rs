@@ -1,0 +1,281 @@
+//! Building a running service from a data directory: the development set-up generated on
+//! first start (notary key, three approver keys, a policy, an admin token), and opening the
+//! embedded stores.
+//!
+//! Everything generated here is for development and says so loudly: keys in software files,
+//! a policy that accepts software keys, a token in a file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use triplicate_keys::{Signer, SoftwareSigner};
+use triplicate_ledger::{EmbeddedLedger, LedgerConfig};
+use triplicate_policy::Policy;
+use triplicate_projection::{PgOptions, PgProjection, SqliteProjection};
+use triplicate_stream::SqliteStream;
+
+use crate::auth::{hash_token, Role, TokenEntry};
+use crate::service::{ServiceOptions, ServiceParts};
+use crate::stores::{ProjectionBackend, StreamBackend};
+
+/// The default checkpoint origin of a development ledger.
+pub const DEV_ORIGIN: &str = "triplicate.invalid/dev";
+
+/// Why the set-up failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key {}: {reason}", path.display())]
+    Key { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Policy(#[from] triplicate_policy::PolicyError),
+    #[error("open the ledger: {0}")]
+    Ledger(#[from] triplicate_ledger::LedgerError),
+    #[error("open the event stream: {0}")]
+    Stream(#[from] triplicate_stream::StreamError),
+    #[error("open the projection: {0}")]
+    Projection(#[from] triplicate_projection::ProjectionError),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SetupError + 'a {
+    move |source| SetupError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where the development set-up keeps its files under a data directory.
+#[derive(Debug, Clone)]
+pub struct DevPaths {
+    pub keys: PathBuf,
+    pub policies: PathBuf,
+    pub token: PathBuf,
+}
+
+impl DevPaths {
+    pub fn new(data_dir: &Path) -> DevPaths {
+        DevPaths {
+            keys: data_dir.join("keys"),
+            policies: data_dir.join("policies"),
+            token: data_dir.join("dev-admin-token"),
+        }
+    }
+
+    /// The approver key files (`approver-1.pem` … `approver-3.pem`).
+    pub fn approver(&self, n: usize) -> PathBuf {
+        self.keys.join(format!("approver-{n}.pem"))
+    }
+}
+
+fn load_or_generate(
+    path: &Path,
+    name: &str,
+    generated: &mut Vec<PathBuf>,
+) -> Result<SoftwareSigner, SetupError> {
+    if !path.exists() {
+        let key = SoftwareSigner::generate(name);
+        key.write_pem_file(path).map_err(|e| SetupError::Key {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        generated.push(path.to_owned());
+    }
+    SoftwareSigner::from_pem_file(path).map_err(|e| SetupError::Key {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The development set-up, created on first start and reused afterwards.
+#[derive(Debug)]
+pub struct DevSetup {
+    pub notary: Arc<dyn Signer>,
+    pub approvers: Vec<SoftwareSigner>,
+    pub policy_dir: PathBuf,
+    pub tokens: Vec<TokenEntry>,
+    /// The admin token in clear, read from `dev-admin-token`.
+    pub admin_token: String,
+}
+
+/// Creates (once) and loads the development notary, three approvers, a policy and an admin
+/// token under `data_dir`, warning loudly about anything it generated.
+pub fn dev_setup(data_dir: &Path) -> Result<DevSetup, SetupError> {
+    let paths = DevPaths::new(data_dir);
+    std::fs::create_dir_all(&paths.keys).map_err(io("create key directory", &paths.keys))?;
+    let mut generated = Vec::new();
+    let notary = load_or_generate(
+        &paths.keys.join("notary.pem"),
+        "triplicate-dev-notary",
+        &mut generated,
+    )?;
+    let approvers = (1..=3)
+        .map(|n| {
+            load_or_generate(
+                &paths.approver(n),
+                &format!("dev-approver-{n}"),
+                &mut generated,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !paths.policies.join("keys.toml").exists() {
+        std::fs::create_dir_all(&paths.policies)
+            .map_err(io("create policy directory", &paths.policies))?;
+        let (keys, governance) = dev_policy_text(&notary, &approvers);
+        let k = paths.policies.join("keys.toml");
+        std::fs::write(&k, keys).map_err(io("write", &k))?;
+        let g = paths.policies.join("governance.toml");
+        std::fs::write(&g, governance).map_err(io("write", &g))?;
+        generated.push(paths.policies.clone());
+    }
+    if !paths.token.exists() {
+        let mut raw = [0u8; 24];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+        let token = format!("tpl_dev_{}", hex::encode(raw));
+        write_private(&paths.token, token.as_bytes())?;
+        generated.push(paths.token.clone());
+    }
+    let admin_token = std::fs::read_to_string(&paths.token)
+        .map_err(io("read", &paths.token))?
+        .trim()
+        .to_owned();
+    for path in &generated {
+        tracing::warn!(
+            file = %path.display(),
+            "GENERATED FOR DEVELOPMENT: software keys, a policy that accepts them, and an admin \
+             token in a file. Receipts signed by this set-up prove nothing outside this machine."
+        );
+    }
+    Ok(DevSetup {
+        notary: Arc::new(notary),
+        approvers,
+        policy_dir: paths.policies,
+        tokens: vec![TokenEntry {
+            name: "dev-admin".into(),
+            role: Role::Admin,
+            sha256: hash_token(&admin_token),
+        }],
+        admin_token,
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(io("create", path))?;
+    f.write_all(bytes).map_err(io("write", path))?;
+    f.sync_all().map_err(io("sync", path))
+}
+
+/// `keys.toml` and `governance.toml` for the development set-up: three software approvers in
+/// group `board` (the first also in `treasury`); every kind needs 2 of `board`, and budget
+/// approvals also 1 of `treasury`.
+pub fn dev_policy_text(notary: &SoftwareSigner, approvers: &[SoftwareSigner]) -> (String, String) {
+    let mut keys = String::from(
+        "# DEVELOPMENT POLICY, generated by `triplicate serve` on first start.\n\
+         # Software keys only; production policies live in policies/ (see its README).\n\n",
+    );
+    let pk = |s: &SoftwareSigner| s.public_key().to_base64();
+    keys.push_str(&format!(
+        "[notary]\nalg = \"ed25519\"\npublic_key = \"{}\"\nheld = \"software\"\n\n",
+        pk(notary)
+    ));
+    for (i, a) in approvers.iter().enumerate() {
+        let groups = if i == 0 {
+            "[\"board\", \"treasury\"]"
+        } else {
+            "[\"board\"]"
+        };
+        keys.push_str(&format!(
+            "[[key]]\nalg = \"ed25519\"\npublic_key = \"{}\"\nholder = \"Development approver {}\"\ngroups = {groups}\nheld = \"software\"\nvalid_from = 2000-01-01T00:00:00Z\n\n",
+            pk(a),
+            i + 1
+        ));
+    }
+    let governance = "# DEVELOPMENT POLICY, generated by `triplicate serve` on first start.\n\n\
+        [groups.board]\ndescription = \"Development board\"\nrequire_hardware = false\n\n\
+        [groups.treasury]\ndescription = \"Development treasury\"\nrequire_hardware = false\n\n\
+        [kinds.\"budget.approval\"]\nquorum = [\n    { group = \"board\", threshold = 2 },\n    { group = \"treasury\", threshold = 1 },\n]\n\n\
+        [default]\naction = \"quorum\"\nquorum = [{ group = \"board\", threshold = 2 }]\n"
+        .to_owned();
+    (keys, governance)
+}
+
+/// Where the projection lives.
+#[derive(Debug, Clone)]
+pub enum ProjectionChoice {
+    /// `<data-dir>/projection.db`.
+    Sqlite,
+    /// PostgreSQL: the owner URL (runs migrations) and the writer URL the service uses.
+    Postgres { url: String },
+}
+
+/// Opens the embedded ledger and stream and the chosen projection under `data_dir`.
+pub async fn open_parts(
+    data_dir: &Path,
+    origin: &str,
+    notary: Arc<dyn Signer>,
+    policy_dir: &Path,
+    projection: ProjectionChoice,
+    options: ServiceOptions,
+) -> Result<(ServiceParts, Arc<EmbeddedLedger>), SetupError> {
+    let policy = Policy::load(policy_dir)?;
+    let ledger_dir = data_dir.join("ledger");
+    let ledger = {
+        let notary = notary.clone();
+        let config = LedgerConfig::new(ledger_dir.clone(), origin.to_owned());
+        tokio::task::spawn_blocking(move || EmbeddedLedger::open(config, notary))
+            .await
+            .map_err(|e| SetupError::Io {
+                what: "open ledger (task)",
+                path: ledger_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+    };
+    let ledger = Arc::new(ledger);
+    let stream = StreamBackend::Sqlite(SqliteStream::open(data_dir).await?);
+    let projection = match projection {
+        ProjectionChoice::Sqlite => {
+            ProjectionBackend::Sqlite(SqliteProjection::open(data_dir).await?)
+        }
+        ProjectionChoice::Postgres { url } => {
+            let owner = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+                .map_err(|e| triplicate_projection::ProjectionError::Unavailable(e.to_string()))?;
+            PgProjection::migrate(&owner).await?;
+            owner.close().await;
+            ProjectionBackend::Postgres(
+                PgProjection::connect(
+                    &url,
+                    PgOptions::with_role(triplicate_projection::PG_WRITER_ROLE),
+                )
+                .await?,
+            )
+        }
+    };
+    Ok((
+        ServiceParts {
+            ledger: ledger.clone(),
+            ledger_dir: Some(ledger_dir),
+            notary,
+            policy,
+            policy_dir: Some(policy_dir.to_owned()),
+            stream,
+            projection,
+            options,
+        },
+        ledger,
+    ))
+}

@@ -1,0 +1,194 @@
+//! The backends the configuration chose, behind one type per store trait.
+//!
+//! The store traits return `impl Future` (so backends need no boxing), which makes them
+//! unusable as trait objects; an enum per trait dispatches instead, as neon's
+//! `GenericRemoteStorage` does. Adding a backend (KurrentDB, JetStream) adds a variant here and
+//! nowhere else.
+
+// The impls spell out the traits' `impl Future + Send` signatures so a backend whose future is
+// not `Send` fails here, at the dispatch, rather than in a distant caller.
+#![allow(clippy::manual_async_fn)]
+
+use std::future::Future;
+
+use futures::stream::BoxStream;
+use triplicate_core::Record;
+use triplicate_projection::{
+    ApplyOutcome, DecisionQuery, Page as ProjectionPage, PgProjection, Projection, ProjectionError,
+    RederivedRecord, RepairOutcome, RepairRequest, SqliteProjection,
+};
+use triplicate_stream::{
+    AppendOutcome, AppendRequest, EventStream, Limits, Page, Position, SqliteStream, StoredEvent,
+    StreamError, StreamId,
+};
+use uuid::Uuid;
+
+/// The event stream in use.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StreamBackend {
+    /// `<data-dir>/stream.db`.
+    Sqlite(SqliteStream),
+}
+
+impl StreamBackend {
+    /// A short name for logs and status (`sqlite`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamBackend::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+impl EventStream for StreamBackend {
+    fn limits(&self) -> Limits {
+        match self {
+            StreamBackend::Sqlite(s) => s.limits(),
+        }
+    }
+
+    fn append(
+        &self,
+        batch: Vec<AppendRequest>,
+    ) -> impl Future<Output = Result<AppendOutcome, StreamError>> + Send {
+        async move {
+            match self {
+                StreamBackend::Sqlite(s) => s.append(batch).await,
+            }
+        }
+    }
+
+    fn read_stream(
+        &self,
+        stream_id: &StreamId,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StreamError>> + Send {
+        let stream_id = *stream_id;
+        async move {
+            match self {
+                StreamBackend::Sqlite(s) => s.read_stream(&stream_id).await,
+            }
+        }
+    }
+
+    fn read_all(
+        &self,
+        after: Option<Position>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, StreamError>> + Send {
+        async move {
+            match self {
+                StreamBackend::Sqlite(s) => s.read_all(after, limit).await,
+            }
+        }
+    }
+
+    fn subscribe(
+        &self,
+        after: Option<Position>,
+    ) -> BoxStream<'static, Result<StoredEvent, StreamError>> {
+        match self {
+            StreamBackend::Sqlite(s) => s.subscribe(after),
+        }
+    }
+
+    fn highest_seq(&self) -> impl Future<Output = Result<Option<u64>, StreamError>> + Send {
+        async move {
+            match self {
+                StreamBackend::Sqlite(s) => s.highest_seq().await,
+            }
+        }
+    }
+}
+
+/// The projection in use.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProjectionBackend {
+    /// `<data-dir>/projection.db`.
+    Sqlite(SqliteProjection),
+    /// PostgreSQL, connected as `triplicate_writer`.
+    Postgres(PgProjection),
+}
+
+impl ProjectionBackend {
+    /// A short name for logs and status (`sqlite`, `postgres`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProjectionBackend::Sqlite(_) => "sqlite",
+            ProjectionBackend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl Projection for ProjectionBackend {
+    fn apply(
+        &self,
+        batch: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<ApplyOutcome, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.apply(batch).await,
+                ProjectionBackend::Postgres(p) => p.apply(batch).await,
+            }
+        }
+    }
+
+    fn decision(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Record>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.decision(id).await,
+                ProjectionBackend::Postgres(p) => p.decision(id).await,
+            }
+        }
+    }
+
+    fn query(
+        &self,
+        query: &DecisionQuery,
+    ) -> impl Future<Output = Result<ProjectionPage, ProjectionError>> + Send {
+        let query = query.clone();
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.query(&query).await,
+                ProjectionBackend::Postgres(p) => p.query(&query).await,
+            }
+        }
+    }
+
+    fn record_bytes(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<Vec<RederivedRecord>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.record_bytes(start, end).await,
+                ProjectionBackend::Postgres(p) => p.record_bytes(start, end).await,
+            }
+        }
+    }
+
+    fn highest_seq(&self) -> impl Future<Output = Result<Option<u64>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.highest_seq().await,
+                ProjectionBackend::Postgres(p) => p.highest_seq().await,
+            }
+        }
+    }
+
+    fn repair(
+        &self,
+        request: RepairRequest,
+    ) -> impl Future<Output = Result<RepairOutcome, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.repair(request).await,
+                ProjectionBackend::Postgres(p) => p.repair(request).await,
+            }
+        }
+    }
+}

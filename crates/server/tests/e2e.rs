@@ -1,0 +1,422 @@
+//! End to end: the real server on 127.0.0.1:0 with embedded stores, driven over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use triplicate_core::{Approval, Decision, Receipt, Timestamp};
+use triplicate_keys::{Signer, SoftwareSigner};
+use triplicate_ledger::receipt::verify_receipt;
+use triplicate_projection::Projection;
+use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
+use triplicate_server::{Running, ServeConfig, ServiceOptions};
+use triplicate_stream::{EventStream, StreamId};
+use uuid::Uuid;
+
+async fn start(dir: &std::path::Path) -> Running {
+    triplicate_server::start(ServeConfig {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        projection: ProjectionChoice::Sqlite,
+        origin: DEV_ORIGIN.into(),
+        options: ServiceOptions::default(),
+    })
+    .await
+    .unwrap()
+}
+
+fn decision(kind: &str, title: &str) -> Decision {
+    Decision::from_json(
+        json!({
+            "id": Uuid::now_v7().to_string(),
+            "kind": kind,
+            "title": title,
+            "body": "Moved and carried.",
+            "payload": {"amount": 1200},
+            "proposed_at": Timestamp::now().to_string(),
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
+    let signed_at = Timestamp::now();
+    let msg = triplicate_core::digest::approval_message(
+        &d.digest().unwrap(),
+        &key.key_id(),
+        key.algorithm(),
+        &signed_at,
+    )
+    .unwrap();
+    Approval {
+        key_id: key.key_id(),
+        alg: key.algorithm(),
+        signature: key.sign(&msg).unwrap(),
+        signed_at,
+    }
+}
+
+fn body(d: &Decision, approvals: &[Approval]) -> Value {
+    json!({ "decision": d, "approvals": approvals })
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(r: &Running) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: format!("http://{}", r.addr),
+            token: r.admin_token.clone(),
+        }
+    }
+    async fn submit(&self, b: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/decisions", self.base))
+            .bearer_auth(&self.token)
+            .json(b)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn wait_for_stores(r: &Running, size: u64) {
+    for _ in 0..200 {
+        let h = r.service.health();
+        if h.stream.size >= size && h.projection.size >= size {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("stores did not catch up: {:?}", r.service.health());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_verify_and_all_three_stores_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    let c = Client::new(&r);
+    let vkey = triplicate_keys::note::note_verifier_key(
+        r.service.notary().name(),
+        &r.service.notary().public_key(),
+    )
+    .unwrap();
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let d = decision("motion", &format!("Adopt motion {i}"));
+        // Submitted out of key order: the service records them sorted.
+        let b = body(
+            &d,
+            &[approve(&d, &r.approvers[2]), approve(&d, &r.approvers[1])],
+        );
+        let (status, out) = c.submit(&b).await;
+        assert_eq!(status, 201, "{out}");
+        assert_eq!(out["stores"]["ledger"], "written");
+        let receipt = Receipt::from_json(out["receipt"].to_string().as_bytes()).unwrap();
+        assert_eq!(receipt.seq, i);
+        verify_receipt(&receipt, &vkey).expect("the receipt verifies offline");
+        ids.push((d.id, receipt));
+    }
+    wait_for_stores(&r, 5).await;
+
+    // The three stores hold the same record bytes.
+    let ledger_bytes = r.service.ledger().entries(0, 5).unwrap();
+    let projected = r.service.projection().record_bytes(0, 5).await.unwrap();
+    for (seq, bytes) in ledger_bytes.iter().enumerate() {
+        assert_eq!(
+            projected[seq].bytes(),
+            Some(bytes.as_slice()),
+            "projection seq {seq}"
+        );
+        let id = ids[seq].0;
+        let events = r
+            .service
+            .stream()
+            .read_stream(&StreamId::for_decision(id))
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(&events[0].event.record_bytes, bytes, "stream seq {seq}");
+    }
+
+    // GET by id: the record with a fresh proof that verifies, and per-store status.
+    let got: Value = c
+        .get(&format!("/v1/decisions/{}", ids[1].0))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let receipt = Receipt::from_json(got["receipt"].to_string().as_bytes()).unwrap();
+    assert_eq!(receipt.record, ids[1].1.record);
+    verify_receipt(&receipt, &vkey).unwrap();
+    assert_eq!(got["stores"]["projection"], "written");
+    assert_eq!(
+        c.get(&format!("/v1/decisions/{}", Uuid::now_v7()))
+            .await
+            .status(),
+        404
+    );
+
+    // The list comes from the projection, newest first.
+    let list: Value = c
+        .get("/v1/decisions?kind=motion")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["decisions"].as_array().unwrap().len(), 5);
+    assert_eq!(list["decisions"][0]["seq"], 4);
+
+    // The ledger's public endpoints.
+    let cp = c.get("/v1/ledger/checkpoint").await;
+    assert!(cp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let note = cp.text().await.unwrap();
+    triplicate_ledger::SignedCheckpoint::verify(&note, &vkey).unwrap();
+    let key: Value = c.get("/v1/keys/notary").await.json().await.unwrap();
+    assert_eq!(key["note_verifier_key"], vkey);
+    let proof: Value = c
+        .get("/v1/ledger/proof/consistency?from=2&to=5")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!proof["proof"].as_array().unwrap().is_empty());
+    let metrics = c.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("triplicate_submissions_total{outcome=\"created\"} 5"),
+        "{metrics}"
+    );
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_write_nothing_and_retries_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    let c = Client::new(&r);
+    let d = decision("motion", "Adopt the budget");
+    let good = body(
+        &d,
+        &[approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])],
+    );
+
+    // Too few approvals: the unmet requirement is named.
+    let (status, p) = c.submit(&body(&d, &[approve(&d, &r.approvers[0])])).await;
+    assert_eq!(status, 422, "{p}");
+    assert_eq!(
+        p["type"],
+        "https://triplicate.dev/problems/approvals-refused"
+    );
+    assert_eq!(p["unmet"][0]["group"], "board");
+    assert_eq!(p["unmet"][0]["needed"], 2);
+
+    // A bad signature and a duplicate approver: each failing approval is listed.
+    let mut forged = approve(&d, &r.approvers[1]);
+    forged.signature[0] ^= 1;
+    let dup = approve(&d, &r.approvers[0]);
+    let (status, p) = c
+        .submit(&body(&d, &[approve(&d, &r.approvers[0]), forged, dup]))
+        .await;
+    assert_eq!(status, 422, "{p}");
+    let reasons: Vec<(u64, String)> = p["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["index"].as_u64().unwrap(),
+                a["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons.contains(&(1, "bad_signature".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&(2, "duplicate_key".into())),
+        "{reasons:?}"
+    );
+
+    // An unknown key.
+    let stranger = SoftwareSigner::generate("stranger");
+    let (status, p) = c
+        .submit(&body(
+            &d,
+            &[approve(&d, &r.approvers[0]), approve(&d, &stranger)],
+        ))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(p["approvals"][0]["reason"], "unknown_key");
+
+    // Malformed: the field is named.
+    let mut bad = good.clone();
+    bad["decision"]["kind"] = json!("Not A Kind");
+    let (status, p) = c.submit(&bad).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        p["type"],
+        "https://triplicate.dev/problems/invalid-submission"
+    );
+    assert_eq!(p["problems"][0]["field"], "decision.kind");
+
+    // No token; a body over 1 MiB.
+    let resp = c
+        .http
+        .post(format!("{}/v1/decisions", c.base))
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = c
+        .http
+        .post(format!("{}/v1/decisions", c.base))
+        .bearer_auth(&c.token)
+        .body(vec![b' '; 1 << 21])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+
+    assert_eq!(r.service.ledger().tree_size(), 0, "nothing was written");
+
+    // Accepted once; the same again is 200 with the original receipt; other content is 409.
+    let (status, first) = c.submit(&good).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = c.submit(&good).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["receipt"]["record"], first["receipt"]["record"]);
+    let mut other = d.clone();
+    other.title = "Adopt a different budget".into();
+    let (status, p) = c
+        .submit(&body(
+            &other,
+            &[
+                approve(&other, &r.approvers[0]),
+                approve(&other, &r.approvers[1]),
+            ],
+        ))
+        .await;
+    assert_eq!(status, 409, "{p}");
+    assert_eq!(p["seq"], 0);
+    assert_eq!(r.service.ledger().tree_size(), 1);
+
+    // Concurrent submissions share commits and all land, each exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let d = decision("motion", &format!("Concurrent {i}"));
+        let b = body(
+            &d,
+            &[approve(&d, &r.approvers[0]), approve(&d, &r.approvers[2])],
+        );
+        let client = Client::new(&r);
+        tasks.push(tokio::spawn(async move { client.submit(&b).await.0 }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    assert_eq!(r.service.ledger().tree_size(), 51);
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_reload_keeps_the_old_policy_when_the_new_one_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    let c = Client::new(&r);
+    let reload = |token: Option<&str>| {
+        let mut req = c.http.post(format!("{}/v1/admin/policies/reload", c.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(reload(None).await.unwrap().status(), 401);
+    assert_eq!(reload(Some("wrong")).await.unwrap().status(), 401);
+    let gov = dir.path().join("policies/governance.toml");
+    let good = std::fs::read_to_string(&gov).unwrap();
+    std::fs::write(&gov, good.replace("threshold = 2 }]", "threshold = 9 }]")).unwrap();
+    let resp = reload(Some(&c.token)).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let p: Value = resp.json().await.unwrap();
+    assert!(
+        p["problems"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("threshold"),
+        "{p}"
+    );
+    // The old policy (2 of board) is still in force.
+    let d = decision("motion", "Still two of the board");
+    let (status, _) = c
+        .submit(&body(
+            &d,
+            &[approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])],
+        ))
+        .await;
+    assert_eq!(status, 201);
+    // A valid new policy (3 of board) takes effect.
+    std::fs::write(&gov, good.replace("threshold = 2 }]", "threshold = 3 }]")).unwrap();
+    assert_eq!(reload(Some(&c.token)).await.unwrap().status(), 200);
+    let d = decision("motion", "Now three");
+    let (status, p) = c
+        .submit(&body(
+            &d,
+            &[approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])],
+        ))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(p["unmet"][0]["needed"], 3);
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_rebuilds_the_index_and_catches_up_a_store_that_fell_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    let c = Client::new(&r);
+    let d = decision("motion", "Before the restart");
+    let b = body(
+        &d,
+        &[approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])],
+    );
+    assert_eq!(c.submit(&b).await.0, 201);
+    r.stop().await.unwrap();
+
+    // The projection is lost while the service is down.
+    std::fs::remove_file(dir.path().join("projection.db")).unwrap();
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("projection.db{ext}")));
+    }
+    let r = start(dir.path()).await;
+    let c = Client::new(&r);
+    // The index came back from the ledger: the retry is recognised.
+    assert_eq!(c.submit(&b).await.0, 200);
+    wait_for_stores(&r, 1).await;
+    let list: Value = c.get("/v1/decisions").await.json().await.unwrap();
+    assert_eq!(list["decisions"][0]["decision"]["id"], d.id.to_string());
+    r.stop().await.unwrap();
+}
