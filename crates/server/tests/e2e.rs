@@ -99,7 +99,7 @@ impl Client {
 }
 
 async fn wait_for_stores(r: &Running, size: u64) {
-    for _ in 0..200 {
+    for _ in 0..800 {
         let h = r.service.health();
         if h.stream.size >= size && h.projection.size >= size {
             return;
