@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod catchup;
+pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod problem;
@@ -72,9 +73,7 @@ impl Running {
 /// Starts the service on the development set-up under `config.data_dir` (see
 /// [`setup::dev_setup`]): opens the stores, builds the index, starts the committer, the
 /// catch-up worker, the ledger flusher and the HTTP server.
-pub async fn start(
-    config: ServeConfig,
-) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn start(config: ServeConfig) -> Result<Running, StartFailure> {
     let dev = setup::dev_setup(&config.data_dir)?;
     let (parts, ledger) = setup::open_parts(
         &config.data_dir,
@@ -85,22 +84,90 @@ pub async fn start(
         config.options.clone(),
     )
     .await?;
+    launch(
+        parts,
+        ledger,
+        auth::Tokens::new(&dev.tokens).map_err(StartFailure::Config)?,
+        false,
+        config.listen,
+        dev.admin_token,
+        dev.approvers,
+    )
+    .await
+}
+
+/// Starts the service from a configuration file's settings: its notary key, its policy
+/// directory, its tokens and its stores. Nothing is generated.
+pub async fn start_configured(
+    config: config::Config,
+    options: ServiceOptions,
+) -> Result<Running, StartFailure> {
+    let notary =
+        triplicate_keys::SoftwareSigner::from_pem_file(&config.notary.key).map_err(|e| {
+            StartFailure::Config(format!("notary key {}: {e}", config.notary.key.display()))
+        })?;
+    let projection = config.projection_choice().map_err(StartFailure::Config)?;
+    let (parts, ledger) = setup::open_parts(
+        &config.data_dir,
+        &config.origin,
+        std::sync::Arc::new(notary),
+        &config.policy_dir,
+        projection,
+        options,
+    )
+    .await?;
+    launch(
+        parts,
+        ledger,
+        auth::Tokens::new(&config.tokens).map_err(StartFailure::Config)?,
+        config.restrict_reads,
+        config.listen,
+        String::new(),
+        Vec::new(),
+    )
+    .await
+}
+
+/// Why the service did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartFailure {
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
+    #[error(transparent)]
+    Service(#[from] service::StartError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+async fn launch(
+    parts: ServiceParts,
+    ledger: std::sync::Arc<triplicate_ledger::EmbeddedLedger>,
+    tokens: auth::Tokens,
+    restrict_reads: bool,
+    listen: std::net::SocketAddr,
+    admin_token: String,
+    approvers: Vec<triplicate_keys::SoftwareSigner>,
+) -> Result<Running, StartFailure> {
     let service = Service::start(parts).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    catchup::spawn(&service, stopped(stop_rx.clone()));
-    let flusher = spawn_flusher(ledger, stopped(stop_rx.clone()));
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    let catchup = catchup::spawn(&service, stopped(stop_rx.clone()));
+    let flusher = spawn_flusher(ledger, stopped(stop_rx.clone()));
     let state = http::AppState {
         service: service.clone(),
-        tokens: std::sync::Arc::new(auth::Tokens::new(&dev.tokens)?),
-        restrict_reads: false,
+        tokens: std::sync::Arc::new(tokens),
+        restrict_reads,
     };
     let server = tokio::spawn(async move {
         let out = serve(listener, state, stopped(stop_rx)).await;
+        let _ = catchup.await;
         let _ = flusher.await;
         out
     });
@@ -108,8 +175,8 @@ pub async fn start(
     Ok(Running {
         addr,
         service,
-        admin_token: dev.admin_token,
-        approvers: dev.approvers,
+        admin_token,
+        approvers,
         stop: Some(stop_tx),
         server,
     })
