@@ -1,12 +1,30 @@
-//! The HTTP API (axum): decisions, the ledger's public endpoints, health, metrics, admin.
+//! The HTTP API (axum): decisions, the ledger's public endpoints, health, metrics, admin, and
+//! the OpenAPI document (`/openapi.json`, see [`crate::openapi`]).
+//!
+//! # Access log
+//!
+//! Every request is logged once, when its response is ready, as an `info` event with target
+//! `triplicate::access` (the application log uses the crates' own targets). Fields: `method`,
+//! `path` (the URI path only; the query string is never logged), `route` (the matched route
+//! template, when one matched), `status`, `latency_ms` (until the response headers were ready),
+//! `caller` and `role` (the bearer token's configured name and role, or `anonymous` for both
+//! when no known token was sent) and `auth` (`none`, `unrecognised` or `ok`: whether a bearer
+//! token was sent and known). Tokens themselves are never logged.
+//!
+//! It is on at the default level (`info`). Operators route it with the usual `RUST_LOG`
+//! directives: only the access log, `RUST_LOG=warn,triplicate::access=info`; everything but
+//! it, `RUST_LOG=info,triplicate::access=off`. With `--log-format json` each line carries
+//! `"target":"triplicate::access"`, which log shippers can route to a separate sink.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Deserialize;
@@ -22,6 +40,28 @@ use crate::service::{Service, SubmitError, SubmitOutcome};
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// The tracing target of the access log.
+pub const ACCESS_LOG_TARGET: &str = "triplicate::access";
+
+/// Every route the API serves, as (method, axum path). [`router`] is built from this list and
+/// `tests/openapi.rs` compares it with the OpenAPI document both ways, so a route cannot be
+/// added without being documented, nor documented without being served.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/decisions"),
+    ("GET", "/v1/decisions"),
+    ("GET", "/v1/decisions/{id}"),
+    ("GET", "/v1/ledger/checkpoint"),
+    ("GET", "/v1/ledger/tile/{*path}"),
+    ("GET", "/v1/ledger/proof/inclusion"),
+    ("GET", "/v1/ledger/proof/consistency"),
+    ("GET", "/v1/keys/notary"),
+    ("POST", "/v1/admin/policies/reload"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -31,23 +71,89 @@ pub struct AppState {
     pub restrict_reads: bool,
 }
 
-/// The router.
+/// The handler of one entry of [`ROUTES`].
+fn endpoint(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("POST", "/v1/decisions") => post(submit),
+        ("GET", "/v1/decisions") => get(list),
+        ("GET", "/v1/decisions/{id}") => get(get_decision),
+        ("GET", "/v1/ledger/checkpoint") => get(checkpoint),
+        ("GET", "/v1/ledger/tile/{*path}") => get(tile),
+        ("GET", "/v1/ledger/proof/inclusion") => get(inclusion),
+        ("GET", "/v1/ledger/proof/consistency") => get(consistency),
+        ("GET", "/v1/keys/notary") => get(notary_key),
+        ("POST", "/v1/admin/policies/reload") => post(reload_policy),
+        ("GET", "/healthz") => get(|| async { "ok\n" }),
+        ("GET", "/readyz") => get(readyz),
+        ("GET", "/metrics") => get(metrics),
+        ("GET", "/openapi.json") => get(openapi_json),
+        // A programming error that every test building the router finds.
+        _ => panic!("ROUTES lists {method} {path}, which has no handler"),
+    }
+}
+
+/// The router: [`ROUTES`], a problem+json 404 for anything else, the body limit and the
+/// access log.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/decisions", post(submit).get(list))
-        .route("/v1/decisions/{id}", get(get_decision))
-        .route("/v1/ledger/checkpoint", get(checkpoint))
-        .route("/v1/ledger/tile/{*path}", get(tile))
-        .route("/v1/ledger/proof/inclusion", get(inclusion))
-        .route("/v1/ledger/proof/consistency", get(consistency))
-        .route("/v1/keys/notary", get(notary_key))
-        .route("/v1/admin/policies/reload", post(reload_policy))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { Problem::not_found("no such endpoint") })
+    let mut app = Router::new();
+    for (method, path) in ROUTES {
+        // Routes on one path are merged by axum (`GET` and `POST /v1/decisions`).
+        app = app.route(path, endpoint(method, path));
+    }
+    app.fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
+}
+
+/// Logs one line per request under [`ACCESS_LOG_TARGET`]; see the module docs.
+async fn access_log(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let sent_token = req.headers().contains_key(header::AUTHORIZATION);
+    let caller = s.tokens.identify(req.headers());
+    let response = next.run(req).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (name, role, auth) = match &caller {
+        Some((name, role)) => (name.as_str(), role.as_str(), "ok"),
+        None if sent_token => ("anonymous", "anonymous", "unrecognised"),
+        None => ("anonymous", "anonymous", "none"),
+    };
+    tracing::info!(
+        target: ACCESS_LOG_TARGET,
+        method = method.as_str(),
+        path,
+        route = route.as_deref(),
+        status = response.status().as_u16(),
+        latency_ms,
+        caller = name,
+        role,
+        auth,
+        "request"
+    );
+    response
+}
+
+/// The OpenAPI document, built once.
+static OPENAPI: LazyLock<Bytes> = LazyLock::new(|| {
+    Bytes::from(
+        serde_json::to_vec(&crate::openapi::document())
+            // Serialising a `Value` cannot fail.
+            .unwrap_or_default(),
+    )
+});
+
+async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI.clone(),
+    )
+        .into_response()
 }
 
 fn submit_problem(e: SubmitError) -> Problem {
@@ -85,7 +191,7 @@ async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> R
     };
     match s.service.submit(&body).await {
         Ok(SubmitOutcome::Created(a)) => {
-            tracing::info!(target: "access", who, seq = a.receipt.seq, "decision recorded");
+            tracing::info!(who, seq = a.receipt.seq, "decision recorded");
             (StatusCode::CREATED, Json(a)).into_response()
         }
         Ok(SubmitOutcome::Existing(a)) => (StatusCode::OK, Json(a)).into_response(),

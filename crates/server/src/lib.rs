@@ -9,6 +9,7 @@ pub mod catchup;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod service;
 pub mod setup;
