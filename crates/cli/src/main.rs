@@ -10,12 +10,17 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod bench_submit;
+mod client;
 mod demo;
+mod get_cmd;
 mod keys_cmd;
 mod ledger_cmd;
 mod logging;
 mod sample;
 mod serve_cmd;
+mod sign_cmd;
+mod submit_cmd;
 mod verify_cmd;
 
 use std::path::PathBuf;
@@ -36,8 +41,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Record sample signed decisions in an embedded ledger and verify their receipts offline.
+    /// A guided tour: the service on a development set-up, decisions signed and submitted over
+    /// HTTP, receipts verified offline, the three stores shown to agree.
     Demo(demo::DemoArgs),
+    /// Load generators: `bench submit` (the write path over HTTP).
+    #[command(subcommand)]
+    Bench(bench_submit::BenchCmd),
     /// Software keys for development and tests.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCmd),
@@ -46,6 +55,14 @@ enum Command {
     Ledger(ledger_cmd::LedgerCmd),
     /// Run the governance service (embedded stores in ./data unless told otherwise).
     Serve(serve_cmd::ServeArgs),
+    /// Add your approval to a decision (or to a submission others signed).
+    Sign(sign_cmd::SignArgs),
+    /// Submit a signed decision to the service; verify and keep its receipt.
+    Submit(submit_cmd::SubmitArgs),
+    /// Read one decision back with a fresh receipt, verified offline.
+    Get(get_cmd::GetArgs),
+    /// List recorded decisions (newest first), filtered.
+    List(get_cmd::ListArgs),
     /// Verify receipts and checkpoints offline, trusting only the notary's public key.
     #[command(subcommand)]
     Verify(verify_cmd::VerifyCmd),
@@ -58,12 +75,23 @@ pub fn default_data_dir() -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // The tour and the load generator run the service in this process: its per-request access
+    // log would drown the tour and slow the benchmark, so they log warnings only by default.
+    let default_level = match cli.command {
+        Command::Demo(_) | Command::Bench(_) => "warn",
+        _ => "info",
+    };
+    logging::init(cli.log_format, default_level);
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
+        Command::Bench(c) => bench_submit::run(c),
         Command::Keys(c) => keys_cmd::run(c),
         Command::Ledger(c) => ledger_cmd::run(c),
         Command::Serve(a) => serve_cmd::run(a),
+        Command::Sign(a) => sign_cmd::run(a),
+        Command::Submit(a) => submit_cmd::run(a),
+        Command::Get(a) => get_cmd::run_get(a),
+        Command::List(a) => get_cmd::run_list(a),
         Command::Verify(c) => verify_cmd::run(c),
     };
     match result {
@@ -71,7 +99,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "command failed");
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(client::exit_code(&e))
         }
     }
 }

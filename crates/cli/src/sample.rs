@@ -1,10 +1,9 @@
-//! Realistic sample records for the demo and the benchmark: a decision signed by two approvers'
-//! keys and notarised, exactly as the write path will build them.
+//! Realistic sample records for the demo, the benchmarks and `sign`: a decision signed by two
+//! approvers' keys and notarised, exactly as the write path builds them.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use triplicate_core::digest::approval_message;
 use triplicate_core::{
     Approval, Decision, NotarySignature, Record, Timestamp, UnsignedRecord, RECORD_VERSION,
 };
@@ -31,43 +30,16 @@ impl Fixture {
 
     /// A decision of the kind boards pass every week.
     pub fn decision(&self, i: u64) -> anyhow::Result<Decision> {
-        let json = serde_json::json!({
-            "id": Uuid::now_v7().to_string(),
-            "kind": "budget.approval",
-            "title": format!("Approve the Q{} operating budget, line {i}", i % 4 + 1),
-            "body": format!(
-                "The board approves the operating budget for the quarter as tabled by the treasurer, \
-                 including the infrastructure line and the audit reserve. Motion {i} carried after \
-                 discussion; the secretary is instructed to notify the finance committee."
-            ),
-            "payload": {
-                "amount": {"currency": "EUR", "minor_units": 1_250_000 + i as i64},
-                "cost_centre": format!("CC-{:04}", i % 10_000),
-                "fiscal_year": 2026,
-                "lines": [
-                    {"code": "infra", "minor_units": 800_000},
-                    {"code": "audit-reserve", "minor_units": 450_000 + i as i64}
-                ]
-            },
-            "proposed_at": Timestamp::now().to_string(),
-        });
-        Decision::from_json(json.to_string().as_bytes()).context("build sample decision")
+        decision(i)
     }
 
     /// Approvals of `decision` by both approvers (sorted by key id, as records require).
     pub fn approvals(&self, decision: &Decision) -> anyhow::Result<Vec<Approval>> {
-        let digest = decision.digest()?;
-        let mut approvals = Vec::new();
-        for a in &self.approvers {
-            let signed_at = Timestamp::now();
-            let msg = approval_message(&digest, &a.key_id(), a.algorithm(), &signed_at)?;
-            approvals.push(Approval {
-                key_id: a.key_id(),
-                alg: a.algorithm(),
-                signature: a.sign(&msg).context("approver signs")?,
-                signed_at,
-            });
-        }
+        let mut approvals = self
+            .approvers
+            .iter()
+            .map(|a| approve(decision, a))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         approvals.sort_by(|x, y| x.key_id.cmp(&y.key_id));
         Ok(approvals)
     }
@@ -94,4 +66,46 @@ impl Fixture {
             signature,
         }))
     }
+}
+
+/// A decision of the kind boards pass every week: a budget approval (which the development
+/// policy lets pass with 2 of `board` and 1 of `treasury`), `i` making each one different.
+pub fn decision(i: u64) -> anyhow::Result<Decision> {
+    let json = serde_json::json!({
+        "id": Uuid::now_v7().to_string(),
+        "kind": "budget.approval",
+        "title": format!("Approve the Q{} operating budget, line {i}", i % 4 + 1),
+        "body": format!(
+            "The board approves the operating budget for the quarter as tabled by the treasurer, \
+             including the infrastructure line and the audit reserve. Motion {i} carried after \
+             discussion; the secretary is instructed to notify the finance committee."
+        ),
+        "payload": {
+            "amount": {"currency": "EUR", "minor_units": 1_250_000 + i as i64},
+            "cost_centre": format!("CC-{:04}", i % 10_000),
+            "fiscal_year": 2026,
+            "lines": [
+                {"code": "infra", "minor_units": 800_000},
+                {"code": "audit-reserve", "minor_units": 450_000 + i as i64}
+            ]
+        },
+        "proposed_at": Timestamp::now().to_string(),
+    });
+    Decision::from_json(json.to_string().as_bytes()).context("build sample decision")
+}
+
+/// One approver's approval of `decision`, signed now: the signature is over
+/// [`Approval::message`] of the decision's digest, which binds the key id, the algorithm and
+/// `signed_at` too.
+pub fn approve(decision: &Decision, signer: &dyn Signer) -> anyhow::Result<Approval> {
+    let digest = decision.digest().context("decision digest")?;
+    let mut approval = Approval {
+        key_id: signer.key_id(),
+        alg: signer.algorithm(),
+        signature: Vec::new(),
+        signed_at: Timestamp::now(),
+    };
+    let msg = approval.message(&digest).context("approval message")?;
+    approval.signature = signer.sign(&msg).context("approver signs")?;
+    Ok(approval)
 }

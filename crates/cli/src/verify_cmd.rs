@@ -1,5 +1,9 @@
 //! `triplicate verify receipt|consistency`: offline checks that trust only the notary's key.
 //! Exit 0 valid, 1 invalid (the failing step is printed), 2 unreadable.
+//!
+//! `verify receipt --url URL` also checks the receipt against the server's history, remembered
+//! per server like `submit` and `get` do (see `client.rs`); a server that cannot prove it is
+//! consistent is INVALID (exit 1), one that cannot be reached UNREADABLE (exit 2).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,8 +12,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use triplicate_core::Receipt;
 use triplicate_ledger::proof::{b64_hash, verify_consistency, ConsistencyProof};
-use triplicate_ledger::receipt::verify_receipt;
-use triplicate_ledger::SignedCheckpoint;
+use triplicate_ledger::receipt::{verify_receipt, ReceiptError, VerifiedReceipt};
+use triplicate_ledger::{Hash, SignedCheckpoint};
 
 #[derive(Debug, Subcommand)]
 pub enum VerifyCmd {
@@ -18,9 +22,16 @@ pub enum VerifyCmd {
     Receipt {
         /// The receipt (JSON).
         file: PathBuf,
-        /// The notary's note verifier key (`name+hex+base64`), or a file holding it.
+        /// The notary's note verifier key (`name+hex+base64`), or a file holding it. With
+        /// `--url` alone, the key pinned for that server is used.
+        #[arg(long, required_unless_present = "url")]
+        notary_key: Option<String>,
+        /// Also check the receipt against the server's history: the server's checkpoint must
+        /// verify with the key pinned for it, and the server must prove that its tree, the
+        /// receipt's and the newest one this client saw before are one history (remembered
+        /// per server, like `submit` and `get`).
         #[arg(long)]
-        notary_key: String,
+        url: Option<String>,
     },
     /// Verify that NEW_CHECKPOINT's tree extends OLD_CHECKPOINT's.
     Consistency {
@@ -55,8 +66,12 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        VerifyCmd::Receipt { file, notary_key } => {
-            let vkey = match read_verifier_key(&notary_key) {
+        VerifyCmd::Receipt {
+            file,
+            notary_key,
+            url,
+        } => {
+            let given = match notary_key.as_deref().map(read_verifier_key).transpose() {
                 Ok(v) => v,
                 Err(e) => return Ok(unreadable(e)),
             };
@@ -73,22 +88,23 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
                     ))
                 }
             };
-            match verify_receipt(&receipt, &vkey) {
-                Ok(v) => {
-                    println!(
-                        "VALID: record {} (seq {}) is entry {} of the tree of {} entries with root {}, signed by {}",
-                        receipt.record.decision.id,
-                        v.seq,
-                        v.seq,
-                        v.checkpoint.size,
-                        crate::ledger_cmd::b64(&v.checkpoint.root),
-                        v.checkpoint.origin
-                    );
-                    Ok(ExitCode::SUCCESS)
+            let Some(url) = url else {
+                let vkey = given.unwrap_or_default();
+                return Ok(report_receipt(&receipt, verify_receipt(&receipt, &vkey)));
+            };
+            let online = crate::client::runtime()
+                .and_then(|rt| rt.block_on(verify_with_server(&url, given.as_deref(), &receipt)));
+            match online {
+                Ok((outcome, session)) => {
+                    let code = report_receipt(&receipt, outcome);
+                    println!("server {}: {}", url, session.describe());
+                    Ok(code)
                 }
                 Err(e) => {
-                    println!("INVALID at step {e}");
-                    Ok(ExitCode::from(1))
+                    let code = crate::client::exit_code(&e);
+                    let label = if code == 2 { "UNREADABLE" } else { "INVALID" };
+                    println!("{label}: {e:#}");
+                    Ok(ExitCode::from(code))
                 }
             }
         }
@@ -133,20 +149,7 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             }
-            if old_cp.origin != new_cp.origin {
-                println!(
-                    "INVALID at step origin: {:?} and {:?} are different logs",
-                    old_cp.origin, new_cp.origin
-                );
-                return Ok(ExitCode::from(1));
-            }
-            match verify_consistency(
-                hashes.hashes(),
-                old_cp.size,
-                &old_cp.root,
-                new_cp.size,
-                &new_cp.root,
-            ) {
+            match check_consistency(&old_cp, &new_cp, hashes.hashes()) {
                 Ok(()) => {
                     println!(
                         "VALID: the tree of {} entries extends the tree of {} entries ({})",
@@ -155,12 +158,87 @@ pub fn run(cmd: VerifyCmd) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("INVALID at step consistency proof: {e}");
+                    println!("INVALID at step {e}");
                     Ok(ExitCode::from(1))
                 }
             }
         }
     }
+}
+
+fn report_receipt(receipt: &Receipt, outcome: Result<VerifiedReceipt, ReceiptError>) -> ExitCode {
+    match outcome {
+        Ok(v) => {
+            println!(
+                "VALID: record {} (seq {}) is entry {} of the tree of {} entries with root {}, signed by {}",
+                receipt.record.decision.id,
+                v.seq,
+                v.seq,
+                v.checkpoint.size,
+                crate::ledger_cmd::b64(&v.checkpoint.root),
+                v.checkpoint.origin
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("INVALID at step {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `verify receipt --url`: contacts the server (checking its history against the state
+/// remembered for it), verifies the receipt with the pinned key and, if it is valid, checks
+/// the receipt's checkpoint against the server's history too. The state is saved only when
+/// the server passed every check.
+async fn verify_with_server(
+    url: &str,
+    given: Option<&str>,
+    receipt: &Receipt,
+) -> anyhow::Result<(
+    Result<VerifiedReceipt, ReceiptError>,
+    crate::client::Session,
+)> {
+    use crate::client::{Client, Session, StateDir, Untrusted};
+    let client = Client::new(url, None)?;
+    let mut session = Session::open(&client, &StateDir::locate()?).await?;
+    if let Some(k) = given {
+        if k != session.vkey {
+            return Err(Untrusted(format!(
+                "the notary key given ({k}) is not the key pinned for {} ({})",
+                client.url(),
+                session.vkey
+            ))
+            .into());
+        }
+    }
+    let outcome = verify_receipt(receipt, &session.vkey);
+    if outcome.is_ok() {
+        session.observe(&client, &receipt.checkpoint).await?;
+    }
+    session.save()?;
+    Ok((outcome, session))
+}
+
+/// Checks that `new`'s tree extends `old`'s: the same log (origin), and `proof` is a valid
+/// consistency proof between their roots. Both checkpoints must already be verified against the
+/// notary key. The error names the failing step (`origin: …`, `consistency proof: …`).
+///
+/// Used offline by `verify consistency` and online by the client commands' per-server
+/// checkpoint state (`client.rs`).
+pub fn check_consistency(
+    old: &SignedCheckpoint,
+    new: &SignedCheckpoint,
+    proof: &[Hash],
+) -> Result<(), String> {
+    if old.origin != new.origin {
+        return Err(format!(
+            "origin: {:?} and {:?} are different logs",
+            old.origin, new.origin
+        ));
+    }
+    verify_consistency(proof, old.size, &old.root, new.size, &new.root)
+        .map_err(|e| format!("consistency proof: {e}"))
 }
 
 enum ProofInput {
