@@ -50,7 +50,8 @@ impl Proxy {
                     let target = target.clone();
                     let task = tokio::spawn(async move {
                         if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
                     conns.lock().unwrap().push(task);
@@ -86,11 +87,7 @@ impl Drop for Proxy {
 
 fn db_url(db: &PgTestDb, host_port: &str) -> String {
     let o = db.connect_options();
-    format!(
-        "postgres://{}@{host_port}/{}",
-        o.get_username(),
-        db.name()
-    )
+    format!("postgres://{}@{host_port}/{}", o.get_username(), db.name())
 }
 
 fn direct(db: &PgTestDb) -> String {
@@ -176,7 +173,12 @@ async fn assert_projection_matches_ledger(r: &Running, size: u64) {
 async fn the_service_writes_postgres_and_reads_from_it() {
     let db = PgTestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let r = start(dir.path(), db_url(&db, &direct(&db)), ServiceOptions::default()).await;
+    let r = start(
+        dir.path(),
+        db_url(&db, &direct(&db)),
+        ServiceOptions::default(),
+    )
+    .await;
     for i in 0..5 {
         let (status, out) = submit(&r, &submission(&r, &format!("Motion {i}"))).await;
         assert_eq!(status, 201, "{out}");
@@ -204,7 +206,12 @@ async fn submissions_keep_committing_while_postgres_is_unreachable_and_nothing_i
         catchup_interval: Duration::from_millis(100),
         ..ServiceOptions::default()
     };
-    let r = start(dir.path(), db_url(&db, &format!("127.0.0.1:{}", proxy.port)), options).await;
+    let r = start(
+        dir.path(),
+        db_url(&db, &format!("127.0.0.1:{}", proxy.port)),
+        options,
+    )
+    .await;
     for i in 0..3 {
         let (status, out) = submit(&r, &submission(&r, &format!("Before {i}"))).await;
         assert_eq!(status, 201, "{out}");
@@ -215,13 +222,19 @@ async fn submissions_keep_committing_while_postgres_is_unreachable_and_nothing_i
     let mut pending = 0;
     for i in 0..5 {
         let (status, out) = submit(&r, &submission(&r, &format!("During {i}"))).await;
-        assert_eq!(status, 201, "the ledger commits while PostgreSQL is down: {out}");
+        assert_eq!(
+            status, 201,
+            "the ledger commits while PostgreSQL is down: {out}"
+        );
         assert_eq!(out["stores"]["stream"], "written");
         if out["stores"]["projection"] == "pending" {
             pending += 1;
         }
     }
-    assert_eq!(pending, 5, "every receipt during the outage says the projection is pending");
+    assert_eq!(
+        pending, 5,
+        "every receipt during the outage says the projection is pending"
+    );
     let ready: Value = reqwest::get(format!("http://{}/readyz", r.addr))
         .await
         .unwrap()
