@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sha2::Digest;
 use triplicate_core::{Approval, Decision, Receipt, Timestamp};
 use triplicate_keys::{Signer, SoftwareSigner};
 use triplicate_ledger::receipt::verify_receipt;
@@ -300,6 +301,31 @@ async fn refusals_write_nothing_and_retries_are_idempotent() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+
+    // Every field within its limit, the whole record over 60 KiB: refused before the ledger.
+    let mut big = decision("motion", "A large record");
+    big.body = "x".repeat(32 * 1024);
+    big.payload = serde_json::from_value(json!({ "notes": "y".repeat(16 * 1024 - 20) })).unwrap();
+    big.attachments = (0..64u32)
+        .map(|i| triplicate_core::Attachment {
+            sha256: hex::encode(sha2::Sha256::digest(i.to_be_bytes())),
+            media_type: "application/pdf".into(),
+            size: 1000,
+            name: Some(format!("annex-{i:02}-{}.pdf", "z".repeat(60))),
+        })
+        .collect();
+    big.validate("").unwrap();
+    let (status, p) = c
+        .submit(&body(
+            &big,
+            &[
+                approve(&big, &r.approvers[0]),
+                approve(&big, &r.approvers[1]),
+            ],
+        ))
+        .await;
+    assert_eq!(status, 422, "{p}");
+    assert_eq!(p["problems"][0]["field"], "(record)", "{p}");
 
     assert_eq!(r.service.ledger().tree_size(), 0, "nothing was written");
 
