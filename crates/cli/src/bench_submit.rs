@@ -55,6 +55,12 @@ pub struct SubmitBenchArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Open loop: start submission i at i/RATE seconds (decisions per second) instead of as
+    /// fast as the service answers. Latency is then measured from each submission's scheduled
+    /// start, so a service that falls behind shows it (no coordinated omission); give enough
+    /// --concurrency that workers are free when a submission is due.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -241,6 +247,11 @@ async fn drive(
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let sample_every = (a.records / RECEIPT_SAMPLE).max(1) as usize;
+    anyhow::ensure!(
+        a.rate.is_none_or(|r| r.is_finite() && r > 0.0),
+        "--rate must be a positive number of decisions per second"
+    );
+    let rate = a.rate;
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..a.concurrency.min(a.records as usize) {
@@ -251,7 +262,14 @@ async fn drive(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
-                let t = Instant::now();
+                let t = match rate {
+                    Some(r) => {
+                        let due = started + std::time::Duration::from_secs_f64(i as f64 / r);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 match client.submit(body.clone()).await {
                     Ok(reply) => {
                         tally.latencies_us.push(t.elapsed().as_micros() as u64);
@@ -338,6 +356,7 @@ async fn drive(
                 "embedded": embedded,
                 "records": a.records,
                 "concurrency": a.concurrency,
+                "target_rate": a.rate,
                 "approvals_per_decision": approvals,
                 "mean_body_bytes": body_bytes / bodies.len().max(1),
                 "prepare_seconds": prepare_secs,
@@ -361,6 +380,9 @@ async fn drive(
             a.concurrency,
             if embedded { " (embedded in this process)" } else { "" }
         );
+        if let Some(r) = a.rate {
+            println!("open loop:  one submission every {:.3} ms (target {r:.0}/s); latency from each scheduled start", 1000.0 / r);
+        }
         println!("signed in:  {prepare_secs:.2} s (before the clock started)");
         println!(
             "outcome:    {accepted} accepted, {refused} refused, {failed} failed ({})",
