@@ -1,0 +1,371 @@
+//! Repair planning and execution.
+//!
+//! Every repair restores what the ledger holds: the ledger is the store of record, and the
+//! other two are copies of it. `minor` findings get actions that run without an auditor when
+//! `verification.toml` allows it ([`apply_repairs`]); `major` findings get *proposed* actions
+//! that wait for an auditor's approval (executing an approved one, and recording who approved
+//! it, is a later part of issue 5); `lag` is left to the catch-up worker and `critical` cannot
+//! be repaired from the copies.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use triplicate_core::Hash;
+use triplicate_ledger::Ledger;
+use triplicate_projection::{Projection, RepairRequest};
+use triplicate_stream::{AppendRequest, DecisionRecorded, EventStream};
+use uuid::Uuid;
+
+use crate::compare::Stores;
+use crate::model::{Class, Discrepancy, Kind, Store};
+use crate::policy::VerificationPolicy;
+
+/// What a repair does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Operation {
+    /// Replace (or restore) the projection's rows of one seq with the ledger's record, through
+    /// `Projection::repair`, which logs the change in the `repairs` table.
+    ReplaceProjectionRows,
+    /// Apply the ledger's record to the projection, as the write path would: for a seq past
+    /// the projection's highest (`Projection::repair` replaces rows, it does not extend).
+    ApplyProjectionRecords,
+    /// Append the ledger's record to the stream as its missing event.
+    AppendStreamEvent,
+    /// Rebuild the stream from the ledger: an append-only stream cannot change or remove an
+    /// event, nor fill a hole below its highest seq.
+    RebuildStream,
+    /// Remove projection rows the ledger has no record for (needs a projection call that does
+    /// not exist yet; proposed only).
+    RemoveProjectionRows,
+}
+
+/// Who lets the action run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Authority {
+    /// The policy lets the verifier run it on its own.
+    Automatic,
+    /// It waits for an auditor's approval.
+    Auditor,
+}
+
+/// Where an action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    /// Decided on, not run yet.
+    Planned,
+    /// Waiting for an auditor.
+    Proposed,
+    /// Run, and it changed the store.
+    Applied,
+    /// Run, and the store already held the ledger's content (the catch-up worker or an
+    /// earlier repair got there first).
+    Unchanged,
+    /// Run, and it failed; `detail` says why.
+    Failed,
+}
+
+/// One repair, planned from one finding (or, for a stream rebuild, from all of a run's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairAction {
+    /// For auditors to approve or reject it by.
+    pub id: Uuid,
+    /// The seq repaired; `None` for a whole-store rebuild (`seqs` lists what prompted it).
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seqs: Vec<u64>,
+    pub store: Store,
+    /// The class of the finding it answers.
+    pub class: Class,
+    /// The kind of the finding it answers.
+    pub kind: Kind,
+    pub operation: Operation,
+    pub authority: Authority,
+    pub status: ActionStatus,
+    /// The ledger's leaf hash the store will hold afterwards, for single-seq repairs.
+    #[serde(default, with = "crate::b64::option")]
+    pub restores: Option<Hash>,
+    /// Why, and after running, what happened.
+    pub detail: String,
+}
+
+/// Plans the repairs for a run's findings. `minor` findings get actions that run on their own
+/// when the policy lists `minor` under `[repair] automatic`; `major` ones get proposals.
+pub fn plan_repairs(
+    discrepancies: &[Discrepancy],
+    policy: &VerificationPolicy,
+) -> Vec<RepairAction> {
+    let mut actions = Vec::new();
+    // Stream findings no append can fix, gathered into one rebuild proposal: (the most
+    // serious class, its kind, the seqs).
+    let mut rebuild: Option<(Class, Kind, BTreeSet<u64>)> = None;
+    for d in discrepancies {
+        let single = |operation, authority| RepairAction {
+            id: Uuid::now_v7(),
+            seq: d.seq,
+            seqs: Vec::new(),
+            store: d.store,
+            class: d.class,
+            kind: d.kind,
+            operation,
+            authority,
+            status: match authority {
+                Authority::Automatic => ActionStatus::Planned,
+                Authority::Auditor => ActionStatus::Proposed,
+            },
+            restores: d.expected_hash,
+            detail: d.detail.clone(),
+        };
+        let authority = if policy.repairs_automatically(d.class) {
+            Authority::Automatic
+        } else {
+            Authority::Auditor
+        };
+        match (d.class, d.store, d.kind) {
+            (Class::Lag | Class::Critical, _, _) | (_, Store::Ledger, _) => {}
+            (Class::Minor, Store::Projection, Kind::Missing) if d.seq.is_some() => {
+                actions.push(single(Operation::ApplyProjectionRecords, authority));
+            }
+            (Class::Minor, Store::Projection, _) if d.seq.is_some() => {
+                actions.push(single(Operation::ReplaceProjectionRows, authority));
+            }
+            (Class::Minor, Store::Stream, Kind::Missing) if d.seq.is_some() => {
+                actions.push(single(Operation::AppendStreamEvent, authority));
+            }
+            (Class::Major, Store::Projection, Kind::Extra) => {
+                actions.push(single(Operation::RemoveProjectionRows, Authority::Auditor));
+            }
+            (class, Store::Stream, kind) => {
+                let r = rebuild.get_or_insert((class, kind, BTreeSet::new()));
+                if class > r.0 {
+                    (r.0, r.1) = (class, kind);
+                }
+                if let Some(s) = d.seq {
+                    r.2.insert(s);
+                }
+            }
+            (_, Store::Projection, _) => {
+                actions.push(single(Operation::ReplaceProjectionRows, Authority::Auditor));
+            }
+        }
+    }
+    if let Some((class, kind, seqs)) = rebuild {
+        actions.push(RepairAction {
+            id: Uuid::now_v7(),
+            seq: None,
+            seqs: seqs.into_iter().collect(),
+            store: Store::Stream,
+            class,
+            kind,
+            operation: Operation::RebuildStream,
+            authority: Authority::Auditor,
+            status: ActionStatus::Proposed,
+            restores: None,
+            detail: "the stream is append-only: events that differ, extra or duplicate events and \
+                     holes can only be fixed by rebuilding it from the ledger"
+                .into(),
+        });
+    }
+    actions
+}
+
+/// What [`apply_repairs`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplySummary {
+    pub applied: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+}
+
+/// Runs every planned automatic action the policy still allows, in seq order, updating each
+/// action's status and detail. Projection rows are replaced through `Projection::repair` (which
+/// logs old and new leaf hashes with `run_id`); missing stream events are appended in batches
+/// of consecutive seqs. Proposed actions are left alone.
+#[tracing::instrument(skip_all, fields(run_id = %run_id))]
+pub async fn apply_repairs<L, S, P>(
+    stores: Stores<'_, L, S, P>,
+    policy: &VerificationPolicy,
+    actions: &mut [RepairAction],
+    run_id: Uuid,
+) -> ApplySummary
+where
+    L: Ledger + ?Sized,
+    S: EventStream,
+    P: Projection,
+{
+    let mut summary = ApplySummary::default();
+    let mut runnable: Vec<usize> = (0..actions.len())
+        .filter(|&i| {
+            let a = &actions[i];
+            a.authority == Authority::Automatic
+                && a.status == ActionStatus::Planned
+                && policy.repairs_automatically(a.class)
+                && a.seq.is_some()
+        })
+        .collect();
+    runnable.sort_by_key(|&i| actions[i].seq);
+
+    // Projection rows, one seq at a time (each repair is its own logged transaction).
+    for &i in &runnable {
+        if actions[i].operation != Operation::ReplaceProjectionRows {
+            continue;
+        }
+        let Some(seq) = actions[i].seq else { continue };
+        let record_bytes = match stores.ledger.entry(seq) {
+            Ok(b) => b,
+            Err(e) => {
+                fail(
+                    &mut actions[i],
+                    &mut summary,
+                    format!("read ledger entry {seq}: {e}"),
+                );
+                continue;
+            }
+        };
+        let request = RepairRequest {
+            seq,
+            record_bytes,
+            reason: format!(
+                "{} {}: {}",
+                actions[i].store, actions[i].kind, actions[i].detail
+            ),
+            run_id: run_id.to_string(),
+        };
+        match stores.projection.repair(request).await {
+            Ok(o) if o.changed => {
+                actions[i].status = ActionStatus::Applied;
+                actions[i].detail = format!(
+                    "{}; repaired (repairs row {})",
+                    actions[i].detail,
+                    o.repair_id.map_or("?".into(), |id| id.to_string())
+                );
+                summary.applied += 1;
+                tracing::info!(seq, "repaired projection rows from the ledger");
+            }
+            Ok(_) => {
+                actions[i].status = ActionStatus::Unchanged;
+                summary.unchanged += 1;
+            }
+            Err(e) => fail(
+                &mut actions[i],
+                &mut summary,
+                format!("projection repair: {e}"),
+            ),
+        }
+    }
+
+    // Records past the projection's highest seq, then missing stream events: consecutive runs
+    // of seqs, each written as batches within the store's limits.
+    for (operation, max) in [
+        (
+            Operation::ApplyProjectionRecords,
+            triplicate_projection::MAX_BATCH,
+        ),
+        (
+            Operation::AppendStreamEvent,
+            stores.stream.limits().max_batch_events.max(1),
+        ),
+    ] {
+        let todo: Vec<usize> = runnable
+            .iter()
+            .copied()
+            .filter(|&i| actions[i].operation == operation)
+            .collect();
+        for group in consecutive(actions, &todo, max) {
+            let (Some(first), Some(last)) =
+                (actions[group[0]].seq, actions[group[group.len() - 1]].seq)
+            else {
+                continue;
+            };
+            let entries = stores
+                .ledger
+                .entries(first, last + 1)
+                .map_err(|e| format!("read ledger entries {first}..={last}: {e}"));
+            let written: Result<u64, String> = match (entries, operation) {
+                (Err(e), _) => Err(e),
+                (Ok(entries), Operation::ApplyProjectionRecords) => stores
+                    .projection
+                    .apply(entries)
+                    .await
+                    .map(|o| o.applied)
+                    .map_err(|e| format!("projection apply: {e}")),
+                (Ok(entries), _) => {
+                    let batch: Result<Vec<AppendRequest>, String> = entries
+                        .into_iter()
+                        .map(|b| {
+                            DecisionRecorded::from_record_bytes(b)
+                                .map(AppendRequest::new_decision)
+                                .map_err(|e| format!("ledger entry is not a record: {e}"))
+                        })
+                        .collect();
+                    match batch {
+                        Ok(batch) => stores
+                            .stream
+                            .append(batch)
+                            .await
+                            .map(|o| o.appended)
+                            .map_err(|e| format!("stream append: {e}")),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match written {
+                Ok(n) => {
+                    let status = if n > 0 {
+                        ActionStatus::Applied
+                    } else {
+                        ActionStatus::Unchanged
+                    };
+                    for &i in &group {
+                        actions[i].status = status;
+                        if n > 0 {
+                            summary.applied += 1;
+                        } else {
+                            summary.unchanged += 1;
+                        }
+                    }
+                    tracing::info!(
+                        first,
+                        last,
+                        written = n,
+                        ?operation,
+                        "restored missing records from the ledger"
+                    );
+                }
+                Err(e) => {
+                    for &i in &group {
+                        fail(&mut actions[i], &mut summary, e.clone());
+                    }
+                }
+            }
+        }
+    }
+    summary
+}
+
+/// Splits action indices (sorted by seq) into runs of consecutive seqs of at most `max`.
+fn consecutive(actions: &[RepairAction], todo: &[usize], max: usize) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for &i in todo {
+        match out.last_mut() {
+            Some(g)
+                if g.len() < max
+                    && g.last().and_then(|&j| actions[j].seq).map(|s| s + 1) == actions[i].seq =>
+            {
+                g.push(i);
+            }
+            _ => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+fn fail(a: &mut RepairAction, summary: &mut ApplySummary, why: String) {
+    tracing::warn!(seq = a.seq, store = %a.store, error = %why, "repair failed");
+    a.status = ActionStatus::Failed;
+    a.detail = format!("{}; failed: {why}", a.detail);
+    summary.failed += 1;
+}
