@@ -18,7 +18,9 @@ pub mod conformance;
 mod error;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
+mod payload;
 mod pgcopy;
+mod pgrows;
 mod plan;
 mod postgres;
 pub mod query;

@@ -11,6 +11,12 @@ use uuid::Uuid;
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
+/// The header of binary `COPY` data: the signature, no flags, no header extension.
+pub(crate) const HEADER: &[u8; 19] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The trailer: a tuple field count of −1.
+pub(crate) const TRAILER: &[u8; 2] = &[0xff, 0xff];
+
 /// Builds `COPY FROM STDIN (FORMAT binary)` data.
 #[derive(Debug)]
 pub(crate) struct CopyWriter {
@@ -18,12 +24,22 @@ pub(crate) struct CopyWriter {
 }
 
 impl CopyWriter {
-    pub fn with_capacity(bytes: usize) -> CopyWriter {
-        let mut buf = Vec::with_capacity(bytes + 19);
-        buf.extend_from_slice(SIGNATURE);
-        buf.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
-        buf.extend_from_slice(&0i32.to_be_bytes()); // no header extension
-        CopyWriter { buf }
+    /// A writer of tuples only: a piece of the data, sent between [`HEADER`] and [`TRAILER`]
+    /// (several pieces may follow one another).
+    pub fn tuples(bytes: usize) -> CopyWriter {
+        CopyWriter {
+            buf: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The tuples written (see [`CopyWriter::tuples`]).
+    pub fn into_tuples(self) -> Vec<u8> {
+        self.buf
     }
 
     /// Starts a tuple of `fields` fields.
@@ -71,11 +87,6 @@ impl CopyWriter {
     pub fn timestamp(&mut self, micros_since_2000: i64) {
         self.i64(micros_since_2000);
     }
-
-    pub fn finish(mut self) -> Vec<u8> {
-        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
-        self.buf
-    }
 }
 
 /// Reads `COPY TO STDOUT (FORMAT binary)` data.
@@ -96,6 +107,17 @@ impl<'a> CopyReader<'a> {
         let ext = r.be_i32()?;
         r.take(usize::try_from(ext).map_err(|_| "negative header extension".to_owned())?)?;
         Ok(r)
+    }
+
+    /// A reader of tuples starting at byte `pos` of data whose header [`CopyReader::new`]
+    /// checked (a position [`CopyReader::position`] returned).
+    pub fn at(data: &'a [u8], pos: usize) -> CopyReader<'a> {
+        CopyReader { data, pos }
+    }
+
+    /// Where the next tuple starts.
+    pub fn position(&self) -> usize {
+        self.pos
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
@@ -201,14 +223,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn header_and_trailer_constants() {
+        let mut h = SIGNATURE.to_vec();
+        h.extend_from_slice(&0i32.to_be_bytes());
+        h.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(HEADER.as_slice(), h.as_slice());
+        assert_eq!(TRAILER, &(-1i16).to_be_bytes());
+        let mut w = CopyWriter::tuples(8);
+        w.row(1);
+        w.i16(3);
+        let mut data = HEADER.to_vec();
+        data.extend_from_slice(&w.into_tuples());
+        data.extend_from_slice(TRAILER);
+        let mut r = CopyReader::new(&data).unwrap();
+        assert!(r.row(1).unwrap().is_some());
+        assert_eq!(r.i16("a").unwrap(), 3);
+        assert!(r.row(1).unwrap().is_none());
+    }
+
+    #[test]
     fn writer_output_reads_back() {
-        let mut w = CopyWriter::with_capacity(64);
+        let mut w = CopyWriter::tuples(64);
         w.row(4);
         w.i64(-5);
         w.text("héllo");
         w.null();
         w.uuid(&Uuid::from_u128(7));
-        let data = w.finish();
+        let mut data = HEADER.to_vec();
+        data.extend_from_slice(&w.into_tuples());
+        data.extend_from_slice(TRAILER);
         let mut r = CopyReader::new(&data).unwrap();
         assert!(r.row(4).unwrap().is_some());
         assert_eq!(r.i64("a").unwrap(), -5);

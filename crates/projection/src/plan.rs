@@ -9,6 +9,22 @@ use triplicate_core::digest::leaf_hash;
 use crate::rows::RecordRows;
 use crate::{hex_hash, ProjectionError};
 
+/// What the plan (and the batch's own checks) need of a validated record: its seq and its
+/// decision id as canonical UUID text.
+pub(crate) trait Keyed {
+    fn seq(&self) -> i64;
+    fn id(&self) -> &str;
+}
+
+impl Keyed for RecordRows {
+    fn seq(&self) -> i64 {
+        self.decision.seq
+    }
+    fn id(&self) -> &str {
+        &self.decision.id
+    }
+}
+
 /// A stored record that shares a seq or a decision id with the batch.
 #[derive(Debug)]
 pub(crate) struct Stored {
@@ -38,8 +54,8 @@ pub(crate) struct ApplyPlan {
 
 /// Plans an apply of consecutive records (a batch, or the next chunk of one; see the module
 /// docs). `batch` holds the bytes `rows` were made from.
-pub(crate) fn plan_apply(
-    rows_of: &[RecordRows],
+pub(crate) fn plan_apply<K: Keyed>(
+    rows_of: &[K],
     batch: &[Vec<u8>],
     stored: Vec<Stored>,
     highest: Option<u64>,
@@ -53,7 +69,7 @@ pub(crate) fn plan_apply(
     let next_seq = highest.map_or(0, |h| h + 1);
     let mut already = 0u64;
     for (i, rows) in rows_of.iter().enumerate() {
-        let seq = rows.decision.seq as u64;
+        let seq = rows.seq() as u64;
         let offered = || hex_hash(&leaf_hash(&batch[i]));
         if let Some(s) = by_seq.get(&seq) {
             if s.content.as_deref() == Ok(batch[i].as_slice()) {
@@ -66,9 +82,9 @@ pub(crate) fn plan_apply(
                 offered: offered(),
             });
         }
-        if let Some(s) = by_id.get(rows.decision.id.as_str()) {
+        if let Some(s) = by_id.get(rows.id()) {
             return Err(ProjectionError::DecisionConflict {
-                id: uuid::Uuid::try_parse(&rows.decision.id).unwrap_or_default(),
+                id: uuid::Uuid::try_parse(rows.id()).unwrap_or_default(),
                 stored_seq: s.seq,
                 stored: s.hash_text(),
                 offered_seq: seq,
@@ -86,12 +102,12 @@ pub(crate) fn plan_apply(
         // Later records of the batch have higher seqs than anything stored, so only their
         // decision ids can conflict.
         for (k, later) in rows_of.iter().enumerate().skip(i + 1) {
-            if let Some(s) = by_id.get(later.decision.id.as_str()) {
+            if let Some(s) = by_id.get(later.id()) {
                 return Err(ProjectionError::DecisionConflict {
-                    id: uuid::Uuid::try_parse(&later.decision.id).unwrap_or_default(),
+                    id: uuid::Uuid::try_parse(later.id()).unwrap_or_default(),
                     stored_seq: s.seq,
                     stored: s.hash_text(),
-                    offered_seq: later.decision.seq as u64,
+                    offered_seq: later.seq() as u64,
                     offered: hex_hash(&leaf_hash(&batch[k])),
                 });
             }

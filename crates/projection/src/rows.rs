@@ -10,11 +10,13 @@
 
 use std::collections::HashSet;
 
+use serde_json::{Map, Value};
 use triplicate_core::{
     Algorithm, Approval, Attachment, Decision, KeyId, NotarySignature, Record, Timestamp,
 };
 use uuid::Uuid;
 
+use crate::plan::Keyed;
 use crate::{ProjectionError, Rederived, RederivedRecord};
 
 /// One `decisions` row. Times are Unix nanoseconds (each backend splits them into its columns).
@@ -138,6 +140,15 @@ impl RecordRows {
 
     /// Like [`RecordRows::rebuild`], moving the strings instead of copying them.
     pub fn into_record(self) -> Result<Record, String> {
+        self.into_record_with(strict_json::object)
+    }
+
+    /// The record, with its payload made from the column's text by `payload` (after the seq is
+    /// checked, before anything else).
+    fn into_record_with(
+        self,
+        payload: impl FnOnce(&str) -> Result<Map<String, Value>, String>,
+    ) -> Result<Record, String> {
         let RecordRows {
             decision: d,
             approvals: approval_rows,
@@ -147,7 +158,7 @@ impl RecordRows {
         if d.seq > SAFE_INTEGER {
             return Err(format!("seq {} is beyond 2^53", d.seq));
         }
-        let payload = strict_json::object(&d.payload)?;
+        let payload = payload(&d.payload)?;
         let n_approvals = approval_rows.len();
         let mut approvals = Vec::with_capacity(n_approvals);
         for (i, a) in approval_rows.into_iter().enumerate() {
@@ -229,7 +240,41 @@ impl RecordRows {
     }
 
     /// Like [`RecordRows::rebuild_bytes`], consuming the rows.
+    ///
+    /// When the payload column's text is checked to be its own RFC 8785 form (the usual case;
+    /// see `payload.rs`), the record is written through core's writer with an empty payload and
+    /// the text put in its place, which skips parsing and rewriting it; the bytes are the same.
     pub fn into_bytes(self) -> Result<Vec<u8>, String> {
+        let text = self.decision.payload.as_bytes();
+        if crate::payload::canonical_object_len(text) == Some(text.len()) {
+            #[cfg(debug_assertions)]
+            let slow = self.clone().into_bytes_slow();
+            let mut rows = self;
+            let text = std::mem::take(&mut rows.decision.payload);
+            let mut record = rows.into_record_with(|_| Ok(Map::new()))?;
+            let bytes = record
+                .to_bytes()
+                .map_err(|e| format!("cannot canonicalise the rebuilt record: {e}"))?;
+            if let Some(out) = crate::payload::splice(&bytes, text.as_bytes()) {
+                #[cfg(debug_assertions)]
+                assert_eq!(
+                    Ok(&out),
+                    slow.as_ref(),
+                    "payload splice differs from the parsed payload"
+                );
+                return Ok(out);
+            }
+            // Not where core writes it (a change in core's writer): parse after all.
+            record.decision.payload = strict_json::object(&text)?;
+            return record
+                .to_bytes()
+                .map_err(|e| format!("cannot canonicalise the rebuilt record: {e}"));
+        }
+        self.into_bytes_slow()
+    }
+
+    /// Re-derivation by parsing the payload text and writing the whole record.
+    fn into_bytes_slow(self) -> Result<Vec<u8>, String> {
         self.into_record()?
             .to_bytes()
             .map_err(|e| format!("cannot canonicalise the rebuilt record: {e}"))
@@ -347,7 +392,8 @@ mod strict_json {
 
 fn uuid(s: &str, what: &str) -> Result<Uuid, String> {
     let u = Uuid::try_parse(s).map_err(|e| format!("{what} {s:?} is not a UUID: {e}"))?;
-    if u.hyphenated().to_string() != s {
+    let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    if u.hyphenated().encode_lower(&mut canonical) != s {
         return Err(format!("{what} {s:?} is not canonical UUID text"));
     }
     Ok(u)
@@ -363,6 +409,12 @@ fn alg(s: &str, what: &str) -> Result<Algorithm, String> {
 
 fn time(nanos: i128, what: &str) -> Result<Timestamp, String> {
     Timestamp::from_unix_nanos(nanos).map_err(|e| format!("{what}: {e}"))
+}
+
+/// The payload column's text parsed as strictly as a record's payload (see `strict_json`).
+#[cfg(test)]
+pub(crate) fn strict_payload(text: &str) -> Result<Map<String, Value>, String> {
+    strict_json::object(text)
 }
 
 /// Puts each record's approvals and attachments (all sorted by seq, position) with its
@@ -530,9 +582,9 @@ pub(crate) struct BatchChecker {
 
 impl BatchChecker {
     /// Checks the next chunk, whose first record is record `offset` of the batch.
-    pub fn check(&mut self, offset: usize, rows: &[RecordRows]) -> Result<(), ProjectionError> {
+    pub fn check<K: Keyed>(&mut self, offset: usize, rows: &[K]) -> Result<(), ProjectionError> {
         for (k, r) in rows.iter().enumerate() {
-            let seq = r.decision.seq;
+            let seq = r.seq();
             if let Some(last) = self.last_seq {
                 if seq != last + 1 {
                     return Err(ProjectionError::InvalidRecord {
@@ -544,12 +596,12 @@ impl BatchChecker {
                 }
             }
             self.last_seq = Some(seq);
-            if !self.ids.insert(r.decision.id.clone()) {
+            if !self.ids.insert(r.id().to_owned()) {
                 return Err(ProjectionError::InvalidRecord {
                     index: offset + k,
                     reason: format!(
                         "decision {} appears twice in the batch (one record per decision)",
-                        r.decision.id
+                        r.id()
                     ),
                 });
             }

@@ -127,6 +127,58 @@ impl Drop for PgTestDb {
     }
 }
 
+/// A slice of a range read's fetched data (a benchmark baseline: re-deriving alone, in
+/// memory; see [`PgProjection::fetch_for_baseline`]).
+#[derive(Debug)]
+pub struct FetchedSlice(pub(crate) crate::pgrows::Fetched);
+
+impl FetchedSlice {
+    /// Decodes the rows and re-derives every record on up to `threads` threads; returns how
+    /// many re-derived to bytes.
+    pub fn rederive(self, threads: usize) -> usize {
+        self.0
+            .rederive(threads)
+            .expect("fetched data decodes")
+            .iter()
+            .filter(|r| r.bytes().is_some())
+            .count()
+    }
+}
+
+/// Records' rows encoded as an apply writes them (binary `COPY` tuples), without validation,
+/// in batches (a benchmark baseline: the database's share of an apply).
+#[derive(Debug)]
+pub struct PgCopyRows(Vec<crate::pgrows::EncodedChunk>);
+
+impl PgCopyRows {
+    /// Encodes `records` in batches of `batch`.
+    pub fn encode(records: &[triplicate_core::Record], batch: usize) -> PgCopyRows {
+        PgCopyRows(
+            records
+                .chunks(batch)
+                .enumerate()
+                .map(|(i, c)| {
+                    crate::pgrows::encode_unvalidated(i * batch, c).expect("records encode")
+                })
+                .collect(),
+        )
+    }
+
+    /// Writes each batch with the apply's `COPY` statements in one transaction of its own, on
+    /// one connection: no validation, no lookups, no lock.
+    pub async fn copy_into(&self, pool: &PgPool) {
+        let mut conn = pool.acquire().await.expect("a connection");
+        for chunk in &self.0 {
+            let mut tx = conn.begin().await.expect("begin");
+            crate::postgres::write_chunk(&mut tx, chunk, 0)
+                .await
+                .map_err(|e| e.0)
+                .expect("COPY the rows");
+            tx.commit().await.expect("commit");
+        }
+    }
+}
+
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
