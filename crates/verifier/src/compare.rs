@@ -179,24 +179,26 @@ where
         trust: trust.clone(),
     });
     let mut scan = StreamScan::new(stores.stream, options.stream_after, options.stream_mark);
+    // Batch k is compared on the blocking pool while batch k+1 is read; results are taken in
+    // order, so findings stay in seq order and leaves fold in order.
+    let mut pending: Option<Pending> = None;
     let mut lo = range.start;
     while lo < range.end {
         let hi = range.end.min(lo.saturating_add(batch));
         let ledger_hi = hi.min(size);
         let mut events = Vec::new();
-        let mut stream_findings = Vec::new();
+        let mut read_findings = Vec::new();
         // The stream and projection reads run on the blocking pool once polled; `join!` polls
         // them before the synchronous ledger read (last), so all three reads overlap.
         let (scanned, projected, ledger_part) = tokio::join!(
-            scan.take_until(hi, &mut events, &mut stream_findings),
+            scan.take_until(hi, &mut events, &mut read_findings),
             stores.projection.record_bytes(lo, hi),
             async { read_ledger(stores.ledger, lo, ledger_hi) },
         );
         scanned?;
         let projected = projected.map_err(VerifyError::Projection)?;
-        out.discrepancies.extend(stream_findings);
         let (entries, stored, ledger_findings) = ledger_part;
-        out.discrepancies.extend(ledger_findings);
+        read_findings.extend(ledger_findings);
         out.records += ledger_hi.saturating_sub(lo);
         out.beyond_ledger += hi - lo.max(ledger_hi);
 
@@ -209,27 +211,18 @@ where
             projected,
         };
         let c = ctx.clone();
-        let done = tokio::task::spawn_blocking(move || compare_chunk(&c, chunk))
-            .await
-            .map_err(|e| VerifyError::Task(e.to_string()))?;
-        out.discrepancies.extend(done.findings);
-        out.signatures_checked += done.signatures;
-        if let Some(cr) = fold.as_mut() {
-            match done.rehashed {
-                Some(leaves) if cr.size() == lo => {
-                    for l in leaves {
-                        cr.push(l);
-                    }
-                }
-                _ => {
-                    // A batch whose entries could not be read breaks the fold; its failure is
-                    // already a finding.
-                    fold = None;
-                    out.root_verified = Some(false);
-                }
-            }
+        let next = Pending {
+            lo,
+            read_findings,
+            task: tokio::task::spawn_blocking(move || compare_chunk(&c, chunk)),
+        };
+        if let Some(done) = pending.replace(next) {
+            absorb(&mut out, &mut fold, done).await?;
         }
         lo = hi;
+    }
+    if let Some(done) = pending.take() {
+        absorb(&mut out, &mut fold, done).await?;
     }
     if let (Some(cr), Some(cp)) = (fold, options.verified) {
         let root = cr.root();
@@ -270,6 +263,44 @@ where
         );
     }
     Ok(out)
+}
+
+/// A batch read and being compared.
+struct Pending {
+    lo: u64,
+    read_findings: Vec<Discrepancy>,
+    task: tokio::task::JoinHandle<ChunkResult>,
+}
+
+/// Takes a compared batch's results into the findings, and its re-hashed leaves into the fold.
+async fn absorb(
+    out: &mut RangeFindings,
+    fold: &mut Option<crate::ledger_check::CompactRange>,
+    done: Pending,
+) -> Result<(), VerifyError> {
+    let result = done
+        .task
+        .await
+        .map_err(|e| VerifyError::Task(e.to_string()))?;
+    out.discrepancies.extend(done.read_findings);
+    out.discrepancies.extend(result.findings);
+    out.signatures_checked += result.signatures;
+    if let Some(cr) = fold.as_mut() {
+        match result.rehashed {
+            Some(leaves) if cr.size() == done.lo => {
+                for l in leaves {
+                    cr.push(l);
+                }
+            }
+            _ => {
+                // A batch whose entries could not be read breaks the fold; its failure is
+                // already a finding.
+                *fold = None;
+                out.root_verified = Some(false);
+            }
+        }
+    }
+    Ok(())
 }
 
 type LedgerPart = (Option<Vec<Vec<u8>>>, Option<Vec<Hash>>, Vec<Discrepancy>);
@@ -455,12 +486,13 @@ fn head(bytes: &[u8]) -> Option<Head> {
     serde_json::from_slice(bytes).ok()
 }
 
-/// Hashes `items` on every available core; the batch's CPU work is mostly SHA-256.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// Maps `items` on every available core (the batch's CPU work is SHA-256, parsing and
+/// signature checks), unless there are fewer than `min_each` items per core to give.
+fn par_map<T: Sync, R: Send>(items: &[T], min_each: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    if threads <= 1 || items.len() < 512 {
+    if threads <= 1 || items.len() < min_each.max(1) * 2 {
         return items.iter().map(&f).collect();
     }
     let per = items.len().div_ceil(threads);
@@ -497,9 +529,9 @@ fn compare_chunk(ctx: &Ctx, chunk: Chunk) -> ChunkResult {
     let ledger_hi = hi.min(ctx.size);
     let mut findings = Vec::new();
 
-    let rehashed: Option<Vec<Hash>> = entries.as_ref().map(|e| par_map(e, |b| leaf_hash(b)));
-    let event_hashes: Vec<Hash> = par_map(&events, |e| leaf_hash(&e.event.record_bytes));
-    let projected_hashes: Vec<Option<Hash>> = par_map(&projected, RederivedRecord::leaf_hash);
+    let rehashed: Option<Vec<Hash>> = entries.as_ref().map(|e| par_map(e, 256, |b| leaf_hash(b)));
+    let event_hashes: Vec<Hash> = par_map(&events, 256, |e| leaf_hash(&e.event.record_bytes));
+    let projected_hashes: Vec<Option<Hash>> = par_map(&projected, 256, RederivedRecord::leaf_hash);
 
     // Index the stream's events and the projection's records by seq.
     let width = usize::try_from(hi - lo).unwrap_or(0);
@@ -820,7 +852,8 @@ fn reverify(ctx: &Ctx, lo: u64, entries: &[Vec<u8>], findings: &mut Vec<Discrepa
     };
     let notary = ctx.trust.notary();
     let notary_id = notary.key_id();
-    let records: Vec<Option<Record>> = par_map(entries, |b| Record::from_canonical_bytes(b).ok());
+    let records: Vec<Option<Record>> =
+        par_map(entries, 64, |b| Record::from_canonical_bytes(b).ok());
     // Messages first, so the batch can borrow them.
     struct Pending {
         seq: u64,
@@ -922,7 +955,13 @@ fn reverify(ctx: &Ctx, lo: u64, entries: &[Vec<u8>], findings: &mut Vec<Discrepa
             sig: sigs[*i],
         })
         .collect();
-    let verdicts = verify_many(&items);
+    // Batches of a few hundred are as fast per signature as larger ones (see verify_many), so
+    // splitting the items across cores costs nothing.
+    let parts: Vec<&[VerifyItem<'_>]> = items.chunks(1_024).collect();
+    let verdicts: Vec<_> = par_map(&parts, 1, |part| verify_many(part))
+        .into_iter()
+        .flatten()
+        .collect();
     for ((_, _, p), v) in msgs.iter().zip(&verdicts) {
         if let Err(e) = v {
             findings.push(Discrepancy {

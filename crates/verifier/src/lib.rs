@@ -44,5 +44,5 @@ pub use repair::{
     apply_repairs, plan_repairs, ActionStatus, ApplySummary, Authority, Operation, RepairAction,
 };
 pub use report::{Report, RunMode, SeqRange, REPORT_DOMAIN, REPORT_VERSION};
-pub use run::{run, RunRequest};
+pub use run::{run, unopenable_ledger_report, RunRequest};
 pub use trust::Trust;

@@ -1,18 +1,18 @@
 //! One verification run: the ledger's self-check, the comparison, repair planning and
 //! execution, and the report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use triplicate_core::Timestamp;
-use triplicate_ledger::Ledger;
+use triplicate_ledger::{Ledger, LedgerError};
 use triplicate_projection::Projection;
 use triplicate_stream::{EventStream, Position};
 use uuid::Uuid;
 
 use crate::compare::{verify_range, RangeOptions, Stores, DEFAULT_BATCH};
 use crate::error::VerifyError;
-use crate::ledger_check::{check_checkpoint, fsck_finding, CheckpointRef};
-use crate::model::Counts;
+use crate::ledger_check::{check_checkpoint, fsck_finding, read_failure, CheckpointRef};
+use crate::model::{Counts, Discrepancy};
 use crate::policy::VerificationPolicy;
 use crate::repair::{apply_repairs, plan_repairs};
 use crate::report::{Report, RunMode, SeqRange, REPORT_VERSION};
@@ -189,4 +189,43 @@ where
         "verification run finished"
     );
     Ok(report)
+}
+
+/// The report of a run that could not start because the ledger refused to open (its files
+/// disagree with its checkpoint, a file is missing): one critical finding naming the file, in
+/// the same format as every other report, so a ledger failure is reported, never a crash. With
+/// the ledger's directory, fsck is run too and its finding (usually more precise) is added.
+pub fn unopenable_ledger_report(
+    error: &LedgerError,
+    ledger_dir: Option<&Path>,
+    trust: &Trust,
+    mode: RunMode,
+) -> Report {
+    let started_at = Timestamp::now();
+    let mut discrepancies: Vec<Discrepancy> = vec![read_failure("open the ledger", error)];
+    if let Some(dir) = ledger_dir {
+        discrepancies.extend(fsck_finding(dir, trust.notary_vkey()));
+    }
+    tracing::error!(
+        target: "triplicate::verifier",
+        error = %error,
+        "the ledger could not be opened; reporting it as critical"
+    );
+    Report {
+        version: REPORT_VERSION,
+        run_id: Uuid::now_v7(),
+        mode,
+        started_at,
+        finished_at: Timestamp::now(),
+        as_of: started_at,
+        checkpoint_old: None,
+        checkpoint_new: None,
+        ranges: Vec::new(),
+        records_compared: 0,
+        signatures_checked: 0,
+        counts: Counts::of(&discrepancies),
+        discrepancies,
+        actions: Vec::new(),
+        stream_cursor: None,
+    }
 }

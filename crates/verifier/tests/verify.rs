@@ -11,8 +11,8 @@ use triplicate_keys::SoftwareSigner;
 use triplicate_ledger::Ledger;
 use triplicate_stream::{AppendRequest, DecisionRecorded, EventStream};
 use triplicate_verifier::{
-    run, ActionStatus, Authority, CheckpointRef, Class, Kind, Operation, Report, RunRequest, Store,
-    REPORT_DOMAIN,
+    run, unopenable_ledger_report, ActionStatus, Authority, CheckpointRef, Class, Kind, Operation,
+    Report, RunMode, RunRequest, Store, VerificationPolicy, REPORT_DOMAIN,
 };
 
 fn only(report: &Report, class: Class) -> Vec<&triplicate_verifier::Discrepancy> {
@@ -370,4 +370,113 @@ async fn a_checkpoint_the_ledger_does_not_extend_is_critical() {
     let report = run(env.stores(), &p, &env.trust, &shrunk).await.unwrap();
     assert_eq!(report.discrepancies[0].kind, Kind::ConsistencyFailure);
     assert!(report.discrepancies[0].detail.contains("shrank"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_runs_read_the_stream_from_the_last_cursor() {
+    let env = Env::new().await;
+    env.append(300, 300).await;
+    let p = VerificationPolicy::from_toml("[schedule]\nrolling_window = 100\n").unwrap();
+    let full = run(env.stores(), &p, &env.trust, &env.full())
+        .await
+        .unwrap();
+    assert!(full.is_clean());
+    let cursor = full.stream_cursor.clone().expect("a cursor before seq 200");
+
+    env.append(50, 50).await;
+    let inc = run(
+        env.stores(),
+        &p,
+        &env.trust,
+        &RunRequest::incremental_after(&full),
+    )
+    .await
+    .unwrap();
+    assert!(inc.is_clean(), "{:#?}", inc.discrepancies);
+    assert_eq!((inc.ranges[0].start, inc.ranges[0].end), (200, 350));
+    assert_eq!(inc.records_compared, 150);
+    assert_ne!(inc.stream_cursor, Some(cursor), "the cursor moves on");
+
+    // An event changed before the window is outside an incremental run, and inside a full one.
+    let other = env.record(20);
+    let c = env.raw("stream.db");
+    c.execute_batch("DROP TRIGGER events_no_update").unwrap();
+    c.execute("UPDATE events SET data = ?1 WHERE seq = 20", [&other])
+        .unwrap();
+    let inc2 = run(
+        env.stores(),
+        &p,
+        &env.trust,
+        &RunRequest::incremental_after(&inc),
+    )
+    .await
+    .unwrap();
+    assert!(inc2.is_clean());
+    let full2 = run(env.stores(), &p, &env.trust, &RunRequest::full_after(&inc2))
+        .await
+        .unwrap();
+    assert_eq!(full2.counts.major, 1);
+    assert_eq!(full2.checkpoint_old, inc2.checkpoint_new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_stream_event_is_reported_and_stepped_over() {
+    let env = Env::new().await;
+    env.append(300, 300).await;
+    let c = env.raw("stream.db");
+    c.execute_batch(
+        "DROP TRIGGER events_no_update; UPDATE events SET metadata = '{}' WHERE seq = 150;",
+    )
+    .unwrap();
+    let p = common::policy();
+    let report = run(env.stores(), &p, &env.trust, &env.full())
+        .await
+        .unwrap();
+    assert_eq!(report.counts.total(), 2, "{:#?}", report.discrepancies);
+    let damaged = report
+        .discrepancies
+        .iter()
+        .find(|d| d.kind == Kind::Damaged)
+        .unwrap();
+    assert_eq!(
+        (damaged.store, damaged.class, damaged.seq),
+        (Store::Stream, Class::Major, None)
+    );
+    // Its seq reads as a hole, and every event after it was still compared.
+    let gap = report
+        .discrepancies
+        .iter()
+        .find(|d| d.kind == Kind::Gap)
+        .unwrap();
+    assert_eq!((gap.store, gap.seq), (Store::Stream, Some(150)));
+    assert_eq!(report.actions.len(), 1);
+    assert_eq!(report.actions[0].operation, Operation::RebuildStream);
+    assert_eq!(report.actions[0].class, Class::Major);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_refuses_to_open_is_reported_as_critical() {
+    let env = Env::new().await;
+    env.append(300, 300).await;
+    env.ledger.flush().unwrap();
+    // Rewrite the checkpoint to claim a smaller tree: its signature no longer verifies, and
+    // the ledger refuses to open.
+    let checkpoint = env.ledger_dir().join("checkpoint");
+    let text = std::fs::read_to_string(&checkpoint).unwrap();
+    std::fs::write(&checkpoint, text.replacen("\n300\n", "\n299\n", 1)).unwrap();
+    let err = triplicate_ledger::EmbeddedLedger::open_read_only(&env.ledger_dir(), None)
+        .expect_err("the ledger refuses to open");
+    let report = unopenable_ledger_report(&err, Some(&env.ledger_dir()), &env.trust, RunMode::Full);
+    assert!(report.counts.critical >= 1);
+    assert_eq!(report.counts.total(), report.counts.critical);
+    let name = checkpoint.display().to_string();
+    assert!(
+        report
+            .discrepancies
+            .iter()
+            .all(|d| d.file.as_deref() == Some(name.as_str())),
+        "{:#?}",
+        report.discrepancies
+    );
+    assert!(report.digest().is_ok());
 }
