@@ -181,7 +181,9 @@ pub struct ApplySummary {
 }
 
 /// Runs every planned automatic action the policy still allows, in seq order, updating each
-/// action's status and detail. Projection rows are replaced through `Projection::repair` (which
+/// action's status and detail. Each ledger entry copied must still hash to the leaf hash the
+/// comparison used (`RepairAction::restores`); callers do not run repairs at all when the run
+/// found the ledger itself at fault ([`crate::run()`] does not). Projection rows are replaced through `Projection::repair` (which
 /// logs old and new leaf hashes with `run_id`); missing stream events are appended in batches
 /// of consecutive seqs. Proposed actions are left alone.
 #[tracing::instrument(skip_all, fields(run_id = %run_id))]
@@ -214,7 +216,14 @@ where
             continue;
         }
         let Some(seq) = actions[i].seq else { continue };
-        let record_bytes = match stores.ledger.entry(seq) {
+        let record_bytes = match stores
+            .ledger
+            .entry(seq)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                check_restores(&b, seq, actions[i].restores)?;
+                Ok(b)
+            }) {
             Ok(b) => b,
             Err(e) => {
                 fail(
@@ -283,7 +292,14 @@ where
             let entries = stores
                 .ledger
                 .entries(first, last + 1)
-                .map_err(|e| format!("read ledger entries {first}..={last}: {e}"));
+                .map_err(|e| format!("read ledger entries {first}..={last}: {e}"))
+                .and_then(|entries| {
+                    for (&i, b) in group.iter().zip(&entries) {
+                        let seq = actions[i].seq.unwrap_or_default();
+                        check_restores(b, seq, actions[i].restores)?;
+                    }
+                    Ok(entries)
+                });
             let written: Result<u64, String> = match (entries, operation) {
                 (Err(e), _) => Err(e),
                 (Ok(entries), Operation::ApplyProjectionRecords) => stores
@@ -344,6 +360,21 @@ where
         }
     }
     summary
+}
+
+/// Refuses to copy a ledger entry that does not hash to what the comparison saw: a repair must
+/// never spread bytes the ledger's own check would reject.
+fn check_restores(bytes: &[u8], seq: u64, restores: Option<Hash>) -> Result<(), String> {
+    let h = triplicate_core::digest::leaf_hash(bytes);
+    match restores {
+        Some(r) if r == h => Ok(()),
+        Some(r) => Err(format!(
+            "ledger entry {seq} now hashes to {}, not the {} the run compared with",
+            crate::b64::encode(&h),
+            crate::b64::encode(&r)
+        )),
+        None => Err(format!("no ledger hash was recorded for seq {seq}")),
+    }
 }
 
 /// Splits action indices (sorted by seq) into runs of consecutive seqs of at most `max`.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::compare::{verify_range, RangeOptions, Stores, DEFAULT_BATCH};
 use crate::error::VerifyError;
 use crate::ledger_check::{check_checkpoint, fsck_finding, read_failure, CheckpointRef};
-use crate::model::{Counts, Discrepancy};
+use crate::model::{Class, Counts, Discrepancy};
 use crate::policy::VerificationPolicy;
 use crate::repair::{apply_repairs, plan_repairs};
 use crate::report::{Report, RunMode, SeqRange, REPORT_VERSION};
@@ -148,7 +148,12 @@ where
     discrepancies.extend(found.discrepancies);
 
     let mut actions = plan_repairs(&discrepancies, policy);
-    if request.repair {
+    let ledger_at_fault = discrepancies.iter().any(|d| d.class == Class::Critical);
+    if request.repair && ledger_at_fault {
+        // The copies are repaired from the ledger; a ledger that failed its own checks is not
+        // a source to copy from until an operator has acted.
+        tracing::warn!("the ledger failed its checks; automatic repairs are not run");
+    } else if request.repair {
         let summary = apply_repairs(stores, policy, &mut actions, run_id).await;
         if summary.applied + summary.failed > 0 {
             tracing::info!(

@@ -480,3 +480,35 @@ async fn a_ledger_that_refuses_to_open_is_reported_as_critical() {
     );
     assert!(report.digest().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_repaired_from_a_ledger_at_fault() {
+    let env = Env::new().await;
+    env.append(300, 300).await;
+    env.ledger.flush().unwrap();
+    env.raw("projection.db")
+        .execute_batch(
+            "DROP TRIGGER decisions_no_update;
+             UPDATE decisions SET title = 'drifted' WHERE seq = 42;",
+        )
+        .unwrap();
+    let path = env
+        .ledger_dir()
+        .join(triplicate_ledger::layout::bundle_path(0, 256));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[200] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let p = policy();
+    let report = run(env.stores(), &p, &env.trust, &env.full())
+        .await
+        .unwrap();
+    assert!(report.counts.critical > 0);
+    assert_eq!(report.counts.minor, 1, "{:#?}", report.discrepancies);
+    assert_eq!(report.actions.len(), 1);
+    assert_eq!(report.actions[0].status, ActionStatus::Planned);
+    let again = run(env.stores(), &p, &env.trust, &env.full())
+        .await
+        .unwrap();
+    assert_eq!(again.counts.minor, 1, "the drifted row is still there");
+}
