@@ -178,7 +178,12 @@ where
         reverify: policy.reverify_signatures && trust.registry().is_some(),
         trust: trust.clone(),
     });
-    let mut scan = StreamScan::new(stores.stream, options.stream_after, options.stream_mark);
+    let mut scan = StreamScan::new(
+        stores.stream,
+        range.start,
+        options.stream_after,
+        options.stream_mark,
+    );
     // Batch k is compared on the blocking pool while batch k+1 is read; results are taken in
     // order, so findings stay in seq order and leaves fold in order.
     let mut pending: Option<Pending> = None;
@@ -325,6 +330,8 @@ fn read_ledger<L: Ledger + ?Sized>(ledger: &L, lo: u64, hi: u64) -> LedgerPart {
 /// whose seqs fall below its end.
 struct StreamScan<'s, S> {
     stream: &'s S,
+    /// Events below the range's start are passed over as they are read, not kept.
+    start: u64,
     after: Option<Position>,
     buffer: VecDeque<StoredEvent>,
     end: bool,
@@ -335,9 +342,10 @@ struct StreamScan<'s, S> {
 }
 
 impl<'s, S: EventStream> StreamScan<'s, S> {
-    fn new(stream: &'s S, after: Option<Position>, mark: Option<u64>) -> Self {
+    fn new(stream: &'s S, start: u64, after: Option<Position>, mark: Option<u64>) -> Self {
         StreamScan {
             stream,
+            start,
             after,
             buffer: VecDeque::new(),
             end: false,
@@ -366,13 +374,19 @@ impl<'s, S: EventStream> StreamScan<'s, S> {
                 if self.mark.is_some_and(|m| e.event.seq < m) {
                     self.resume = Some(e.position);
                 }
+                if e.event.seq < self.start {
+                    self.seen = Some(self.seen.map_or(e.event.seq, |s| s.max(e.event.seq)));
+                    continue;
+                }
                 if self.seen.is_some_and(|s| e.event.seq <= s) {
+                    // Only a tampered store has these, so a linear look is fine.
+                    let duplicate = out.iter().any(|o| o.event.seq == e.event.seq);
                     findings.push(Discrepancy {
                         seq: Some(e.event.seq),
                         decision_id: Some(e.event.decision_id),
                         store: Store::Stream,
                         class: Class::Major,
-                        kind: if out.iter().any(|o| o.event.seq == e.event.seq) {
+                        kind: if duplicate {
                             Kind::Duplicate
                         } else {
                             Kind::OutOfOrder
@@ -387,7 +401,7 @@ impl<'s, S: EventStream> StreamScan<'s, S> {
                             self.seen.unwrap_or_default()
                         ),
                     });
-                    if out.iter().any(|o| o.event.seq == e.event.seq) {
+                    if duplicate {
                         continue;
                     }
                 }

@@ -396,6 +396,22 @@ async fn incremental_runs_read_the_stream_from_the_last_cursor() {
     assert_eq!((inc.ranges[0].start, inc.ranges[0].end), (200, 350));
     assert_eq!(inc.records_compared, 150);
     assert_ne!(inc.stream_cursor, Some(cursor), "the cursor moves on");
+    // Without a cursor the walk starts at the beginning and passes over what lies before the
+    // range: the same result.
+    let uncursored = run(
+        env.stores(),
+        &p,
+        &env.trust,
+        &RunRequest {
+            stream_after: None,
+            ..RunRequest::incremental_after(&full)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(uncursored.is_clean(), "{:#?}", uncursored.discrepancies);
+    assert_eq!(uncursored.records_compared, 150);
+    assert_eq!(uncursored.stream_cursor, inc.stream_cursor);
 
     // An event changed before the window is outside an incremental run, and inside a full one.
     let other = env.record(20);
