@@ -204,12 +204,17 @@ where
         let projected = projected.map_err(VerifyError::Projection)?;
         let (entries, stored, ledger_findings) = ledger_part;
         read_findings.extend(ledger_findings);
+        // Read after the copies were: the write path appends to the ledger before the copies,
+        // so a record a copy holds past this size is one the ledger lacks, not one it gained
+        // while the run went on.
+        let ledger_now = stores.ledger.tree_size().max(size);
         out.records += ledger_hi.saturating_sub(lo);
         out.beyond_ledger += hi - lo.max(ledger_hi);
 
         let chunk = Chunk {
             lo,
             hi,
+            ledger_now,
             entries,
             stored,
             events,
@@ -471,6 +476,8 @@ struct Ctx {
 struct Chunk {
     lo: u64,
     hi: u64,
+    /// The ledger's size after this batch's copies were read.
+    ledger_now: u64,
     entries: Option<Vec<Vec<u8>>>,
     stored: Option<Vec<Hash>>,
     events: Vec<StoredEvent>,
@@ -535,6 +542,7 @@ fn compare_chunk(ctx: &Ctx, chunk: Chunk) -> ChunkResult {
     let Chunk {
         lo,
         hi,
+        ledger_now,
         entries,
         stored,
         events,
@@ -731,8 +739,9 @@ fn compare_chunk(ctx: &Ctx, chunk: Chunk) -> ChunkResult {
         }
     }
 
-    // Records past the ledger's end.
-    for seq in lo.max(ledger_hi)..hi {
+    // Records past the ledger's end. Those below the size the ledger reached while the run went
+    // on are records appended meanwhile: the next run compares them.
+    for seq in lo.max(ledger_hi).max(ledger_now)..hi {
         let k = (seq - lo) as usize;
         for i in &by_seq[k] {
             let ev = &events[*i];

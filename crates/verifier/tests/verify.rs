@@ -528,3 +528,34 @@ async fn nothing_is_repaired_from_a_ledger_at_fault() {
         .unwrap();
     assert_eq!(again.counts.minor, 1, "the drifted row is still there");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_ledger_gained_during_a_run_are_not_extra() {
+    let env = Env::new().await;
+    env.append(300, 300).await;
+    // As if the checkpoint had been read at 290 and 10 records were committed (to all three
+    // stores) while the run went on.
+    let cp = CheckpointRef {
+        size: 290,
+        root: env.ledger.root_at(290).unwrap(),
+    };
+    let options = triplicate_verifier::RangeOptions {
+        verified: Some(cp),
+        batch: 64,
+        ..Default::default()
+    };
+    let found = triplicate_verifier::verify_range(
+        env.stores(),
+        &policy(),
+        &env.trust,
+        0..300,
+        triplicate_core::Timestamp::now(),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert!(found.discrepancies.is_empty(), "{:#?}", found.discrepancies);
+    assert_eq!(found.records, 290);
+    assert_eq!(found.root_verified, Some(true));
+    assert_eq!(found.signatures_checked, 870);
+}
