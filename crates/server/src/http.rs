@@ -56,6 +56,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/ledger/proof/consistency"),
     ("GET", "/v1/keys/notary"),
     ("POST", "/v1/admin/policies/reload"),
+    ("POST", "/v1/admin/crosscheck"),
+    ("POST", "/v1/admin/resume"),
+    ("GET", "/v1/crosscheck/last"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -69,6 +72,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Whether decision reads need a `reader` token.
     pub restrict_reads: bool,
+    /// The cross-verifier, when the service runs one.
+    pub crosscheck: Option<Arc<crate::crosscheck::CrossCheck>>,
 }
 
 /// The handler of one entry of [`ROUTES`].
@@ -83,6 +88,9 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/v1/ledger/proof/consistency") => get(consistency),
         ("GET", "/v1/keys/notary") => get(notary_key),
         ("POST", "/v1/admin/policies/reload") => post(reload_policy),
+        ("POST", "/v1/admin/crosscheck") => post(crosscheck_run),
+        ("POST", "/v1/admin/resume") => post(resume_writes),
+        ("GET", "/v1/crosscheck/last") => get(crosscheck_last),
         ("GET", "/healthz") => get(|| async { "ok\n" }),
         ("GET", "/readyz") => get(readyz),
         ("GET", "/metrics") => get(metrics),
@@ -180,6 +188,12 @@ fn submit_problem(e: SubmitError) -> Problem {
         )
         .with(&json!({ "decision_id": id, "seq": seq })),
         SubmitError::Unavailable(d) => Problem::unavailable(d),
+        SubmitError::Frozen(reason) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "writes-frozen",
+            "Writes are frozen until an admin resumes them",
+            format!("the cross-verifier found the ledger at fault; writes are refused until an admin calls POST /v1/admin/resume: {reason}"),
+        ),
         other => Problem::internal(other.to_string()),
     }
 }
@@ -461,4 +475,71 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.service.metrics().render(&h),
     )
         .into_response()
+}
+
+/// An auditor or an admin.
+fn require_auditor(s: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+    let (_, role) = s.tokens.require(headers, Role::Reader)?;
+    if matches!(role, Role::Auditor | Role::Admin) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "this needs an auditor or admin token; the token sent is a {}'s",
+                role.as_str()
+            ),
+        ))
+    }
+}
+
+fn checker(s: &AppState) -> Result<&Arc<crate::crosscheck::CrossCheck>, Problem> {
+    s.crosscheck
+        .as_ref()
+        .ok_or_else(|| Problem::unavailable("this service runs no cross-verifier"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrosscheckParams {
+    #[serde(default)]
+    full: bool,
+}
+
+async fn crosscheck_run(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    require_auditor(&s, &headers)?;
+    let params: CrosscheckParams = if body.iter().all(u8::is_ascii_whitespace) {
+        CrosscheckParams::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("the body: {e}")))?
+    };
+    let report = checker(&s)?
+        .run_now(params.full)
+        .await
+        .map_err(|e| Problem::unavailable(format!("the cross-check could not run: {e}")))?;
+    Ok(Json(&*report).into_response())
+}
+
+async fn crosscheck_last(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    require_auditor(&s, &headers)?;
+    match checker(&s)?.last() {
+        Some(report) => Ok(Json(&*report).into_response()),
+        None => Err(Problem::not_found("no cross-check has run yet")),
+    }
+}
+
+async fn resume_writes(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    let (who, _) = s.tokens.require(&headers, Role::Admin)?;
+    let was = s.service.resume_writes();
+    tracing::warn!(who, was_frozen = was.is_some(), "writes resumed");
+    Ok(Json(json!({ "accepting_writes": true, "was_frozen": was })).into_response())
 }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod catchup;
 pub mod config;
+pub mod crosscheck;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
@@ -46,6 +47,8 @@ pub struct Running {
     pub service: Service,
     pub admin_token: String,
     pub approvers: Vec<triplicate_keys::SoftwareSigner>,
+    /// The cross-verifier (its loop runs on the `verification.toml` schedule).
+    pub crosscheck: std::sync::Arc<crosscheck::CrossCheck>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -90,6 +93,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartFailure> {
         ledger,
         auth::Tokens::new(&dev.tokens).map_err(StartFailure::Config)?,
         false,
+        &dev.policy_dir,
         config.listen,
         dev.admin_token,
         dev.approvers,
@@ -122,6 +126,7 @@ pub async fn start_configured(
         ledger,
         auth::Tokens::new(&config.tokens).map_err(StartFailure::Config)?,
         config.restrict_reads,
+        &config.policy_dir,
         config.listen,
         String::new(),
         Vec::new(),
@@ -148,11 +153,15 @@ async fn launch(
     ledger: std::sync::Arc<triplicate_ledger::EmbeddedLedger>,
     tokens: auth::Tokens,
     restrict_reads: bool,
+    policy_dir: &std::path::Path,
     listen: std::net::SocketAddr,
     admin_token: String,
     approvers: Vec<triplicate_keys::SoftwareSigner>,
 ) -> Result<Running, StartFailure> {
+    let verification = crosscheck::load_policy(Some(policy_dir))
+        .map_err(|e| StartFailure::Config(format!("verification policy: {e}")))?;
     let service = Service::start(parts).await?;
+    let checker = std::sync::Arc::new(crosscheck::CrossCheck::new(service.clone(), verification));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -161,15 +170,18 @@ async fn launch(
     let addr = listener.local_addr()?;
     let catchup = catchup::spawn(&service, stopped(stop_rx.clone()));
     let flusher = spawn_flusher(ledger, stopped(stop_rx.clone()));
+    let verifier = checker.clone().spawn(stopped(stop_rx.clone()));
     let state = http::AppState {
         service: service.clone(),
         tokens: std::sync::Arc::new(tokens),
         restrict_reads,
+        crosscheck: Some(checker.clone()),
     };
     let server = tokio::spawn(async move {
         let out = serve(listener, state, stopped(stop_rx)).await;
         let _ = catchup.await;
         let _ = flusher.await;
+        let _ = verifier.await;
         out
     });
     tracing::info!(%addr, "serving");
@@ -178,6 +190,7 @@ async fn launch(
         service,
         admin_token,
         approvers,
+        crosscheck: checker,
         stop: Some(stop_tx),
         server,
     })

@@ -34,6 +34,7 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     ProblemType::new("not-found", 404, "NotFound"),
     ProblemType::new("bad-request", 400, "BadRequest"),
     ProblemType::new("unavailable", 503, "Unavailable"),
+    ProblemType::new("writes-frozen", 503, "WritesFrozen"),
     ProblemType::new("internal", 500, "Internal"),
 ];
 
@@ -164,7 +165,12 @@ fn paths() -> Value {
                         } } }
                     },
                     "500": response("Internal"),
-                    "503": response("Unavailable")
+                    "503": {
+                        "description": "The service cannot record now (`unavailable`), or the cross-verifier found the ledger at fault and writes are frozen until an admin resumes them (`writes-frozen`, the detail says why).",
+                        "content": { "application/problem+json": { "schema": {
+                            "oneOf": [schema("ProblemUnavailable"), schema("ProblemWritesFrozen")]
+                        } } }
+                    }
                 }
             },
             "get": {
@@ -313,6 +319,54 @@ fn paths() -> Value {
                     "401": response("Unauthorized"),
                     "403": response("Forbidden"),
                     "422": response("InvalidPolicy")
+                }
+            }
+        },
+        "/v1/admin/crosscheck": {
+            "post": {
+                "operationId": "runCrosscheck",
+                "tags": ["admin"],
+                "summary": "Run one cross-check of the three stores now",
+                "description": "Incremental from the last run unless the body is `{\"full\": true}` (the body is optional). Waits for a run under way to finish first; runs never overlap. Minor findings are repaired as `verification.toml` allows; a critical finding freezes writes. An auditor or admin token.",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "requestBody": {
+                    "required": false,
+                    "content": { "application/json": { "schema": schema("CrosscheckRequest") } }
+                },
+                "responses": {
+                    "200": json_body("The run's report.", "CrosscheckReport"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/crosscheck/last": {
+            "get": {
+                "operationId": "getLastCrosscheck",
+                "tags": ["admin"],
+                "summary": "The last cross-check's report",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "responses": {
+                    "200": json_body("The last report.", "CrosscheckReport"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "404": response("NotFound"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/admin/resume": {
+            "post": {
+                "operationId": "resumeWrites",
+                "tags": ["admin"],
+                "summary": "Accept writes again after a critical cross-check finding",
+                "security": needs("admin"),
+                "responses": {
+                    "200": json_body("Writes are accepted again.", "WritesResumed"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden")
                 }
             }
         },
@@ -568,6 +622,42 @@ fn answer_schemas() -> Value {
                 "algorithm": schema("Algorithm"),
                 "public_key": schema("Base64"),
                 "note_verifier_key": { "type": "string", "description": "C2SP signed-note verifier key: `<name>+<hex id>+<base64 key>`." }
+            }
+        },
+        "CrosscheckRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": { "full": { "type": "boolean", "default": false, "description": "A full sweep rather than an incremental run." } }
+        },
+        "CrosscheckReport": {
+            "type": "object",
+            "description": "A verification report (`triplicate-verifier`'s `Report`): run id, mode, times, checkpoints old and new, ranges, counts per class, every discrepancy and every repair action.",
+            "required": ["version", "run_id", "mode", "started_at", "finished_at", "counts", "discrepancies", "actions"],
+            "properties": {
+                "version": { "type": "integer" },
+                "run_id": { "type": "string", "format": "uuid" },
+                "mode": { "enum": ["incremental", "full"] },
+                "started_at": { "type": "string" },
+                "finished_at": { "type": "string" },
+                "counts": {
+                    "type": "object",
+                    "properties": {
+                        "lag": { "type": "integer" },
+                        "minor": { "type": "integer" },
+                        "major": { "type": "integer" },
+                        "critical": { "type": "integer" }
+                    }
+                },
+                "discrepancies": { "type": "array", "items": { "type": "object" } },
+                "actions": { "type": "array", "items": { "type": "object" } }
+            }
+        },
+        "WritesResumed": {
+            "type": "object",
+            "required": ["accepting_writes", "was_frozen"],
+            "properties": {
+                "accepting_writes": { "const": true },
+                "was_frozen": { "type": ["string", "null"], "description": "Why writes were frozen, if they were." }
             }
         },
         "PolicyReloaded": {

@@ -106,6 +106,8 @@ pub enum SubmitError {
     Conflict { id: Uuid, seq: u64 },
     #[error("the service is not accepting writes: {0}")]
     Unavailable(String),
+    #[error("writes are frozen: {0}")]
+    Frozen(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -171,6 +173,9 @@ pub(crate) struct Inner {
     pub catchup: Notify,
     pub options: ServiceOptions,
     pub metrics: crate::metrics::Metrics,
+    /// Why writes are refused, when the cross-verifier found the ledger at fault; cleared by
+    /// an admin (`POST /v1/admin/resume`).
+    frozen: RwLock<Option<String>>,
 }
 
 /// The governance service: the stores, the policy, the committer.
@@ -313,6 +318,7 @@ impl Service {
             catchup: Notify::new(),
             options,
             metrics: crate::metrics::Metrics::default(),
+            frozen: RwLock::new(None),
         });
         tokio::spawn(committer(inner.clone(), rx));
         Ok(Service { inner, tx })
@@ -349,6 +355,35 @@ impl Service {
         *self.inner.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         tracing::info!(dir = %dir.display(), "policy reloaded");
         Ok(())
+    }
+
+    /// Refuses writes from now on (a critical cross-check finding), saying why.
+    pub fn freeze_writes(&self, reason: String) {
+        tracing::error!(reason, "writes frozen until an admin resumes them");
+        *self.inner.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    /// Accepts writes again; returns the reason they were frozen, if they were.
+    pub fn resume_writes(&self) -> Option<String> {
+        let was = self
+            .inner
+            .frozen
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(reason) = &was {
+            tracing::warn!(reason, "writes resumed by an admin");
+        }
+        was
+    }
+
+    /// Why writes are frozen, when they are.
+    pub fn writes_frozen(&self) -> Option<String> {
+        self.inner
+            .frozen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The ledger.
@@ -396,7 +431,7 @@ impl Service {
             ledger_size: size,
             stream: lag(&self.inner.stream_state),
             projection: lag(&self.inner.projection_state),
-            accepting_writes: !self.tx.is_closed(),
+            accepting_writes: !self.tx.is_closed() && self.writes_frozen().is_none(),
         }
     }
 
@@ -445,6 +480,9 @@ impl Service {
     }
 
     async fn submit_inner(&self, body: &[u8]) -> Result<SubmitOutcome, SubmitError> {
+        if let Some(reason) = self.writes_frozen() {
+            return Err(SubmitError::Frozen(reason));
+        }
         let submission = Submission::from_json(body)?;
         tracing::Span::current().record(
             "decision_id",

@@ -531,6 +531,7 @@ impl Harness {
             service,
             tokens: Arc::new(tokens),
             restrict_reads,
+            crosscheck: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -1,0 +1,213 @@
+//! The cross-verifier inside the service: runs [`triplicate_verifier::run`] over the service's
+//! own stores on the `verification.toml` schedule (incremental runs on `incremental`, full
+//! sweeps on `full_sweep`) and on demand (`POST /v1/admin/crosscheck`), never two at once,
+//! keeping the last report (its checkpoint and stream cursor start the next incremental run).
+//!
+//! Automatic repairs run as the policy allows (`[repair] automatic`). A `critical` finding (the
+//! ledger failed its own checks) freezes writes ([`Service::freeze_writes`]) until an admin
+//! resumes them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use triplicate_core::Timestamp;
+use triplicate_verifier::{
+    Class, Report, RunMode, RunRequest, Stores, Trust, VerificationPolicy, VerifyError,
+};
+
+use crate::service::Service;
+
+/// The service's cross-verifier.
+pub struct CrossCheck {
+    service: Service,
+    policy: VerificationPolicy,
+    /// Held for the whole of a run, so runs never overlap; holds the last report.
+    run: tokio::sync::Mutex<Option<Arc<Report>>>,
+    /// The last report, readable while a run is under way.
+    last: std::sync::RwLock<Option<Arc<Report>>>,
+}
+
+impl std::fmt::Debug for CrossCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrossCheck")
+            .field("incremental", &self.policy.incremental.expression())
+            .field("full_sweep", &self.policy.full_sweep.expression())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrossCheckError {
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("notary verifier key: {0}")]
+    Notary(String),
+}
+
+/// Loads `policy_dir/verification.toml`; without one, the verifier's defaults (logged). A file
+/// that exists but is invalid is an error.
+pub fn load_policy(
+    policy_dir: Option<&Path>,
+) -> Result<VerificationPolicy, triplicate_policy::PolicyError> {
+    match policy_dir {
+        Some(dir) if dir.join(triplicate_verifier::VERIFICATION_FILE).exists() => {
+            let p = VerificationPolicy::load(dir)?;
+            tracing::info!(
+                file = %dir.join(triplicate_verifier::VERIFICATION_FILE).display(),
+                incremental = p.incremental.expression(),
+                full_sweep = p.full_sweep.expression(),
+                "cross-check schedule loaded"
+            );
+            Ok(p)
+        }
+        _ => {
+            let p = VerificationPolicy::default();
+            tracing::info!(
+                dir = ?policy_dir,
+                incremental = p.incremental.expression(),
+                full_sweep = p.full_sweep.expression(),
+                "no verification.toml: the cross-check uses the verifier's defaults"
+            );
+            Ok(p)
+        }
+    }
+}
+
+/// The trust a run starts from: the service's own notary key, and the key registry when the
+/// policy re-verifies signatures.
+pub fn trust_of(service: &Service, policy: &VerificationPolicy) -> Result<Trust, CrossCheckError> {
+    let notary = service.notary();
+    let vkey = triplicate_keys::note::note_verifier_key(notary.name(), &notary.public_key())
+        .map_err(|e| CrossCheckError::Notary(e.to_string()))?;
+    let registry = policy.reverify_signatures.then(|| service.policy());
+    Ok(Trust::new(&vkey, registry)?)
+}
+
+/// A one-line summary of the critical findings, for the writes-frozen problem.
+pub fn critical_summary(report: &Report) -> Option<String> {
+    let critical: Vec<_> = report
+        .discrepancies
+        .iter()
+        .filter(|d| d.class == Class::Critical)
+        .collect();
+    let first = critical.first()?;
+    let more = match critical.len() {
+        1 => String::new(),
+        n => format!(" (and {} more critical findings)", n - 1),
+    };
+    Some(format!(
+        "cross-check run {} found the ledger at fault: {:?} {}{}{}",
+        report.run_id,
+        first.kind,
+        first.detail,
+        first
+            .file
+            .as_deref()
+            .map(|f| format!(" [{f}]"))
+            .unwrap_or_default(),
+        more
+    ))
+}
+
+impl CrossCheck {
+    /// The cross-verifier of `service` under `policy`.
+    pub fn new(service: Service, policy: VerificationPolicy) -> CrossCheck {
+        CrossCheck {
+            service,
+            policy,
+            run: tokio::sync::Mutex::new(None),
+            last: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &VerificationPolicy {
+        &self.policy
+    }
+
+    /// The last report, if a run finished.
+    pub fn last(&self) -> Option<Arc<Report>> {
+        self.last.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs one cross-check now (waiting for a run under way to finish first): a full sweep
+    /// when `full`, else incremental from the last report. Freezes writes on a critical finding.
+    pub async fn run_now(&self, full: bool) -> Result<Arc<Report>, CrossCheckError> {
+        let mut guard = self.run.lock().await;
+        let mut request = match (&*guard, full) {
+            (Some(last), true) => RunRequest::full_after(last),
+            (Some(last), false) => RunRequest::incremental_after(last),
+            (None, _) => RunRequest::full(),
+        };
+        request.ledger_dir = self.service.ledger_dir().map(Path::to_path_buf);
+        let trust = trust_of(&self.service, &self.policy)?;
+        let stores = Stores {
+            ledger: &**self.service.ledger(),
+            stream: self.service.stream(),
+            projection: self.service.projection(),
+        };
+        let report = triplicate_verifier::run(stores, &self.policy, &trust, &request).await?;
+        if let Some(reason) = critical_summary(&report) {
+            self.service.freeze_writes(reason);
+        }
+        let report = Arc::new(report);
+        // A run whose checkpoint did not verify keeps the chain of the last good one.
+        let keep = match (&*guard, report.checkpoint_new) {
+            (Some(last), None) => {
+                let mut kept = (*report).clone();
+                kept.checkpoint_old = last.checkpoint_new.or(last.checkpoint_old);
+                kept.checkpoint_new = kept.checkpoint_old;
+                kept.stream_cursor = last.stream_cursor.clone();
+                Arc::new(kept)
+            }
+            _ => report.clone(),
+        };
+        *guard = Some(keep);
+        *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        Ok(report)
+    }
+
+    /// The loop `serve` runs: sleeps until the next incremental or full-sweep time, runs, and
+    /// repeats until `shutdown`.
+    pub fn spawn(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            loop {
+                let now = Timestamp::now();
+                let inc = self.policy.incremental.next_after(now);
+                let full = self.policy.full_sweep.next_after(now);
+                let (at, mode) = match (inc, full) {
+                    (Some(i), Some(f)) if f <= i => (f, RunMode::Full),
+                    (Some(i), _) => (i, RunMode::Incremental),
+                    (None, Some(f)) => (f, RunMode::Full),
+                    (None, None) => {
+                        tracing::warn!("the cross-check schedules have no next time");
+                        return;
+                    }
+                };
+                let wait = u64::try_from(at.unix_nanos() - now.unix_nanos()).unwrap_or(0);
+                let stop = tokio::select! {
+                    () = &mut shutdown => true,
+                    () = tokio::time::sleep(std::time::Duration::from_nanos(wait)) => false,
+                };
+                if stop {
+                    return;
+                }
+                match self.run_now(mode == RunMode::Full).await {
+                    Ok(r) => tracing::info!(
+                        run_id = %r.run_id,
+                        mode = ?r.mode,
+                        clean = r.is_clean(),
+                        "scheduled cross-check finished"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "scheduled cross-check could not run"),
+                }
+            }
+        })
+    }
+}
