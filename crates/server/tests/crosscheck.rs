@@ -1,0 +1,332 @@
+//! The cross-verifier inside the service: the real server on 127.0.0.1:0 with embedded
+//! stores, driven over HTTP; stores tampered with as a superuser with the files would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use triplicate_core::{Approval, Decision, Timestamp};
+use triplicate_keys::{Signer, SoftwareSigner};
+use triplicate_server::auth::{hash_token, Role, TokenEntry};
+use triplicate_server::config::{Config, NotaryConfig, StoreConfig};
+use triplicate_server::setup::{dev_setup, DevPaths, DEV_ORIGIN};
+use triplicate_server::{Running, ServiceOptions};
+use uuid::Uuid;
+
+const ADMIN: &str = "tpl_test_admin";
+const AUDITOR: &str = "tpl_test_auditor";
+const SUBMITTER: &str = "tpl_test_submitter";
+
+struct Harness {
+    r: Running,
+    approvers: Vec<SoftwareSigner>,
+    http: reqwest::Client,
+    base: String,
+}
+
+async fn start(dir: &std::path::Path) -> Harness {
+    let dev = dev_setup(dir).unwrap();
+    let entry = |name: &str, role: Role, token: &str| TokenEntry {
+        name: name.into(),
+        role,
+        sha256: hash_token(token),
+    };
+    let config = Config {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        origin: DEV_ORIGIN.into(),
+        policy_dir: dev.policy_dir.clone(),
+        restrict_reads: false,
+        notary: NotaryConfig {
+            key: DevPaths::new(dir).keys.join("notary.pem"),
+        },
+        projection: StoreConfig::default(),
+        tokens: vec![
+            entry("admin", Role::Admin, ADMIN),
+            entry("auditor", Role::Auditor, AUDITOR),
+            entry("submitter", Role::Submitter, SUBMITTER),
+        ],
+    };
+    let r = triplicate_server::start_configured(config, ServiceOptions::default())
+        .await
+        .unwrap();
+    let base = format!("http://{}", r.addr);
+    Harness {
+        r,
+        approvers: dev.approvers,
+        http: reqwest::Client::new(),
+        base,
+    }
+}
+
+fn decision(title: &str) -> Decision {
+    Decision::from_json(
+        json!({
+            "id": Uuid::now_v7().to_string(),
+            "kind": "motion",
+            "title": title,
+            "body": "Moved and carried.",
+            "payload": {"amount": 1200},
+            "proposed_at": Timestamp::now().to_string(),
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
+    let signed_at = Timestamp::now();
+    let msg = triplicate_core::digest::approval_message(
+        &d.digest().unwrap(),
+        &key.key_id(),
+        key.algorithm(),
+        &signed_at,
+    )
+    .unwrap();
+    Approval {
+        key_id: key.key_id(),
+        alg: key.algorithm(),
+        signature: key.sign(&msg).unwrap(),
+        signed_at,
+    }
+}
+
+impl Harness {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "POST" => self.http.post(url),
+            _ => self.http.get(url),
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn submission(&self, i: usize) -> Value {
+        let d = decision(&format!("Adopt motion {i}"));
+        let approvals = [
+            approve(&d, &self.approvers[0]),
+            approve(&d, &self.approvers[1]),
+        ];
+        json!({ "decision": d, "approvals": approvals })
+    }
+
+    async fn submit(&self, i: usize) -> (u16, Value) {
+        let b = self.submission(i);
+        self.call("POST", "/v1/decisions", Some(SUBMITTER), Some(&b))
+            .await
+    }
+
+    async fn submit_many(&self, n: usize) {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
+            let outs = futures::future::join_all(chunk.iter().map(|&i| self.submit(i))).await;
+            for (status, out) in outs {
+                assert_eq!(status, 201, "{out}");
+            }
+        }
+        self.wait_for_stores(n as u64).await;
+    }
+
+    async fn wait_for_stores(&self, size: u64) {
+        for _ in 0..800 {
+            let h = self.r.service.health();
+            if h.stream.size >= size && h.projection.size >= size {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("stores did not catch up: {:?}", self.r.service.health());
+    }
+
+    async fn crosscheck(&self, full: bool) -> Value {
+        let (status, report) = self
+            .call(
+                "POST",
+                "/v1/admin/crosscheck",
+                Some(AUDITOR),
+                Some(&json!({ "full": full })),
+            )
+            .await;
+        assert_eq!(status, 200, "{report}");
+        report
+    }
+}
+
+fn counts(report: &Value) -> (u64, u64, u64, u64) {
+    let c = &report["counts"];
+    (
+        c["lag"].as_u64().unwrap(),
+        c["minor"].as_u64().unwrap(),
+        c["major"].as_u64().unwrap(),
+        c["critical"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_run_finds_nothing_and_roles_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    // Nothing has run yet.
+    let (status, _) = h
+        .call("GET", "/v1/crosscheck/last", Some(AUDITOR), None)
+        .await;
+    assert_eq!(status, 404);
+    h.submit_many(20).await;
+
+    let report = h.crosscheck(false).await;
+    assert_eq!(counts(&report), (0, 0, 0, 0), "{report}");
+    assert_eq!(report["records_compared"], 20);
+    assert_eq!(report["discrepancies"], json!([]));
+    // An admin may run one too, with no body (an incremental run from the last).
+    let (status, report2) = h
+        .call("POST", "/v1/admin/crosscheck", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 200, "{report2}");
+    assert_eq!(report2["mode"], "incremental");
+    assert_eq!(counts(&report2), (0, 0, 0, 0), "{report2}");
+    let (status, last) = h
+        .call("GET", "/v1/crosscheck/last", Some(AUDITOR), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(last["run_id"], report2["run_id"]);
+
+    // Roles: no token 401; a submitter 403; resume is the admin's only.
+    for (method, path) in [
+        ("POST", "/v1/admin/crosscheck"),
+        ("GET", "/v1/crosscheck/last"),
+        ("POST", "/v1/admin/resume"),
+    ] {
+        let (status, body) = h.call(method, path, None, None).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert_eq!(body["type"], "https://triplicate.dev/problems/unauthorized");
+        let (status, body) = h.call(method, path, Some(SUBMITTER), None).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert_eq!(body["type"], "https://triplicate.dev/problems/forbidden");
+    }
+    let (status, _) = h
+        .call("POST", "/v1/admin/resume", Some(AUDITOR), None)
+        .await;
+    assert_eq!(status, 403);
+    // A malformed body is a 400.
+    let (status, _) = h
+        .call(
+            "POST",
+            "/v1/admin/crosscheck",
+            Some(AUDITOR),
+            Some(&json!({ "fll": true })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    h.r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_drift_is_minor_and_repaired_then_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    h.submit_many(10).await;
+    {
+        let c = rusqlite::Connection::open(dir.path().join("projection.db")).unwrap();
+        c.execute_batch(
+            "DROP TRIGGER decisions_no_update;
+             UPDATE decisions SET title = 'Motion 3: adopt a different report' WHERE seq = 3;",
+        )
+        .unwrap();
+    }
+    let report = h.crosscheck(true).await;
+    assert_eq!(counts(&report), (0, 1, 0, 0), "{report}");
+    let d = &report["discrepancies"][0];
+    assert_eq!(
+        (&d["seq"], &d["store"], &d["class"]),
+        (&json!(3), &json!("projection"), &json!("minor")),
+        "{d}"
+    );
+    assert_eq!(report["actions"][0]["status"], "applied", "{report}");
+    // Writes are not frozen by a minor finding.
+    assert!(h.r.service.writes_frozen().is_none());
+
+    let again = h.crosscheck(false).await;
+    assert_eq!(counts(&again), (0, 0, 0, 0), "{again}");
+    let (status, got) = h.submit(100).await;
+    assert_eq!(status, 201, "{got}");
+    h.r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_tamper_is_critical_and_freezes_writes_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path()).await;
+    h.submit_many(300).await;
+    // The flusher writes the tiles within a second of the last append.
+    let bundle = dir
+        .path()
+        .join("ledger")
+        .join(triplicate_ledger::layout::bundle_path(0, 256));
+    for _ in 0..200 {
+        if bundle.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    // Inside entry 0's bytes (past its 2-byte length), so the bundle still parses.
+    bytes[200] ^= 0x01;
+    std::fs::write(&bundle, &bytes).unwrap();
+
+    let report = h.crosscheck(true).await;
+    let (_, _, _, critical) = counts(&report);
+    assert!(critical > 0, "{report}");
+    let name = bundle.display().to_string();
+    assert!(
+        report["discrepancies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["class"] == "critical" && d["file"] == json!(name)),
+        "{report}"
+    );
+
+    let (status, problem) = h.submit(1000).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "https://triplicate.dev/problems/writes-frozen"
+    );
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("ledger"), "{detail}");
+    assert!(
+        detail.contains(&report["run_id"].as_str().unwrap()[..8]),
+        "{detail}"
+    );
+    let (status, ready) = h.call("GET", "/readyz", None, None).await;
+    assert_eq!((status, &ready["accepting_writes"]), (503, &json!(false)));
+    // Only an admin resumes.
+    let (status, _) = h
+        .call("POST", "/v1/admin/resume", Some(AUDITOR), None)
+        .await;
+    assert_eq!(status, 403);
+    let (status, out) = h.call("POST", "/v1/admin/resume", Some(ADMIN), None).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["accepting_writes"], true);
+    assert!(out["was_frozen"].as_str().unwrap().contains("ledger"));
+    let (status, got) = h.submit(1001).await;
+    assert_eq!(status, 201, "{got}");
+    h.r.stop().await.unwrap();
+}
