@@ -53,9 +53,9 @@ const PARALLEL_MIN: usize = 128;
 type ChunkResult = Result<(), (usize, EventProblem)>;
 
 /// [`crate::DecisionRecorded::check`] over a batch, shared between the calling thread and
-/// helper threads, so a backend can write the first events while later ones are being
-/// checked. Chunks are claimed in order; a thread that needs a chunk someone else is checking
-/// checks later chunks meanwhile.
+/// helper threads, so a backend can write events as soon as they are checked while later ones
+/// are still being checked ([`Validation::wait_from`]). Chunks are claimed in order; a thread
+/// that needs a chunk someone else is checking checks later chunks meanwhile.
 pub(crate) struct Validation<'a> {
     batch: &'a [AppendRequest],
     next: AtomicUsize,
@@ -139,40 +139,56 @@ impl<'a> Validation<'a> {
         let _ = self.held.set(held);
     }
 
-    /// Waits until events `0..upto` are checked (helping meanwhile) and returns the earliest
-    /// problem among them.
-    pub(crate) fn wait(&self, upto: usize) -> Result<(), StreamError> {
-        let chunks = upto.min(self.batch.len()).div_ceil(CHUNK);
-        for k in 0..chunks {
-            loop {
-                {
-                    let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-                    match &done[k] {
-                        Some(Ok(())) => break,
-                        Some(Err((index, problem))) => {
-                            return Err(StreamError::InvalidEvent {
-                                index: *index,
-                                seq: self.batch[*index].event.seq,
-                                problem: problem.clone(),
-                            })
-                        }
-                        None => {}
-                    }
+    /// Waits until event `from` is checked (helping meanwhile) and returns `end`, such that
+    /// events `from..end` are all valid: as far as checking has got, past `from`, without a
+    /// gap or a problem. When event `from` itself has a problem, returns that problem. Events
+    /// are thus handed out in batch order, and a problem is reported only once every event
+    /// before it has been handed out: the caller refuses the batch for the earliest problem of
+    /// any kind.
+    pub(crate) fn wait_from(&self, from: usize) -> Result<usize, StreamError> {
+        let first = from / CHUNK;
+        loop {
+            {
+                let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+                if done.get(first).is_none_or(Option::is_some) {
+                    return self.checked_run(&done, from);
                 }
-                // Not checked yet: check something ourselves, or wait for whoever claimed it.
-                if !self.claim_and_check() {
-                    let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-                    if done[k].is_none() {
-                        drop(
-                            self.changed
-                                .wait_while(done, |d| d[k].is_none())
-                                .unwrap_or_else(PoisonError::into_inner),
-                        );
-                    }
+            }
+            // Not checked yet: check something ourselves, or wait for whoever claimed it.
+            if !self.claim_and_check() {
+                let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+                if done[first].is_none() {
+                    drop(
+                        self.changed
+                            .wait_while(done, |d| d[first].is_none())
+                            .unwrap_or_else(PoisonError::into_inner),
+                    );
                 }
             }
         }
-        Ok(())
+    }
+
+    /// The end of the run of checked, valid events from `from` (whose chunk is checked).
+    fn checked_run(&self, done: &[Option<ChunkResult>], from: usize) -> Result<usize, StreamError> {
+        let mut end = from;
+        for (k, chunk) in done.iter().enumerate().skip(from / CHUNK) {
+            match chunk {
+                Some(Ok(())) => end = ((k + 1) * CHUNK).min(self.batch.len()),
+                // The events before the first bad one in a chunk were checked and are valid.
+                Some(Err((index, problem))) => {
+                    if *index > from {
+                        return Ok(*index);
+                    }
+                    return Err(StreamError::InvalidEvent {
+                        index: *index,
+                        seq: self.batch[*index].event.seq,
+                        problem: problem.clone(),
+                    });
+                }
+                None => break,
+            }
+        }
+        Ok(end.max(from))
     }
 }
 
@@ -318,5 +334,54 @@ impl<'h> Planner<'h> {
     /// The highest seq stored once the planned events are written.
     pub(crate) fn highest_seq(&self) -> Option<u64> {
         self.highest
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::fixtures::batch;
+
+    /// However far checking has got, events are handed out in order, each valid one before a
+    /// problem after it, and the problem only once everything before it was handed out.
+    #[test]
+    fn wait_from_hands_out_valid_runs_in_order_then_the_first_problem() {
+        for bad in [0, 5, 31, 32, 40, 299] {
+            let mut b = batch(0..300);
+            b[bad].event.leaf_hash[0] ^= 1;
+            if let Some(r) = b.get_mut(bad + 1) {
+                r.event.leaf_hash[0] ^= 1;
+            }
+            let handed = Validation::run(&b, |v| {
+                let mut next = 0;
+                loop {
+                    match v.wait_from(next) {
+                        Ok(end) => {
+                            assert!(end > next && end <= bad, "{next}..{end}, bad {bad}");
+                            next = end;
+                        }
+                        Err(StreamError::InvalidEvent { index, .. }) => {
+                            assert_eq!(index, bad);
+                            return Ok(next);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+            .unwrap();
+            assert_eq!(handed, bad);
+        }
+        let b = batch(0..100);
+        let end = Validation::run(&b, |v| {
+            let mut next = 0;
+            while next < b.len() {
+                next = v.wait_from(next)?;
+            }
+            Ok(next)
+        })
+        .unwrap();
+        assert_eq!(end, 100);
     }
 }

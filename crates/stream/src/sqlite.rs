@@ -12,9 +12,15 @@
 //! WAL lets run alongside the writer, each seeing the last committed state.
 //!
 //! An append is one `BEGIN IMMEDIATE` transaction: one query fetches whatever the store holds
-//! at the batch's seqs or in its streams, then multi-row `INSERT`s (as many rows per statement
-//! as SQLite's parameter limit allows, up to [`MAX_ROWS_PER_INSERT`]) write the new events while
-//! helper threads are still validating later ones, and one commit makes it durable.
+//! at the batch's seqs or in its streams, then multi-row `INSERT`s (up to
+//! [`MAX_ROWS_PER_INSERT`] rows per statement, within SQLite's parameter limit) write the new
+//! events as soon as they are validated, while helper threads are still validating later ones,
+//! and one commit makes it durable.
+//!
+//! Checkpoints (copying the WAL into the database file) are made by appends, before `BEGIN`,
+//! while the helper threads validate the batch: after a commit, as SQLite does by itself, the
+//! caller would wait for their writes and fsync with nothing else to do meanwhile. SQLite's
+//! automatic checkpoint remains as a backstop at [`AUTOCHECKPOINT_PAGES`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +47,27 @@ const MIGRATIONS: &[(i64, &str)] = &[(
 )];
 const LATEST_SCHEMA: i64 = 1;
 
-/// Upper bound on rows per `INSERT`. Past a few hundred rows a longer statement saves nothing
-/// (measured in `benches/append.rs`) and costs more to prepare.
+/// Upper bound on rows per `INSERT`. Past a few dozen rows a longer statement saves nothing
+/// (measured in `benches/sqlite_settings.rs`) and costs more to prepare.
 const MAX_ROWS_PER_INSERT: usize = 256;
+/// Rows are written in multiples of this many while a batch is still being validated.
+const ROWS_QUANTUM: usize = 32;
 /// Bound parameters per inserted row: stream id, revision, seq, data, metadata.
 const PARAMS_PER_ROW: usize = 5;
+/// An append first copies the WAL into the database file when about this many bytes of events
+/// went into the WAL since the last complete copy: every append of a large batch, so each
+/// checkpoint is small enough to finish while the batch is being validated (measured, see
+/// `BENCHMARKS.md`: 1 MiB beat 2, 4 and 8 MiB, and all of them beat SQLite's automatic
+/// checkpoint after the commit).
+const CHECKPOINT_BYTES: u64 = 1024 * 1024;
+/// What a row stores besides its record bytes (stream id, metadata, time, type, integers),
+/// rounded up, for [`CHECKPOINT_BYTES`].
+const ROW_OVERHEAD: usize = 200;
+/// SQLite's own checkpoint after a commit, when the WAL holds this many pages: a backstop
+/// (the WAL is normally copied at the start of an append, see `append_blocking`), set above
+/// what the largest batch writes (64 MiB, about 4,500 pages of 16 KiB) so a single append
+/// never triggers it.
+const AUTOCHECKPOINT_PAGES: i64 = 8_192;
 /// Largest page a read returns, whatever the caller asks: bounds the memory of one read.
 const MAX_PAGE: usize = 10_000;
 /// Pages a subscription reads while catching up.
@@ -95,11 +117,19 @@ struct Inner {
     options: SqliteOptions,
     rows_per_insert: usize,
     /// `None` once closed.
-    writer: Mutex<Option<Connection>>,
+    writer: Mutex<Option<Writer>>,
     readers: Mutex<Vec<Connection>>,
     closed: AtomicBool,
     /// Bumped after every commit that wrote events (and on close), to wake subscriptions.
     commits: watch::Sender<u64>,
+}
+
+/// The writer connection and what it knows of the WAL.
+struct Writer {
+    conn: Connection,
+    /// Bytes of events committed since the last checkpoint that copied the whole WAL into the
+    /// database file: an estimate of the WAL's size (a page holds rows and some slack).
+    uncheckpointed: u64,
 }
 
 impl std::fmt::Debug for SqliteStream {
@@ -178,7 +208,11 @@ impl SqliteStream {
                 path,
                 options,
                 rows_per_insert,
-                writer: Mutex::new(Some(writer)),
+                writer: Mutex::new(Some(Writer {
+                    conn: writer,
+                    // Whatever an earlier run left in the WAL is copied by the first append.
+                    uncheckpointed: CHECKPOINT_BYTES,
+                })),
                 readers: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
                 commits,
@@ -207,7 +241,7 @@ impl SqliteStream {
                 std::mem::take(&mut *inner.readers.lock().unwrap_or_else(PoisonError::into_inner));
             drop(readers);
             match writer {
-                Some(c) => c.close().map_err(|(_, e)| sql("close stream.db")(e)),
+                Some(w) => w.conn.close().map_err(|(_, e)| sql("close stream.db")(e)),
                 None => Ok(()),
             }
         })
@@ -286,6 +320,10 @@ fn open_writer(path: &Path, o: &SqliteOptions) -> Result<(Connection, usize), St
     // A few MB of page cache keeps the two unique indexes' upper levels in memory.
     conn.pragma_update(None, "cache_size", -16_384)
         .map_err(sql("set cache size"))?;
+    // Appends checkpoint the WAL themselves (see `append_blocking`); SQLite's automatic
+    // checkpoint stays as a backstop.
+    conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
+        .map_err(sql("set the automatic checkpoint"))?;
     if let Some(max) = o.max_size_bytes {
         let page: i64 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -555,13 +593,41 @@ fn insert(
     Ok(tx.last_insert_rowid())
 }
 
+/// Copies the WAL into the database file (`PRAGMA wal_checkpoint(PASSIVE)`: readers are not
+/// waited for, and pages a reader may still need stay in the WAL until a later checkpoint).
+/// True when every frame was copied, so the next write transaction starts the WAL over.
+fn checkpoint(conn: &Connection) -> Result<bool, rusqlite::Error> {
+    let (busy, log, copied): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(busy == 0 && copied >= log)
+}
+
 fn append_blocking(
-    conn: &mut Connection,
+    w: &mut Writer,
     batch: &[AppendRequest],
     rows_per_insert: usize,
 ) -> Result<AppendOutcome, StreamError> {
     check_shape(batch, SQLITE_LIMITS)?;
     Validation::run(batch, |v| {
+        // The WAL is copied into the database file here, while helper threads validate this
+        // batch, rather than by SQLite's automatic checkpoint at the end of a commit, where
+        // its writes and fsync would delay the caller with nothing else to overlap them.
+        // Done before `BEGIN`, so a complete checkpoint lets this transaction start the WAL
+        // over (it stays about one batch long, its pages hot in the OS cache).
+        if w.uncheckpointed >= CHECKPOINT_BYTES {
+            match checkpoint(&w.conn) {
+                Ok(true) => w.uncheckpointed = 0,
+                // A reader still needs some frames: the next append tries again.
+                Ok(false) => {}
+                // The batch does not depend on it; SQLite's own checkpoint is the backstop.
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpoint of stream.db failed; the next append tries again");
+                }
+            }
+        }
+        let conn = &mut w.conn;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin append"))?;
@@ -570,19 +636,18 @@ fn append_blocking(
         let mut planner = Planner::new(&held);
         let recorded_at = Timestamp::now().to_string();
         let (mut appended, mut present, mut last_rowid) = (0u64, 0u64, None);
+        let mut wal_bytes = 0u64;
         let mut pending: Vec<NewRow<'_>> = Vec::with_capacity(rows_per_insert);
-        for (start, part) in batch
-            .chunks(rows_per_insert)
-            .enumerate()
-            .map(|(k, p)| (k * rows_per_insert, p))
-        {
+        let mut next = 0;
+        while next < batch.len() {
             // Nothing is planned or written before it is known to be valid.
-            v.wait(start + part.len())?;
-            for req in part {
+            let ready = v.wait_from(next)?;
+            for req in &batch[next..ready] {
                 match planner.step(req)? {
                     Step::Present => present += 1,
                     Step::Write { revision } => {
                         let e = &req.event;
+                        wal_bytes += (e.record_bytes.len() + ROW_OVERHEAD) as u64;
                         pending.push(NewRow {
                             stream_id: e.stream_id().to_string(),
                             revision: to_i64(revision, "revision")?,
@@ -593,18 +658,27 @@ fn append_blocking(
                     }
                 }
             }
-            if pending.len() >= rows_per_insert {
-                last_rowid = Some(insert(&tx, &pending, &recorded_at)?);
-                appended += pending.len() as u64;
-                pending.clear();
+            next = ready;
+            // Write what is ready while later events are still being checked (in whole
+            // quanta, so few statement shapes are prepared and cached), leaving only the last
+            // few rows for after the last check, when nothing else overlaps the write.
+            let take = if next == batch.len() {
+                pending.len()
+            } else {
+                pending.len() - pending.len() % ROWS_QUANTUM
+            };
+            let mut at = 0;
+            while at < take {
+                let n = (take - at).min(rows_per_insert);
+                last_rowid = Some(insert(&tx, &pending[at..at + n], &recorded_at)?);
+                at += n;
             }
-        }
-        if !pending.is_empty() {
-            last_rowid = Some(insert(&tx, &pending, &recorded_at)?);
-            appended += pending.len() as u64;
+            appended += take as u64;
+            pending.drain(..take);
         }
         drop(pending);
         tx.commit().map_err(sql("commit append"))?;
+        w.uncheckpointed = w.uncheckpointed.saturating_add(wal_bytes);
         Ok(AppendOutcome {
             appended,
             already_present: present,
@@ -633,8 +707,8 @@ impl EventStream for SqliteStream {
                 return Err(StreamError::Closed);
             }
             let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let conn = writer.as_mut().ok_or(StreamError::Closed)?;
-            let out = append_blocking(conn, &batch, inner.rows_per_insert)?;
+            let w = writer.as_mut().ok_or(StreamError::Closed)?;
+            let out = append_blocking(w, &batch, inner.rows_per_insert)?;
             tracing::debug!(
                 appended = out.appended,
                 already_present = out.already_present,
@@ -732,7 +806,7 @@ mod tests {
         let s = SqliteStream::open(dir.path()).await.unwrap();
         {
             let w = s.inner.writer.lock().unwrap();
-            let w = w.as_ref().unwrap();
+            let w = &w.as_ref().unwrap().conn;
             let q = |sql: &str| -> String {
                 w.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
                     .map(|v| format!("{v:?}"))
@@ -741,6 +815,7 @@ mod tests {
             assert_eq!(q("PRAGMA journal_mode"), "Text(\"wal\")");
             assert_eq!(q("PRAGMA synchronous"), "Integer(2)", "2 is FULL");
             assert_eq!(q("PRAGMA page_size"), "Integer(16384)");
+            assert_eq!(q("PRAGMA wal_autocheckpoint"), "Integer(8192)");
         }
         assert!(s.inner.rows_per_insert > 1);
         let e = s

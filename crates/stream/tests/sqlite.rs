@@ -93,6 +93,30 @@ async fn an_acknowledged_append_is_in_the_files_when_it_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_checkpoint_the_wal_so_it_stays_about_a_batch_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    let mut written = 0;
+    for k in 0..20u64 {
+        let b = batch(k * 300..(k + 1) * 300);
+        written += b.iter().map(|r| r.event.record_bytes.len()).sum::<usize>();
+        s.append(b).await.unwrap();
+    }
+    // Without the appends' own checkpoints the WAL would hold everything written (SQLite's
+    // automatic checkpoint waits for 128 MiB); with them it restarts every few batches.
+    let wal = std::fs::metadata(dir.path().join("stream.db-wal"))
+        .unwrap()
+        .len() as usize;
+    assert!(written > 7_000_000, "{written}");
+    assert!(
+        wal < 3_000_000,
+        "the WAL grew to {wal} bytes for {written} written"
+    );
+    assert_eq!(s.highest_seq().await.unwrap(), Some(5_999));
+    assert_eq!(everything(&s).await.len(), 6_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_is_wal_append_only_and_versioned() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path()).await;
