@@ -9,9 +9,11 @@
 // This is the binary's edge: printing results to stdout is its job.
 #![allow(clippy::print_stdout)]
 
+mod admin_cmd;
 mod bench;
 mod bench_submit;
 mod client;
+mod crosscheck_cmd;
 mod demo;
 mod get_cmd;
 mod keys_cmd;
@@ -66,6 +68,12 @@ enum Command {
     /// Verify receipts and checkpoints offline, trusting only the notary's public key.
     #[command(subcommand)]
     Verify(verify_cmd::VerifyCmd),
+    /// Cross-check the ledger, the event stream and the projection.
+    #[command(subcommand)]
+    Crosscheck(crosscheck_cmd::CrosscheckCmd),
+    /// Operator calls to a running service (`admin resume`).
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCmd),
 }
 
 /// The embedded defaults' data directory.
@@ -93,6 +101,8 @@ fn main() -> ExitCode {
         Command::Get(a) => get_cmd::run_get(a),
         Command::List(a) => get_cmd::run_list(a),
         Command::Verify(c) => verify_cmd::run(c),
+        Command::Crosscheck(c) => crosscheck_cmd::run(c),
+        Command::Admin(c) => admin_cmd::run(c),
     };
     match result {
         Ok(code) => code,

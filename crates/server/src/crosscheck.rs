@@ -211,3 +211,105 @@ impl CrossCheck {
         })
     }
 }
+
+/// Why a cross-check on a data directory could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfflineError {
+    #[error(
+        "the ledger under {} is locked by a running service ({holder}); stop the service, or run \
+         the cross-check through it with --url URL --token T",
+        path.display()
+    )]
+    Locked {
+        path: std::path::PathBuf,
+        holder: String,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Run(#[from] CrossCheckError),
+}
+
+/// One cross-check over the embedded stores of a stopped service's data directory (the
+/// development layout: `keys/notary.pem`, `policies/`, `ledger/`, `stream.db`,
+/// `projection.db`), opened as the service opens them, with the repairs the policy allows.
+/// Refuses when a running service holds the ledger. A full run also checks the ledger's files.
+/// A ledger that refuses to open is reported as a critical finding, not an error.
+pub async fn run_on_data_dir(
+    data_dir: &Path,
+    origin: &str,
+    full: bool,
+) -> Result<Report, OfflineError> {
+    let paths = crate::setup::DevPaths::new(data_dir);
+    let key = paths.keys.join("notary.pem");
+    if !key.exists() {
+        return Err(OfflineError::Setup(format!(
+            "{} has no development set-up ({} is missing); for a configured service use --url",
+            data_dir.display(),
+            key.display()
+        )));
+    }
+    let notary = triplicate_keys::SoftwareSigner::from_pem_file(&key)
+        .map_err(|e| OfflineError::Setup(format!("notary key {}: {e}", key.display())))?;
+    let notary: Arc<dyn triplicate_keys::Signer> = Arc::new(notary);
+    let policy = load_policy(Some(&paths.policies))
+        .map_err(|e| OfflineError::Setup(format!("verification policy: {e}")))?;
+    let vkey = triplicate_keys::note::note_verifier_key(notary.name(), &notary.public_key())
+        .map_err(|e| OfflineError::Setup(format!("notary verifier key: {e}")))?;
+    let registry = if policy.reverify_signatures {
+        Some(Arc::new(
+            triplicate_policy::Policy::load(&paths.policies)
+                .map_err(|e| OfflineError::Setup(format!("policy: {e}")))?,
+        ))
+    } else {
+        None
+    };
+    let trust = Trust::new(&vkey, registry).map_err(CrossCheckError::from)?;
+    let mode = if full {
+        RunMode::Full
+    } else {
+        RunMode::Incremental
+    };
+    let parts = crate::setup::open_parts(
+        data_dir,
+        origin,
+        notary,
+        &paths.policies,
+        crate::setup::ProjectionChoice::Sqlite,
+        crate::ServiceOptions::default(),
+    )
+    .await;
+    let (parts, embedded) = match parts {
+        Ok(p) => p,
+        Err(crate::setup::SetupError::Ledger(triplicate_ledger::LedgerError::Locked {
+            path,
+            holder,
+        })) => return Err(OfflineError::Locked { path, holder }),
+        Err(crate::setup::SetupError::Ledger(e)) => {
+            let dir = data_dir.join("ledger");
+            return Ok(triplicate_verifier::unopenable_ledger_report(
+                &e,
+                Some(&dir),
+                &trust,
+                mode,
+            ));
+        }
+        Err(e) => return Err(OfflineError::Setup(e.to_string())),
+    };
+    let mut request = RunRequest::full();
+    request.mode = mode;
+    request.ledger_dir = parts.ledger_dir.clone();
+    let stores = Stores {
+        ledger: &*parts.ledger,
+        stream: &parts.stream,
+        projection: &parts.projection,
+    };
+    let report = triplicate_verifier::run(stores, &policy, &trust, &request)
+        .await
+        .map_err(CrossCheckError::from)?;
+    if let Err(e) = embedded.flush() {
+        tracing::warn!(error = %e, "flush the ledger after the cross-check");
+    }
+    Ok(report)
+}
