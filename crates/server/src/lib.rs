@@ -93,7 +93,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartFailure> {
         ledger,
         auth::Tokens::new(&dev.tokens).map_err(StartFailure::Config)?,
         false,
-        &dev.policy_dir,
         config.listen,
         dev.admin_token,
         dev.approvers,
@@ -126,7 +125,6 @@ pub async fn start_configured(
         ledger,
         auth::Tokens::new(&config.tokens).map_err(StartFailure::Config)?,
         config.restrict_reads,
-        &config.policy_dir,
         config.listen,
         String::new(),
         Vec::new(),
@@ -153,12 +151,11 @@ async fn launch(
     ledger: std::sync::Arc<triplicate_ledger::EmbeddedLedger>,
     tokens: auth::Tokens,
     restrict_reads: bool,
-    policy_dir: &std::path::Path,
     listen: std::net::SocketAddr,
     admin_token: String,
     approvers: Vec<triplicate_keys::SoftwareSigner>,
 ) -> Result<Running, StartFailure> {
-    let verification = crosscheck::load_policy(Some(policy_dir))
+    let verification = crosscheck::load_policy(parts.policy_dir.as_deref())
         .map_err(|e| StartFailure::Config(format!("verification policy: {e}")))?;
     let service = Service::start(parts).await?;
     let checker = std::sync::Arc::new(crosscheck::CrossCheck::new(service.clone(), verification));
