@@ -189,3 +189,18 @@ fn print_report(report: &Value, json_out: bool) {
         println!("clean");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_alone_exits_0_and_minor_or_worse_exits_1() {
+        let r = |lag: u64, minor: u64, major: u64, critical: u64| json!({ "counts": { "lag": lag, "minor": minor, "major": major, "critical": critical } });
+        assert_eq!(exit_for(&r(0, 0, 0, 0)), ExitCode::SUCCESS);
+        assert_eq!(exit_for(&r(3, 0, 0, 0)), ExitCode::SUCCESS);
+        assert_eq!(exit_for(&r(0, 1, 0, 0)), ExitCode::from(1));
+        assert_eq!(exit_for(&r(0, 0, 1, 0)), ExitCode::from(1));
+        assert_eq!(exit_for(&r(0, 0, 0, 2)), ExitCode::from(1));
+    }
+}
