@@ -11,8 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use triplicate_core::Timestamp;
+use triplicate_projection::Projection as _;
+use triplicate_stream::EventStream as _;
 use triplicate_verifier::{
-    Class, Report, RunMode, RunRequest, Stores, Trust, VerificationPolicy, VerifyError,
+    apply_repairs, ActionStatus, Class, Report, RunMode, RunRequest, Stores, Trust,
+    VerificationPolicy, VerifyError,
 };
 
 use crate::service::Service;
@@ -142,13 +145,17 @@ impl CrossCheck {
             (None, _) => RunRequest::full(),
         };
         request.ledger_dir = self.service.ledger_dir().map(Path::to_path_buf);
+        // Repairs run below, with the downstream stores' write locks held, so the committer's
+        // publisher and the catch-up worker never append into them at the same time.
+        request.repair = false;
         let trust = trust_of(&self.service, &self.policy)?;
-        let stores = Stores {
+        let stores = || Stores {
             ledger: &**self.service.ledger(),
             stream: self.service.stream(),
             projection: self.service.projection(),
         };
-        let report = triplicate_verifier::run(stores, &self.policy, &trust, &request).await?;
+        let mut report = triplicate_verifier::run(stores(), &self.policy, &trust, &request).await?;
+        self.repair(stores(), &mut report).await;
         if let Some(reason) = critical_summary(&report) {
             self.service.freeze_writes(reason);
         }
@@ -167,6 +174,54 @@ impl CrossCheck {
         *guard = Some(keep);
         *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         Ok(report)
+    }
+
+    /// Runs the automatic repairs the policy allows (none when the ledger itself is at fault),
+    /// holding both downstream stores' write locks, then brings the service's view of their
+    /// sizes up to date.
+    async fn repair(
+        &self,
+        stores: Stores<
+            '_,
+            dyn triplicate_ledger::Ledger,
+            crate::stores::StreamBackend,
+            crate::stores::ProjectionBackend,
+        >,
+        report: &mut Report,
+    ) {
+        let automatic = report.actions.iter().any(|a| {
+            a.status == ActionStatus::Planned && self.policy.repairs_automatically(a.class)
+        });
+        if !automatic {
+            return;
+        }
+        if report.counts.critical > 0 {
+            tracing::warn!("the ledger failed its checks; automatic repairs are not run");
+            return;
+        }
+        let inner = &self.service.inner;
+        let _stream = inner.stream_state.write.lock().await;
+        let _projection = inner.projection_state.write.lock().await;
+        let summary = apply_repairs(stores, &self.policy, &mut report.actions, report.run_id).await;
+        tracing::info!(
+            run_id = %report.run_id,
+            applied = summary.applied,
+            unchanged = summary.unchanged,
+            failed = summary.failed,
+            "ran automatic repairs"
+        );
+        if let Ok(Some(h)) = stores.stream.highest_seq().await {
+            inner
+                .stream_state
+                .size
+                .fetch_max(h.saturating_add(1), std::sync::atomic::Ordering::AcqRel);
+        }
+        if let Ok(Some(h)) = stores.projection.highest_seq().await {
+            inner
+                .projection_state
+                .size
+                .fetch_max(h.saturating_add(1), std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     /// The loop `serve` runs: sleeps until the next incremental or full-sweep time, runs, and
