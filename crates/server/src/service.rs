@@ -34,6 +34,9 @@ use uuid::Uuid;
 
 use crate::stores::{ProjectionBackend, StreamBackend};
 
+/// The freeze marker's name under the data directory.
+pub const FREEZE_FILE: &str = "writes-frozen";
+
 /// Tuning of the write path.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
@@ -176,6 +179,9 @@ pub(crate) struct Inner {
     /// Why writes are refused, when the cross-verifier found the ledger at fault; cleared by
     /// an admin (`POST /v1/admin/resume`).
     frozen: RwLock<Option<String>>,
+    /// `<data-dir>/writes-frozen`: the freeze outlives a restart (an operator restarting the
+    /// service must not be how a critical finding is cleared); `resume_writes` removes it.
+    freeze_file: Option<PathBuf>,
 }
 
 /// The governance service: the stores, the policy, the committer.
@@ -303,6 +309,27 @@ impl Service {
                 0
             }
         };
+        let freeze_file = ledger_dir
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .map(|d| d.join(FREEZE_FILE));
+        let frozen = freeze_file
+            .as_deref()
+            .and_then(|f| match std::fs::read_to_string(f) {
+                Ok(reason) => {
+                    tracing::error!(
+                        file = %f.display(),
+                        reason = reason.trim(),
+                        "writes stay frozen from before the restart until an admin resumes them"
+                    );
+                    Some(reason.trim().to_owned())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => Some(format!(
+                    "the freeze marker {} cannot be read ({e}); resume to clear it",
+                    f.display()
+                )),
+            });
         let (tx, rx) = mpsc::channel(options.batch_max * 4);
         let inner = Arc::new(Inner {
             ledger,
@@ -318,7 +345,8 @@ impl Service {
             catchup: Notify::new(),
             options,
             metrics: crate::metrics::Metrics::default(),
-            frozen: RwLock::new(None),
+            frozen: RwLock::new(frozen),
+            freeze_file,
         });
         tokio::spawn(committer(inner.clone(), rx));
         Ok(Service { inner, tx })
@@ -360,6 +388,15 @@ impl Service {
     /// Refuses writes from now on (a critical cross-check finding), saying why.
     pub fn freeze_writes(&self, reason: String) {
         tracing::error!(reason, "writes frozen until an admin resumes them");
+        if let Some(f) = &self.inner.freeze_file {
+            let written = std::fs::File::create(f).and_then(|mut file| {
+                std::io::Write::write_all(&mut file, reason.as_bytes())?;
+                file.sync_all()
+            });
+            if let Err(e) = written {
+                tracing::error!(file = %f.display(), error = %e, "could not persist the freeze; it holds until a restart only");
+            }
+        }
         *self.inner.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
 
@@ -371,6 +408,15 @@ impl Service {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        if let Some(f) = &self.inner.freeze_file {
+            match std::fs::remove_file(f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(file = %f.display(), error = %e, "could not remove the freeze marker; writes resume until a restart only");
+                }
+            }
+        }
         if let Some(reason) = &was {
             tracing::warn!(reason, "writes resumed by an admin");
         }

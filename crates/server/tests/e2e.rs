@@ -446,3 +446,42 @@ async fn a_restart_rebuilds_the_index_and_catches_up_a_store_that_fell_behind() 
     assert_eq!(list["decisions"][0]["decision"]["id"], d.id.to_string());
     r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_outlives_a_restart_until_an_admin_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    r.service.freeze_writes("critical: test freeze".into());
+    let c = Client::new(&r);
+    let d = decision("motion", "While frozen");
+    let b = body(
+        &d,
+        &[approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])],
+    );
+    let (status, p) = c.submit(&b).await;
+    assert_eq!(status, 503);
+    assert_eq!(p["type"], "https://triplicate.dev/problems/writes-frozen");
+    r.stop().await.unwrap();
+
+    // A restart does not clear it.
+    let r = start(dir.path()).await;
+    let c = Client::new(&r);
+    let (status, p) = c.submit(&b).await;
+    assert_eq!(status, 503, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("test freeze"), "{p}");
+    let resp = c
+        .http
+        .post(format!("{}/v1/admin/resume", c.base))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(c.submit(&b).await.0, 201);
+    r.stop().await.unwrap();
+
+    // Resumed stays resumed.
+    let r = start(dir.path()).await;
+    assert!(r.service.writes_frozen().is_none());
+    r.stop().await.unwrap();
+}
