@@ -3,16 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::approve;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use triplicate_core::{Approval, Decision, Timestamp};
-use triplicate_keys::{Signer, SoftwareSigner};
+use triplicate_core::Decision;
+use triplicate_keys::SoftwareSigner;
 use triplicate_server::auth::{hash_token, Role, TokenEntry};
 use triplicate_server::config::{Config, NotaryConfig, StoreConfig};
 use triplicate_server::setup::{dev_setup, DevPaths, DEV_ORIGIN};
 use triplicate_server::{Running, ServiceOptions};
-use uuid::Uuid;
 
 const ADMIN: &str = "tpl_test_admin";
 const AUDITOR: &str = "tpl_test_auditor";
@@ -61,36 +63,7 @@ async fn start(dir: &std::path::Path) -> Harness {
 }
 
 fn decision(title: &str) -> Decision {
-    Decision::from_json(
-        json!({
-            "id": Uuid::now_v7().to_string(),
-            "kind": "motion",
-            "title": title,
-            "body": "Moved and carried.",
-            "payload": {"amount": 1200},
-            "proposed_at": Timestamp::now().to_string(),
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
-}
-
-fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
-    let signed_at = Timestamp::now();
-    let msg = triplicate_core::digest::approval_message(
-        &d.digest().unwrap(),
-        &key.key_id(),
-        key.algorithm(),
-        &signed_at,
-    )
-    .unwrap();
-    Approval {
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signature: key.sign(&msg).unwrap(),
-        signed_at,
-    }
+    common::decision("motion", title)
 }
 
 impl Harness {

@@ -2,12 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{approve, body, decision};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::Digest;
-use triplicate_core::{Approval, Decision, Receipt, Timestamp};
-use triplicate_keys::{Signer, SoftwareSigner};
+use triplicate_core::Receipt;
+use triplicate_keys::SoftwareSigner;
 use triplicate_ledger::receipt::verify_receipt;
 use triplicate_projection::Projection;
 use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
@@ -25,43 +28,6 @@ async fn start(dir: &std::path::Path) -> Running {
     })
     .await
     .unwrap()
-}
-
-fn decision(kind: &str, title: &str) -> Decision {
-    Decision::from_json(
-        json!({
-            "id": Uuid::now_v7().to_string(),
-            "kind": kind,
-            "title": title,
-            "body": "Moved and carried.",
-            "payload": {"amount": 1200},
-            "proposed_at": Timestamp::now().to_string(),
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
-}
-
-fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
-    let signed_at = Timestamp::now();
-    let msg = triplicate_core::digest::approval_message(
-        &d.digest().unwrap(),
-        &key.key_id(),
-        key.algorithm(),
-        &signed_at,
-    )
-    .unwrap();
-    Approval {
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signature: key.sign(&msg).unwrap(),
-        signed_at,
-    }
-}
-
-fn body(d: &Decision, approvals: &[Approval]) -> Value {
-    json!({ "decision": d, "approvals": approvals })
 }
 
 struct Client {

@@ -9,12 +9,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{approve, decision};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Value};
-use triplicate_core::{Approval, Decision, Timestamp};
-use triplicate_keys::{Signer, SoftwareSigner};
+use triplicate_keys::SoftwareSigner;
 use triplicate_server::auth::{hash_token, Role, TokenEntry, Tokens};
 use triplicate_server::http::{AppState, ACCESS_LOG_TARGET, ROUTES};
 use triplicate_server::openapi::{document, openapi_path, PROBLEM_TYPES};
@@ -794,39 +796,6 @@ impl tracing::Subscriber for Capture {
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
-}
-
-fn decision(kind: &str, title: &str) -> Decision {
-    Decision::from_json(
-        json!({
-            "id": Uuid::now_v7().to_string(),
-            "kind": kind,
-            "title": title,
-            "body": "Moved and carried.",
-            "payload": {"amount": 1200},
-            "proposed_at": Timestamp::now().to_string(),
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .unwrap()
-}
-
-fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
-    let signed_at = Timestamp::now();
-    let msg = triplicate_core::digest::approval_message(
-        &d.digest().unwrap(),
-        &key.key_id(),
-        key.algorithm(),
-        &signed_at,
-    )
-    .unwrap();
-    Approval {
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signature: key.sign(&msg).unwrap(),
-        signed_at,
-    }
 }
 
 /// A URL for a route, with its path parameters filled in.
