@@ -21,7 +21,7 @@ use base64::Engine;
 use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
-use crate::ids::KeyId;
+use crate::ids::{Algorithm, KeyId};
 use crate::record::{Approval, Attachment, Decision, NotarySignature, Record, UnsignedRecord};
 use crate::timestamp::Timestamp;
 
@@ -133,15 +133,21 @@ fn write_approval(out: &mut Vec<u8>, a: &Approval) {
         signature,
         signed_at,
     } = a;
+    write_signature_members(out, *alg, key_id, signature);
+    out.extend_from_slice(b",\"signed_at\":");
+    write_time(out, signed_at);
+    out.push(b'}');
+}
+
+/// `{"alg":…,"key_id":…,"signature":…`: the members an approval and the notary's signature
+/// share, which sort first in both.
+fn write_signature_members(out: &mut Vec<u8>, alg: Algorithm, key_id: &KeyId, signature: &[u8]) {
     out.extend_from_slice(b"{\"alg\":");
     write_str(out, alg.as_str());
     out.extend_from_slice(b",\"key_id\":");
     write_key_id(out, key_id);
     out.extend_from_slice(b",\"signature\":");
     write_base64(out, signature);
-    out.extend_from_slice(b",\"signed_at\":");
-    write_time(out, signed_at);
-    out.push(b'}');
 }
 
 fn write_notary(out: &mut Vec<u8>, n: &NotarySignature) {
@@ -150,12 +156,7 @@ fn write_notary(out: &mut Vec<u8>, n: &NotarySignature) {
         alg,
         signature,
     } = n;
-    out.extend_from_slice(b"{\"alg\":");
-    write_str(out, alg.as_str());
-    out.extend_from_slice(b",\"key_id\":");
-    write_key_id(out, key_id);
-    out.extend_from_slice(b",\"signature\":");
-    write_base64(out, signature);
+    write_signature_members(out, *alg, key_id, signature);
     out.push(b'}');
 }
 
