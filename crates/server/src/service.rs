@@ -641,7 +641,10 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
 struct Committed {
     start_seq: u64,
     checkpoint: SignedCheckpoint,
-    fresh: Vec<(Job, Record, Vec<u8>)>,
+    fresh: Vec<(Job, Record)>,
+    /// `fresh`'s record bytes, as the ledger appended them (moved back from the append, not
+    /// copied again).
+    entries: Vec<Vec<u8>>,
     /// Submissions of a decision that an earlier submission in the same batch records, with
     /// that submission's position in `fresh`.
     duplicates: Vec<(Job, usize)>,
@@ -653,7 +656,8 @@ struct Committed {
 async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
     let start_seq = inner.ledger.tree_size();
     let recorded_at = Timestamp::now();
-    let mut fresh: Vec<(Job, Record, Vec<u8>)> = Vec::with_capacity(jobs.len());
+    let mut fresh: Vec<(Job, Record)> = Vec::with_capacity(jobs.len());
+    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(jobs.len());
     let mut in_batch: HashMap<Uuid, usize> = HashMap::new();
     let mut duplicates: Vec<(Job, usize)> = Vec::new();
     for job in jobs {
@@ -679,7 +683,8 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
         match notarise(&*inner.notary, seq, &job.submission, recorded_at) {
             Ok((record, bytes)) => {
                 in_batch.insert(id, fresh.len());
-                fresh.push((job, record, bytes));
+                fresh.push((job, record));
+                entries.push(bytes);
             }
             Err(e) => {
                 let _ = job.reply.send(Err(e));
@@ -692,16 +697,23 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
     }
     let mut checkpoint = inner.ledger.checkpoint();
     if !fresh.is_empty() {
-        let entries: Vec<Vec<u8>> = fresh.iter().map(|(_, _, b)| b.clone()).collect();
         let ledger = inner.ledger.clone();
-        let appended =
-            tokio::task::spawn_blocking(move || ledger.append(start_seq, &entries)).await;
+        let batch = std::mem::take(&mut entries);
+        let appended = tokio::task::spawn_blocking(move || {
+            let out = ledger.append(start_seq, &batch);
+            (out, batch)
+        })
+        .await
+        .map(|(out, back)| {
+            entries = back;
+            out
+        });
         match appended {
             Ok(Ok(out)) => {
                 checkpoint = out.checkpoint;
                 inner.metrics.observe_batch(fresh.len());
                 let mut index = inner.index.lock().unwrap_or_else(|p| p.into_inner());
-                for (_, r, _) in &fresh {
+                for (_, r) in &fresh {
                     index.insert(r.decision.id, r.seq);
                 }
             }
@@ -712,7 +724,7 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
                     Ok(Ok(_)) => String::new(),
                 };
                 tracing::error!(%reason, "ledger append failed; the batch is refused");
-                for (job, _, _) in fresh {
+                for (job, _) in fresh {
                     let _ = job.reply.send(Err(SubmitError::Unavailable(format!(
                         "the ledger could not commit: {reason}"
                     ))));
@@ -730,6 +742,7 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
         start_seq,
         checkpoint,
         fresh,
+        entries,
         duplicates,
     })
 }
@@ -741,20 +754,33 @@ async fn publish(inner: &Arc<Inner>, batch: Committed) {
         start_seq,
         checkpoint,
         fresh,
+        entries,
         duplicates,
     } = batch;
-    if !fresh.is_empty() {
-        let records: Vec<Vec<u8>> = fresh.iter().map(|(_, _, b)| b.clone()).collect();
-        let end = start_seq + records.len() as u64;
+    if !entries.is_empty() {
+        let end = start_seq + entries.len() as u64;
         tokio::join!(
-            write_stream(inner, start_seq, end, &records),
-            write_projection(inner, start_seq, end, &records),
+            write_stream(inner, start_seq, end, &entries),
+            write_projection(inner, start_seq, end, &entries),
         );
     }
 
-    let fresh_by_index: Vec<(Record, u64)> =
-        fresh.iter().map(|(_, r, _)| (r.clone(), r.seq)).collect();
-    for (job, record, bytes) in fresh {
+    // Rare: a decision submitted twice in one batch. Answered from the first submission's
+    // record before `fresh` is consumed, so no record is copied for it.
+    for (job, at) in duplicates {
+        let (_, record) = &fresh[at];
+        let seq = record.seq;
+        let out = same_or_conflict(&job.submission, record, seq).and_then(|()| {
+            receipt_at(&*inner.ledger, seq, &checkpoint).map(|receipt| {
+                SubmitOutcome::Existing(Accepted {
+                    stores: status(inner, seq),
+                    receipt,
+                })
+            })
+        });
+        let _ = job.reply.send(out);
+    }
+    for ((job, record), bytes) in fresh.into_iter().zip(&entries) {
         let seq = record.seq;
         let out = inner
             .ledger
@@ -765,7 +791,7 @@ async fn publish(inner: &Arc<Inner>, batch: Committed) {
                     receipt: Receipt {
                         version: RECEIPT_VERSION,
                         seq,
-                        leaf_hash: leaf_hash(&bytes),
+                        leaf_hash: leaf_hash(bytes),
                         record,
                         checkpoint: checkpoint.note.clone(),
                         inclusion_proof: proof,
@@ -773,18 +799,6 @@ async fn publish(inner: &Arc<Inner>, batch: Committed) {
                 })
             })
             .map_err(|e| SubmitError::Internal(format!("compute the inclusion proof: {e}")));
-        let _ = job.reply.send(out);
-    }
-    for (job, at) in duplicates {
-        let (record, seq) = &fresh_by_index[at];
-        let out = same_or_conflict(&job.submission, record, *seq).and_then(|()| {
-            receipt_at(&*inner.ledger, *seq, &checkpoint).map(|receipt| {
-                SubmitOutcome::Existing(Accepted {
-                    stores: status(inner, *seq),
-                    receipt,
-                })
-            })
-        });
         let _ = job.reply.send(out);
     }
 }

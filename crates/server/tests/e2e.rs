@@ -451,3 +451,34 @@ async fn a_freeze_outlives_a_restart_until_an_admin_resumes() {
     assert!(r.service.writes_frozen().is_none());
     r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_submission_sent_concurrently_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    let d = decision("motion", "Sent ten times at once");
+    let b = body(
+        &d,
+        &[approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])],
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (client, b) = (Client::new(&r), b.clone());
+        tasks.push(tokio::spawn(async move { client.submit(&b).await }));
+    }
+    let mut created = 0;
+    let mut records = Vec::new();
+    for t in tasks {
+        let (status, out) = t.await.unwrap();
+        assert!(status == 201 || status == 200, "{status} {out}");
+        created += usize::from(status == 201);
+        records.push(out["receipt"]["record"].clone());
+    }
+    assert_eq!(created, 1, "exactly one submission records the decision");
+    assert!(
+        records.iter().all(|rec| *rec == records[0]),
+        "all answers carry the one record"
+    );
+    assert_eq!(r.service.ledger().tree_size(), 1);
+    r.stop().await.unwrap();
+}
