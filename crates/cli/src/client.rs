@@ -129,6 +129,15 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("start the async runtime")
 }
 
+/// Runs a client command to completion on [`runtime`], reporting a failure with [`fail`].
+pub fn run_client(
+    json: bool,
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    let out = runtime().and_then(|rt| rt.block_on(command));
+    Ok(out.unwrap_or_else(|e| fail(&e, json)))
+}
+
 /// A bearer token. Never printed: `Debug` shows only that there is one.
 #[derive(Clone)]
 pub struct Secret(String);

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::client::{fail, runtime, write_atomic, Client, Session, StateDir, TokenArgs, Untrusted};
+use crate::client::{run_client, write_atomic, Client, Session, StateDir, TokenArgs, Untrusted};
 use crate::submit_cmd::{checked_receipt, print_receipt_lines, print_refusal};
 
 #[derive(Debug, Args)]
@@ -64,15 +64,11 @@ pub struct ListArgs {
 }
 
 pub fn run_get(a: GetArgs) -> anyhow::Result<ExitCode> {
-    let json = a.json;
-    let out = runtime().and_then(|rt| rt.block_on(get(a)));
-    Ok(out.unwrap_or_else(|e| fail(&e, json)))
+    run_client(a.json, get(a))
 }
 
 pub fn run_list(a: ListArgs) -> anyhow::Result<ExitCode> {
-    let json = a.json;
-    let out = runtime().and_then(|rt| rt.block_on(list(a)));
-    Ok(out.unwrap_or_else(|e| fail(&e, json)))
+    run_client(a.json, list(a))
 }
 
 async fn get(a: GetArgs) -> anyhow::Result<ExitCode> {

@@ -15,7 +15,7 @@ use triplicate_core::{Receipt, Submission};
 use triplicate_ledger::receipt::{verify_receipt, VerifiedReceipt};
 
 use crate::client::{
-    fail, read_input, render_problem, runtime, write_atomic, Client, Reply, Session, StateDir,
+    read_input, render_problem, run_client, write_atomic, Client, Reply, Session, StateDir,
     TokenArgs, Unreadable, Untrusted,
 };
 
@@ -37,9 +37,7 @@ pub struct SubmitArgs {
 }
 
 pub fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let json = a.json;
-    let out = runtime().and_then(|rt| rt.block_on(submit(a)));
-    Ok(out.unwrap_or_else(|e| fail(&e, json)))
+    run_client(a.json, submit(a))
 }
 
 async fn submit(a: SubmitArgs) -> anyhow::Result<ExitCode> {
