@@ -144,7 +144,8 @@ async fn crosscheck_run_on_a_data_dir_and_through_the_service() {
     .unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("lag 0  minor 0  major 0  critical 0"), "{out}");
-    assert!(out.contains("5 records compared"), "{out}");
+    // The five decisions and the audit record of the run through the service.
+    assert!(out.contains("6 records compared"), "{out}");
     assert!(out.contains("clean"), "{out}");
     let (code, out, err) = tokio::task::spawn_blocking(move || {
         cli(&["crosscheck", "run", "--data-dir", &data, "--json"])

@@ -27,3 +27,9 @@ pub use record::{
     RECORD_VERSION,
 };
 pub use timestamp::{Timestamp, TimestampError};
+
+/// The decision kind of the service's own audit records: one per cross-verification run,
+/// carrying the run's report digest, approved by the notary key alone. Reserved: the service
+/// refuses submissions of this kind, and the verifier accepts exactly one approval, the
+/// notary's, on records of this kind (DESIGN.md, Cross-verifier, step 4).
+pub const AUDIT_KIND: &str = "verification";

@@ -18,7 +18,7 @@ use triplicate_verifier::{
     VerificationPolicy, VerifyError,
 };
 
-use crate::service::Service;
+use crate::service::{Service, SubmitOutcome};
 
 /// The service's cross-verifier.
 pub struct CrossCheck {
@@ -26,8 +26,8 @@ pub struct CrossCheck {
     policy: VerificationPolicy,
     /// Held for the whole of a run, so runs never overlap; holds the last report.
     run: tokio::sync::Mutex<Option<Arc<Report>>>,
-    /// The last report, readable while a run is under way.
-    last: std::sync::RwLock<Option<Arc<Report>>>,
+    /// The last run, readable while a run is under way.
+    last: std::sync::RwLock<Option<Arc<RunRecord>>>,
 }
 
 impl std::fmt::Debug for CrossCheck {
@@ -39,6 +39,16 @@ impl std::fmt::Debug for CrossCheck {
     }
 }
 
+/// A finished run: its report, the report's digest, and the seq of the audit record that
+/// carries the digest in the ledger (`None` when it could not be appended, e.g. while writes
+/// are frozen).
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub report: Report,
+    pub digest: triplicate_core::Hash,
+    pub audit_seq: Option<u64>,
+}
+
 /// Why a run could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -47,6 +57,8 @@ pub enum CrossCheckError {
     Verify(#[from] VerifyError),
     #[error("notary verifier key: {0}")]
     Notary(String),
+    #[error("digest the report: {0}")]
+    Report(String),
 }
 
 /// Loads `policy_dir/verification.toml`; without one, the verifier's defaults (logged). A file
@@ -130,14 +142,39 @@ impl CrossCheck {
         &self.policy
     }
 
-    /// The last report, if a run finished.
-    pub fn last(&self) -> Option<Arc<Report>> {
+    /// The last run, if one finished.
+    pub fn last(&self) -> Option<Arc<RunRecord>> {
         self.last.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Runs one cross-check now (waiting for a run under way to finish first): a full sweep
-    /// when `full`, else incremental from the last report. Freezes writes on a critical finding.
-    pub async fn run_now(&self, full: bool) -> Result<Arc<Report>, CrossCheckError> {
+    /// when `full`, else incremental from the last report. Freezes writes on a critical
+    /// finding; otherwise appends the report's audit record to the ledger. Counts the run in
+    /// the metrics whatever its outcome.
+    pub async fn run_now(&self, full: bool) -> Result<Arc<RunRecord>, CrossCheckError> {
+        let started = std::time::Instant::now();
+        let out = self.run_locked(full).await;
+        let metrics = self.service.metrics();
+        match &out {
+            Ok(r) => metrics.observe_crosscheck(r.report.mode, started.elapsed(), Some(&r.report)),
+            Err(e) => {
+                let mode = if full {
+                    RunMode::Full
+                } else {
+                    RunMode::Incremental
+                };
+                tracing::error!(
+                    target: "triplicate::verifier",
+                    error = %e,
+                    "cross-check run failed"
+                );
+                metrics.observe_crosscheck(mode, started.elapsed(), None);
+            }
+        }
+        out
+    }
+
+    async fn run_locked(&self, full: bool) -> Result<Arc<RunRecord>, CrossCheckError> {
         let mut guard = self.run.lock().await;
         let mut request = match (&*guard, full) {
             (Some(last), true) => RunRequest::full_after(last),
@@ -159,6 +196,10 @@ impl CrossCheck {
         if let Some(reason) = critical_summary(&report) {
             self.service.freeze_writes(reason);
         }
+        let digest = report
+            .digest()
+            .map_err(|e| CrossCheckError::Report(e.to_string()))?;
+        let audit_seq = self.append_audit(&report, &digest).await;
         let report = Arc::new(report);
         // A run whose checkpoint did not verify keeps the chain of the last good one.
         let keep = match (&*guard, report.checkpoint_new) {
@@ -172,8 +213,50 @@ impl CrossCheck {
             _ => report.clone(),
         };
         *guard = Some(keep);
-        *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
-        Ok(report)
+        let record = Arc::new(RunRecord {
+            report: (*report).clone(),
+            digest,
+            audit_seq,
+        });
+        *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
+        Ok(record)
+    }
+
+    /// Appends the report's audit record (kind `verification`, carrying its digest) through
+    /// the write path, so the next run covers it. Not while writes are frozen: a ledger that
+    /// failed its own checks takes no more records until an operator has acted; the report is
+    /// still kept, logged and alerted on. Returns the audit record's seq.
+    async fn append_audit(&self, report: &Report, digest: &triplicate_core::Hash) -> Option<u64> {
+        if let Some(reason) = self.service.writes_frozen() {
+            tracing::warn!(
+                target: "triplicate::verifier",
+                run_id = %report.run_id,
+                %reason,
+                "writes are frozen: the run's audit record is not appended to the ledger"
+            );
+            return None;
+        }
+        let decision = triplicate_verifier::audit_decision_with(report, digest);
+        match self.service.record_audit(decision).await {
+            Ok(SubmitOutcome::Created(a) | SubmitOutcome::Existing(a)) => {
+                tracing::info!(
+                    target: "triplicate::verifier",
+                    run_id = %report.run_id,
+                    seq = a.receipt.seq,
+                    "the run's audit record is in the ledger"
+                );
+                Some(a.receipt.seq)
+            }
+            Err(e) => {
+                tracing::error!(
+                    target: "triplicate::verifier",
+                    run_id = %report.run_id,
+                    error = %e,
+                    "the run's audit record could not be appended to the ledger"
+                );
+                None
+            }
+        }
     }
 
     /// Runs the automatic repairs the policy allows (none when the ledger itself is at fault),
@@ -255,9 +338,9 @@ impl CrossCheck {
                 }
                 match self.run_now(mode == RunMode::Full).await {
                     Ok(r) => tracing::info!(
-                        run_id = %r.run_id,
-                        mode = ?r.mode,
-                        clean = r.is_clean(),
+                        run_id = %r.report.run_id,
+                        mode = ?r.report.mode,
+                        clean = r.report.is_clean(),
                         "scheduled cross-check finished"
                     ),
                     Err(e) => tracing::error!(error = %e, "scheduled cross-check could not run"),

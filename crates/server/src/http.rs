@@ -523,7 +523,7 @@ async fn crosscheck_run(
         .run_now(params.full)
         .await
         .map_err(|e| Problem::unavailable(format!("the cross-check could not run: {e}")))?;
-    Ok(Json(&*report).into_response())
+    Ok(Json(&report.report).into_response())
 }
 
 async fn crosscheck_last(
@@ -532,7 +532,7 @@ async fn crosscheck_last(
 ) -> Result<Response, Problem> {
     require_auditor(&s, &headers)?;
     match checker(&s)?.last() {
-        Some(report) => Ok(Json(&*report).into_response()),
+        Some(run) => Ok(Json(&run.report).into_response()),
         None => Err(Problem::not_found("no cross-check has run yet")),
     }
 }

@@ -16,6 +16,115 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    mode: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+type IntGauge = Gauge<i64, std::sync::atomic::AtomicI64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The cross-verifier's metrics (`triplicate_crosscheck_*`); `ops/prometheus/` alerts on them.
+#[derive(Debug)]
+struct CrossCheckMetrics {
+    runs: Family<RunLabels, Counter>,
+    last_run: FloatGauge,
+    last_success: FloatGauge,
+    last_discrepancies: Family<ClassLabel, IntGauge>,
+    discrepancies: Family<ClassLabel, Counter>,
+    records: Counter,
+    duration: Histogram,
+    pending_repairs: IntGauge,
+    webhook: Family<ResultLabel, Counter>,
+    writes_frozen: IntGauge,
+}
+
+impl CrossCheckMetrics {
+    fn register(registry: &mut Registry) -> CrossCheckMetrics {
+        let m = CrossCheckMetrics {
+            runs: Family::default(),
+            last_run: FloatGauge::default(),
+            last_success: FloatGauge::default(),
+            last_discrepancies: Family::default(),
+            discrepancies: Family::default(),
+            records: Counter::default(),
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            pending_repairs: IntGauge::default(),
+            webhook: Family::default(),
+            writes_frozen: IntGauge::default(),
+        };
+        registry.register(
+            "crosscheck_runs",
+            "Cross-check runs by mode and result (clean, findings, failed)",
+            m.runs.clone(),
+        );
+        registry.register(
+            "crosscheck_last_run_timestamp_seconds",
+            "When the last cross-check run that produced a report finished",
+            m.last_run.clone(),
+        );
+        registry.register(
+            "crosscheck_last_success_timestamp_seconds",
+            "When the last cross-check run without a minor, major or critical finding finished",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "crosscheck_last_run_discrepancies",
+            "Discrepancies the last cross-check run found, by class",
+            m.last_discrepancies.clone(),
+        );
+        registry.register(
+            "crosscheck_discrepancies",
+            "Discrepancies found by every cross-check run, by class",
+            m.discrepancies.clone(),
+        );
+        registry.register(
+            "crosscheck_records_verified",
+            "Records the cross-check compared across the three stores",
+            m.records.clone(),
+        );
+        registry.register(
+            "crosscheck_run_duration_seconds",
+            "How long a cross-check run took",
+            m.duration.clone(),
+        );
+        registry.register(
+            "crosscheck_pending_repairs",
+            "Proposed repairs waiting for an auditor's approval",
+            m.pending_repairs.clone(),
+        );
+        registry.register(
+            "crosscheck_webhook_deliveries",
+            "Alert webhook deliveries by result (delivered, failed)",
+            m.webhook.clone(),
+        );
+        registry.register(
+            "writes_frozen",
+            "1 while writes are refused after a critical cross-check finding",
+            m.writes_frozen.clone(),
+        );
+        for class in triplicate_verifier::Class::ALL {
+            let l = ClassLabel {
+                class: class.as_str(),
+            };
+            m.last_discrepancies.get_or_create(&l).set(0);
+            m.discrepancies.get_or_create(&l).inc_by(0);
+        }
+        m
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabel {
     store: &'static str,
 }
@@ -31,6 +140,7 @@ pub struct Metrics {
     store_lag: Family<StoreLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     store_healthy: Family<StoreLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     ledger_size: Gauge<u64, AtomicU64>,
+    crosscheck: CrossCheckMetrics,
 }
 
 impl Default for Metrics {
@@ -78,7 +188,9 @@ impl Default for Metrics {
             "Records in the ledger",
             ledger_size.clone(),
         );
+        let crosscheck = CrossCheckMetrics::register(&mut registry);
         Metrics {
+            crosscheck,
             registry,
             submissions,
             submit_seconds,
@@ -125,9 +237,75 @@ impl Metrics {
             .inc_by(records);
     }
 
+    /// Records a finished cross-check run (`report`), or one that could not run (`None`).
+    pub fn observe_crosscheck(
+        &self,
+        mode: triplicate_verifier::RunMode,
+        took: Duration,
+        report: Option<&triplicate_verifier::Report>,
+    ) {
+        let m = &self.crosscheck;
+        let mode = match mode {
+            triplicate_verifier::RunMode::Incremental => "incremental",
+            triplicate_verifier::RunMode::Full => "full",
+        };
+        m.duration.observe(took.as_secs_f64());
+        let Some(report) = report else {
+            m.runs
+                .get_or_create(&RunLabels {
+                    mode,
+                    result: "failed",
+                })
+                .inc();
+            return;
+        };
+        let result = if report.is_clean() {
+            "clean"
+        } else {
+            "findings"
+        };
+        m.runs.get_or_create(&RunLabels { mode, result }).inc();
+        let finished = report.finished_at.unix_nanos() as f64 / 1e9;
+        m.last_run.set(finished);
+        let c = report.counts;
+        if c.minor + c.major + c.critical == 0 {
+            m.last_success.set(finished);
+        }
+        for class in triplicate_verifier::Class::ALL {
+            let l = ClassLabel {
+                class: class.as_str(),
+            };
+            let n = c.get(class);
+            m.last_discrepancies
+                .get_or_create(&l)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            m.discrepancies.get_or_create(&l).inc_by(n);
+        }
+        m.records.inc_by(report.records_compared);
+    }
+
+    /// Sets the number of proposed repairs waiting for an auditor.
+    pub fn set_pending_repairs(&self, n: u64) {
+        self.crosscheck
+            .pending_repairs
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one webhook delivery by result.
+    pub fn observe_webhook(&self, delivered: bool) {
+        let result = if delivered { "delivered" } else { "failed" };
+        self.crosscheck
+            .webhook
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     /// Renders the text exposition, after refreshing the gauges from `health`.
     pub fn render(&self, health: &crate::service::Health) -> String {
         self.ledger_size.set(health.ledger_size);
+        self.crosscheck
+            .writes_frozen
+            .set(i64::from(health.writes_frozen));
         for (store, lag) in [
             ("stream", &health.stream),
             ("projection", &health.projection),

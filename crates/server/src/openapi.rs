@@ -678,13 +678,17 @@ fn answer_schemas() -> Value {
         },
         "Health": {
             "type": "object",
-            "required": ["ledger_size", "stream", "projection", "accepting_writes"],
+            "required": ["ledger_size", "stream", "projection", "accepting_writes", "writes_frozen"],
             "additionalProperties": false,
             "properties": {
                 "ledger_size": { "type": "integer", "minimum": 0 },
                 "stream": schema("StoreLag"),
                 "projection": schema("StoreLag"),
-                "accepting_writes": { "type": "boolean" }
+                "accepting_writes": { "type": "boolean" },
+                "writes_frozen": {
+                    "type": "boolean",
+                    "description": "True while writes are refused after a critical cross-check finding, until an admin resumes them."
+                }
             }
         },
         "FieldProblem": {

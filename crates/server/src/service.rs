@@ -22,8 +22,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 use triplicate_core::{digest::leaf_hash, NotarySignature};
 use triplicate_core::{
-    Receipt, Record, Submission, Timestamp, UnsignedRecord, ValidationError, RECEIPT_VERSION,
-    RECORD_VERSION,
+    Approval, Decision, Receipt, Record, Submission, Timestamp, UnsignedRecord, ValidationError,
+    AUDIT_KIND, RECEIPT_VERSION, RECORD_VERSION,
 };
 use triplicate_keys::Signer;
 use triplicate_ledger::{Ledger, LedgerError, SignedCheckpoint};
@@ -133,6 +133,8 @@ pub struct Health {
     pub stream: StoreLag,
     pub projection: StoreLag,
     pub accepting_writes: bool,
+    /// Writes are refused after a critical cross-check finding, until an admin resumes them.
+    pub writes_frozen: bool,
 }
 
 struct Job {
@@ -478,6 +480,7 @@ impl Service {
             stream: lag(&self.inner.stream_state),
             projection: lag(&self.inner.projection_state),
             accepting_writes: !self.tx.is_closed() && self.writes_frozen().is_none(),
+            writes_frozen: self.writes_frozen().is_some(),
         }
     }
 
@@ -534,6 +537,15 @@ impl Service {
             "decision_id",
             tracing::field::display(submission.decision.id),
         );
+        if submission.decision.kind == AUDIT_KIND {
+            return Err(SubmitError::Invalid(ValidationError::one(
+                "decision.kind",
+                format!(
+                    "{AUDIT_KIND:?} is reserved for the service's own audit records (one per \
+                     cross-verification run); choose another kind"
+                ),
+            )));
+        }
         // Idempotency first: a retry of a recorded submission is answered from the ledger even
         // if the policy changed since (the record stands; its approvals were judged then).
         if let Some(outcome) = self.existing(&submission)? {
@@ -551,6 +563,75 @@ impl Service {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { submission, reply })
+            .await
+            .map_err(|_| SubmitError::Unavailable("the committer has stopped".into()))?;
+        rx.await
+            .map_err(|_| SubmitError::Internal("the committer dropped the submission".into()))?
+    }
+
+    /// Records one of the service's own audit records (kind [`AUDIT_KIND`]): `decision`, approved
+    /// by the notary key alone (no quorum policy applies), through the same committer as every
+    /// submission, so it gets a seq, reaches the stream and the projection, and is covered by
+    /// the next cross-check like any record. Idempotent by decision id like [`Service::submit`],
+    /// and refused while writes are frozen.
+    pub async fn record_audit(&self, decision: Decision) -> Result<SubmitOutcome, SubmitError> {
+        if let Some(reason) = self.writes_frozen() {
+            return Err(SubmitError::Frozen(reason));
+        }
+        if decision.kind != AUDIT_KIND {
+            return Err(SubmitError::Internal(format!(
+                "an audit record must be of kind {AUDIT_KIND:?}, not {:?}",
+                decision.kind
+            )));
+        }
+        decision
+            .validate("decision")
+            .map_err(SubmitError::Invalid)?;
+        let notary = self.inner.notary.clone();
+        let signed_at = Timestamp::now();
+        let approval = tokio::task::spawn_blocking(move || {
+            let digest = decision
+                .digest()
+                .map_err(|e| SubmitError::Internal(format!("digest the audit decision: {e}")))?;
+            let (key_id, alg) = (notary.key_id(), notary.algorithm());
+            let msg = triplicate_core::digest::approval_message(&digest, &key_id, alg, &signed_at)
+                .map_err(|e| SubmitError::Internal(format!("build the approval message: {e}")))?;
+            let signature = notary
+                .sign(&msg)
+                .map_err(|e| SubmitError::Unavailable(format!("the notary could not sign: {e}")))?;
+            let approval = Approval {
+                key_id,
+                alg,
+                signature,
+                signed_at,
+            };
+            Ok::<_, SubmitError>(Submission {
+                decision,
+                approvals: vec![approval],
+            })
+        })
+        .await
+        .map_err(|e| SubmitError::Internal(format!("sign the audit record: {e}")))??;
+        if let Some(seq) = self.seq_of(approval.decision.id) {
+            // A retry: the record stands with its first approval (signed at another instant).
+            let receipt = self.receipt(seq)?;
+            if receipt.record.decision != approval.decision {
+                return Err(SubmitError::Conflict {
+                    id: approval.decision.id,
+                    seq,
+                });
+            }
+            return Ok(SubmitOutcome::Existing(Accepted {
+                stores: self.status_of(seq),
+                receipt,
+            }));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                submission: approval,
+                reply,
+            })
             .await
             .map_err(|_| SubmitError::Unavailable("the committer has stopped".into()))?;
         rx.await

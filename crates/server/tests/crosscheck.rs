@@ -5,6 +5,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::approve;
 use std::time::Duration;
 
@@ -28,7 +29,15 @@ struct Harness {
 }
 
 async fn start(dir: &std::path::Path) -> Harness {
+    start_with(dir, None).await
+}
+
+/// Starts the service; `verification` is written as the policy's `verification.toml`.
+async fn start_with(dir: &std::path::Path, verification: Option<&str>) -> Harness {
     let dev = dev_setup(dir).unwrap();
+    if let Some(v) = verification {
+        std::fs::write(dev.policy_dir.join("verification.toml"), v).unwrap();
+    }
     let entry = |name: &str, role: Role, token: &str| TokenEntry {
         name: name.into(),
         role,
@@ -210,6 +219,100 @@ async fn a_clean_run_finds_nothing_and_roles_are_enforced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_appends_its_audit_record_and_the_next_run_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start_with(dir.path(), Some("reverify_signatures = true\n")).await;
+    h.submit_many(5).await;
+    let report = h.crosscheck(true).await;
+    assert_eq!(counts(&report), (0, 0, 0, 0), "{report}");
+    assert_eq!(report["records_compared"], 5);
+    assert_eq!(report["signatures_checked"], 15, "{report}");
+
+    // The audit record: kind `verification`, id = run id, approved by the notary alone, and
+    // committing to the report's digest, recomputed here from the report as served.
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    let parsed: triplicate_verifier::Report = serde_json::from_value(report.clone()).unwrap();
+    let digest = base64::engine::general_purpose::STANDARD.encode(parsed.digest().unwrap());
+    let (status, got) = h
+        .call(
+            "GET",
+            &format!("/v1/decisions/{run_id}"),
+            Some(AUDITOR),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{got}");
+    let record = &got["receipt"]["record"];
+    assert_eq!(record["seq"], 5, "{got}");
+    assert_eq!(record["decision"]["kind"], "verification");
+    assert_eq!(
+        record["decision"]["payload"]["report_digest"],
+        digest.as_str()
+    );
+    assert_eq!(record["decision"]["payload"]["mode"], "full");
+    assert_eq!(record["decision"]["payload"]["counts"]["major"], 0);
+    let notary = h.r.service.notary().key_id().to_string();
+    assert_eq!(record["approvals"].as_array().unwrap().len(), 1);
+    assert_eq!(record["approvals"][0]["key_id"], notary.as_str());
+    h.wait_for_stores(6).await;
+
+    // The next run compares the audit record across the three stores and re-verifies its
+    // approval (the notary's) and notary signature: clean, and it appends its own.
+    let next = h.crosscheck(false).await;
+    assert_eq!(counts(&next), (0, 0, 0, 0), "{next}");
+    assert!(next["records_compared"].as_u64().unwrap() >= 6, "{next}");
+    assert_eq!(h.r.service.ledger().tree_size(), 7);
+
+    // Nobody else may submit an audit record.
+    let forged = common::decision("verification", "A forged verification run");
+    let approvals = [
+        approve(&forged, &h.approvers[0]),
+        approve(&forged, &h.approvers[1]),
+    ];
+    let (status, body) = h
+        .call(
+            "POST",
+            "/v1/decisions",
+            Some(SUBMITTER),
+            Some(&json!({ "decision": forged, "approvals": approvals })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("reserved"), "{body}");
+    assert_eq!(h.r.service.ledger().tree_size(), 7);
+
+    // The runs are in the metrics.
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "triplicate_crosscheck_runs_total{mode=\"full\",result=\"clean\"} 1",
+        "triplicate_crosscheck_runs_total{mode=\"incremental\",result=\"clean\"} 1",
+        "triplicate_crosscheck_last_run_discrepancies{class=\"major\"} 0",
+        "triplicate_writes_frozen 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("triplicate_crosscheck_records_verified_total ")
+                && l != "triplicate_crosscheck_records_verified_total 0"
+        ),
+        "{metrics}"
+    );
+    h.r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projection_drift_is_minor_and_repaired_then_clean() {
     let dir = tempfile::tempdir().unwrap();
     let h = start(dir.path()).await;
@@ -323,21 +426,27 @@ async fn the_loop_runs_on_the_verification_toml_schedule() {
         "* * * * * *"
     );
     h.submit_many(5).await;
+    // Each run appends its audit record, so runs that started before the submissions may have
+    // put theirs first: wait for a run covering every seq up to the last submission (the
+    // rolling window makes each incremental run start at 0 here).
+    let covered = h.r.service.ledger().tree_size();
+    assert!(covered >= 5);
     let mut last = Value::Null;
     for _ in 0..200 {
         let (status, body) = h
             .call("GET", "/v1/crosscheck/last", Some(ADMIN), None)
             .await;
-        if status == 200 && body["records_compared"] == 5 {
+        if status == 200 && body["records_compared"].as_u64() >= Some(covered) {
             last = body;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        last["records_compared"], 5,
-        "no scheduled run covered the records"
+    assert!(
+        last["records_compared"].as_u64() >= Some(covered),
+        "no scheduled run covered the records: {last}"
     );
+    assert_eq!(last["ranges"][0]["start"], 0, "{last}");
     assert_eq!(counts(&last), (0, 0, 0, 0), "{last}");
     // Signatures were re-verified, as the file asks: two approvals and the notary per record.
     assert!(last["signatures_checked"].as_u64().unwrap() >= 15, "{last}");

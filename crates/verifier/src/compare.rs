@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use triplicate_core::digest::leaf_hash;
-use triplicate_core::{Hash, Record, Timestamp};
+use triplicate_core::{Hash, Record, Timestamp, AUDIT_KIND};
 use triplicate_keys::{verify_many, VerifyItem};
 use triplicate_ledger::Ledger;
 use triplicate_projection::{Projection, Rederived, RederivedRecord};
@@ -935,6 +935,34 @@ fn reverify(ctx: &Ctx, lo: u64, entries: &[Vec<u8>], findings: &mut Vec<Discrepa
             sigs.push(&r.notary.signature);
         }
         let digest = r.decision.digest();
+        if r.decision.kind == AUDIT_KIND {
+            // The service's own audit record: approved by the notary key alone, no quorum.
+            match r.approvals.as_slice() {
+                [a] if a.key_id == notary_id && a.alg == notary.alg() => {
+                    if let Some(m) = digest.as_ref().ok().and_then(|d| a.message(d).ok()) {
+                        msgs.push((
+                            m,
+                            keys.len(),
+                            Pending {
+                                seq,
+                                decision: r.decision.id,
+                                what: "the audit record's notary approval".into(),
+                            },
+                        ));
+                        keys.push(notary);
+                        sigs.push(&a.signature);
+                    }
+                }
+                _ => findings.push(bad(
+                    Kind::BadApproval,
+                    format!(
+                        "record {seq} is an audit record ({AUDIT_KIND}) but is not approved by \
+                         the notary key {notary_id} alone"
+                    ),
+                )),
+            }
+            continue;
+        }
         for (i, a) in r.approvals.iter().enumerate() {
             let Some(entry) = registry.key(&a.key_id).filter(|e| e.alg() == a.alg) else {
                 continue; // evaluate() below reports unknown keys and algorithm mismatches.

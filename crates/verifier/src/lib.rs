@@ -23,6 +23,7 @@
 //! (a ledger whose files disagree, an undecodable event, rows that describe no record), the run
 //! ends with a report; `Err` means only that a store could not be reached.
 
+mod audit;
 mod b64;
 mod compare;
 mod error;
@@ -35,6 +36,7 @@ mod run;
 pub mod sweep;
 mod trust;
 
+pub use audit::{audit_decision, audit_decision_with, audited_digest};
 pub use compare::{verify_range, RangeFindings, RangeOptions, Stores, DEFAULT_BATCH};
 pub use error::VerifyError;
 pub use ledger_check::{check_checkpoint, fsck_finding, CheckpointRef, CompactRange};

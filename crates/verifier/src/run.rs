@@ -182,6 +182,7 @@ where
         actions,
         stream_cursor: found.stream_resume.map(|p| p.to_string()),
     };
+    log_discrepancies(&report);
     tracing::info!(
         target: "triplicate::verifier",
         run_id = %run_id,
@@ -216,7 +217,7 @@ pub fn unopenable_ledger_report(
         error = %error,
         "the ledger could not be opened; reporting it as critical"
     );
-    Report {
+    let report = Report {
         version: REPORT_VERSION,
         run_id: Uuid::now_v7(),
         mode,
@@ -232,5 +233,52 @@ pub fn unopenable_ledger_report(
         discrepancies,
         actions: Vec::new(),
         stream_cursor: None,
+    };
+    log_discrepancies(&report);
+    report
+}
+
+/// The most discrepancies of one run logged one by one; the rest are counted in one event.
+pub const LOGGED_DISCREPANCIES: usize = 10_000;
+
+/// One structured event per discrepancy (target `triplicate::verifier`): `info` for lag,
+/// `warn` for minor, `error` for major and critical, with the run id, seq, decision id, store,
+/// class, kind, both hashes (base64) and the ledger file when known.
+pub fn log_discrepancies(report: &Report) {
+    for d in report.discrepancies.iter().take(LOGGED_DISCREPANCIES) {
+        let expected = d.expected_hash.as_ref().map(crate::b64::encode);
+        let actual = d.actual_hash.as_ref().map(crate::b64::encode);
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "triplicate::verifier",
+                    $level,
+                    run_id = %report.run_id,
+                    seq = d.seq,
+                    decision_id = d.decision_id.map(tracing::field::display),
+                    store = d.store.as_str(),
+                    class = d.class.as_str(),
+                    kind = d.kind.as_str(),
+                    expected_hash = expected.as_deref(),
+                    actual_hash = actual.as_deref(),
+                    file = d.file.as_deref(),
+                    detail = %d.detail,
+                    "discrepancy"
+                )
+            };
+        }
+        match d.class {
+            Class::Lag => event!(tracing::Level::INFO),
+            Class::Minor => event!(tracing::Level::WARN),
+            Class::Major | Class::Critical => event!(tracing::Level::ERROR),
+        }
+    }
+    if report.discrepancies.len() > LOGGED_DISCREPANCIES {
+        tracing::error!(
+            target: "triplicate::verifier",
+            run_id = %report.run_id,
+            not_logged = report.discrepancies.len() - LOGGED_DISCREPANCIES,
+            "more discrepancies than are logged one by one; the report lists them all"
+        );
     }
 }
