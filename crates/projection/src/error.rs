@@ -53,6 +53,27 @@ pub enum ProjectionError {
     /// The schema could not be applied or is not the one this build knows.
     #[error("projection schema: {0}")]
     Schema(String),
+    /// A verification report's run id is already stored with another digest (both lowercase
+    /// hex). Nothing was written.
+    #[error("verification run {run_id} is already stored with digest {stored}; this report has digest {offered}")]
+    ReportConflict {
+        run_id: uuid::Uuid,
+        stored: String,
+        offered: String,
+    },
+    /// A verification report that cannot be stored as given (see [`crate::ReportStore`]).
+    /// Nothing was written.
+    #[error("verification report {run_id} is invalid: {reason}")]
+    InvalidReport { run_id: uuid::Uuid, reason: String },
+    /// A review that cannot be recorded as given. Nothing was written.
+    #[error("review of action {action_id} is invalid: {reason}")]
+    InvalidReview {
+        action_id: uuid::Uuid,
+        reason: String,
+    },
+    /// A review names an action that no stored report holds. Nothing was written.
+    #[error("no stored verification report holds action {action_id}; only a stored action can be reviewed")]
+    UnknownAction { action_id: uuid::Uuid },
     /// Anything else the database reported.
     #[error("projection store failed to {what}: {reason}")]
     Storage { what: &'static str, reason: String },

@@ -4,17 +4,25 @@
 //! `approvals`, `attachments`, `repairs`) and its migrations (`migrations/postgres/`,
 //! `migrations/sqlite/projection/`); re-deriving a record's canonical bytes from those rows
 //! (never from a stored copy); the readers' queries; the reconciler's repair entry point; the
+//! cross-verifier's reports and the auditors' reviews of proposed repairs ([`ReportStore`],
+//! tables `verification_reports`, `verification_discrepancies`, `verification_actions`,
+//! `verification_reviews`, append-only, each report's canonical JSON kept byte for byte); the
 //! PostgreSQL backend ([`PgProjection`], with the `triplicate_writer` / `triplicate_reader`
 //! roles and append-only triggers) and the embedded SQLite backend ([`SqliteProjection`],
-//! `<data-dir>/projection.db`); a conformance suite and test fixtures (feature `testkit`).
+//! `<data-dir>/projection.db`); conformance suites for both traits and test fixtures (feature
+//! `testkit`).
 //!
 //! Must not know: the ledger or the event stream, HTTP, policies or signature verification (a
 //! record arrives here already verified and committed by the ledger; the projection checks
-//! only that its bytes are a canonical record), or how the verifier classifies what it finds.
-//! No SQL leaves this crate: callers speak records, seqs, filters and cursors.
+//! only that its bytes are a canonical record), or how the verifier classifies what it finds
+//! (a report's classes, stores, kinds and statuses are the verifier's names, stored as given;
+//! its digest is the verifier's to compute). No SQL leaves this crate: callers speak records,
+//! seqs, filters, cursors and report rows.
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
+#[cfg(feature = "testkit")]
+pub mod conformance_reports;
 mod error;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
@@ -24,6 +32,7 @@ mod pgrows;
 mod plan;
 mod postgres;
 pub mod query;
+pub mod reports;
 mod rows;
 mod sqlite;
 #[cfg(feature = "testkit")]
@@ -38,6 +47,10 @@ use uuid::Uuid;
 pub use error::ProjectionError;
 pub use postgres::{PgOptions, PgProjection, PG_READER_ROLE, PG_WRITER_ROLE};
 pub use query::{Cursor, DecisionQuery, Page, TimeRange};
+pub use reports::{
+    ActionRecord, ActionRow, DiscrepancyRow, FullReport, ReportCounts, ReportStore, ReportSummary,
+    ReviewRow, StoredReport,
+};
 pub use sqlite::SqliteProjection;
 
 /// The most seqs one [`Projection::record_bytes`] call may span (the verifier reads in chunks).

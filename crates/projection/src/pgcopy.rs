@@ -87,7 +87,30 @@ impl CopyWriter {
     pub fn timestamp(&mut self, micros_since_2000: i64) {
         self.i64(micros_since_2000);
     }
+
+    /// A one-dimensional `int8[]` without NULLs (`array_send`: dimensions, a has-NULLs flag,
+    /// the element type's OID, each dimension's length and lower bound, then the elements).
+    pub fn i64_array(&mut self, v: &[i64]) {
+        let mut data = Vec::with_capacity(20 + 12 * v.len());
+        let ndim: i32 = if v.is_empty() { 0 } else { 1 };
+        data.extend_from_slice(&ndim.to_be_bytes());
+        data.extend_from_slice(&0i32.to_be_bytes());
+        data.extend_from_slice(&INT8_OID.to_be_bytes());
+        if ndim == 1 {
+            // Arrays of a report's seqs are far shorter than 2^31.
+            data.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            data.extend_from_slice(&1i32.to_be_bytes());
+            for x in v {
+                data.extend_from_slice(&8i32.to_be_bytes());
+                data.extend_from_slice(&x.to_be_bytes());
+            }
+        }
+        self.field(&data);
+    }
 }
+
+/// The OID of `int8`, the element type of `int8[]`.
+const INT8_OID: i32 = 20;
 
 /// Reads `COPY TO STDOUT (FORMAT binary)` data.
 #[derive(Debug)]
@@ -215,6 +238,64 @@ impl<'a> CopyReader<'a> {
     pub fn timestamp(&mut self, what: &str) -> Result<i64, String> {
         self.i64(what)
     }
+
+    pub fn opt_i64(&mut self, what: &str) -> Result<Option<i64>, String> {
+        match self.field()? {
+            None => Ok(None),
+            Some(b) => b
+                .try_into()
+                .map(|b: [u8; 8]| Some(i64::from_be_bytes(b)))
+                .map_err(|_| format!("{what} is not 8 bytes")),
+        }
+    }
+
+    /// A 32-byte hash (`bytea`).
+    pub fn hash(&mut self, what: &str) -> Result<[u8; 32], String> {
+        self.fixed::<32>(what)
+    }
+
+    pub fn opt_hash(&mut self, what: &str) -> Result<Option<[u8; 32]>, String> {
+        match self.field()? {
+            None => Ok(None),
+            Some(b) => b
+                .try_into()
+                .map(Some)
+                .map_err(|_| format!("{what} is {} bytes, not 32", b.len())),
+        }
+    }
+
+    /// An `int8[]` of at most one dimension without NULLs (see [`CopyWriter::i64_array`]).
+    pub fn i64_array(&mut self, what: &str) -> Result<Vec<i64>, String> {
+        let data = self.not_null(what)?;
+        let mut r = CopyReader { data, pos: 0 };
+        let bad = |why: &str| format!("{what}: {why}");
+        let ndim = r.be_i32()?;
+        let has_nulls = r.be_i32()?;
+        let oid = r.be_i32()?;
+        if oid != INT8_OID {
+            return Err(bad(&format!("element type {oid} is not int8")));
+        }
+        if has_nulls != 0 {
+            return Err(bad("the array holds NULL"));
+        }
+        let len = match ndim {
+            0 => 0,
+            1 => {
+                let len = r.be_i32()?;
+                let _lower_bound = r.be_i32()?;
+                usize::try_from(len).map_err(|_| bad("negative length"))?
+            }
+            n => return Err(bad(&format!("{n} dimensions; expected one"))),
+        };
+        let mut out = Vec::with_capacity(len.min(data.len() / 12));
+        for _ in 0..len {
+            out.push(r.i64(what)?);
+        }
+        if r.pos != data.len() {
+            return Err(bad("trailing bytes after the elements"));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +320,22 @@ mod tests {
         assert!(r.row(1).unwrap().is_some());
         assert_eq!(r.i16("a").unwrap(), 3);
         assert!(r.row(1).unwrap().is_none());
+    }
+
+    #[test]
+    fn int8_arrays_read_back() {
+        for v in [vec![], vec![0i64], vec![1, -2, i64::MAX]] {
+            let mut w = CopyWriter::tuples(64);
+            w.row(1);
+            w.i64_array(&v);
+            let mut data = HEADER.to_vec();
+            data.extend_from_slice(&w.into_tuples());
+            data.extend_from_slice(TRAILER);
+            let mut r = CopyReader::new(&data).unwrap();
+            assert!(r.row(1).unwrap().is_some());
+            assert_eq!(r.i64_array("a").unwrap(), v);
+            assert!(r.row(1).unwrap().is_none());
+        }
     }
 
     #[test]

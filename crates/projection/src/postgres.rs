@@ -16,6 +16,11 @@
 //! tables are read from one snapshot, and fetch rows with binary `COPY (SELECT …) TO STDOUT`.
 //! Range reads receive one slice here while the previous one is decoded and re-derived on the
 //! blocking pool, on every core.
+//!
+//! The verifier's reports ([`crate::ReportStore`]) live in `postgres/reports.rs`: written with
+//! `COPY` as well, without the writer lock (they share no table with the records).
+
+mod reports;
 
 use std::str::FromStr;
 use std::sync::Arc;

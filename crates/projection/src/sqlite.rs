@@ -15,6 +15,12 @@
 //! write at all. Triggers refuse UPDATE always and DELETE unless the SQL function
 //! `triplicate_repair_active()` returns 1, which only the writer connection defines and only
 //! while [`Projection::repair`] deletes the rows it replaces.
+//!
+//! The verifier's reports ([`crate::ReportStore`]) live in `sqlite/reports.rs`, on the same
+//! connection; their tables' triggers refuse UPDATE and DELETE with no exception, and the
+//! writer connection turns on `PRAGMA foreign_keys` for them.
+
+mod reports;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,10 +44,16 @@ use crate::{
 };
 
 /// The migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/sqlite/projection/0001_projection.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/sqlite/projection/0001_projection.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/projection/0002_verification.sql"),
+    ),
+];
 
 /// The name of the guard function the triggers call.
 const GUARD_FUNCTION: &str = "triplicate_repair_active";
@@ -156,6 +168,11 @@ impl SqliteProjection {
                 .map_err(storage("set WAL mode"))?;
             conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(storage("set synchronous=FULL"))?;
+            // The verification tables declare foreign keys (a review must name a stored
+            // action); SQLite enforces them only on connections that ask. The governance
+            // tables declare none.
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(storage("enforce foreign keys"))?;
             // Not DETERMINISTIC (its answer changes), and INNOCUOUS so the schema's triggers may
             // call it even where `trusted_schema` is off.
             conn.create_scalar_function(

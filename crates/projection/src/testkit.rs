@@ -1,7 +1,8 @@
 //! Test support (feature `testkit`): each PostgreSQL test gets its own database, created fresh,
-//! migrated with the real `migrations/postgres/`, and dropped when the test ends (also when it
-//! panics), so tests run in parallel and leave nothing behind. The roles the migrations create
-//! are cluster-wide and shared by every test database, as they are in production.
+//! migrated with the real `migrations/postgres/` (or not, to test upgrades), and dropped when
+//! the test ends (also when it panics), so tests run in parallel and leave nothing behind. The
+//! roles the migrations create are cluster-wide and shared by every test database, as they are
+//! in production.
 //!
 //! There is no skipping: when no server answers, [`PgTestDb::create`] panics and says how to
 //! get one.
@@ -42,6 +43,20 @@ impl PgTestDb {
 
     /// Like [`PgTestDb::create`] with an explicit admin URL.
     pub async fn create_at(url: &str) -> PgTestDb {
+        let db = PgTestDb::create_unmigrated_at(url).await;
+        PgProjection::migrate(&db.owner)
+            .await
+            .unwrap_or_else(|e| panic!("migrate test database {}: {e}", db.name));
+        db
+    }
+
+    /// A fresh database without the migrations applied (for testing upgrades: apply some of
+    /// them, then [`PgProjection::migrate`]).
+    pub async fn create_unmigrated() -> PgTestDb {
+        PgTestDb::create_unmigrated_at(&admin_url()).await
+    }
+
+    async fn create_unmigrated_at(url: &str) -> PgTestDb {
         let admin = PgConnectOptions::from_str(url)
             .unwrap_or_else(|e| panic!("{PG_URL_ENV}={url:?} is not a PostgreSQL URL: {e}"));
         let mut conn = admin.connect().await.unwrap_or_else(|e| {
@@ -58,7 +73,7 @@ impl PgTestDb {
             .await
             .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
         let _ = conn.close().await;
-        let db = PgTestDb {
+        PgTestDb {
             owner: PgPoolOptions::new()
                 .max_connections(4)
                 .connect_with(admin.clone().database(&name))
@@ -66,11 +81,7 @@ impl PgTestDb {
                 .unwrap_or_else(|e| panic!("connect to test database {name}: {e}")),
             name,
             admin,
-        };
-        PgProjection::migrate(&db.owner)
-            .await
-            .unwrap_or_else(|e| panic!("migrate test database {}: {e}", db.name));
-        db
+        }
     }
 
     /// The database's name.

@@ -2,10 +2,12 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`): each test gets its own fresh database with
 //! the real migrations and drops it at the end. With no server the tests fail, saying why.
 //!
-//! The conformance suite; roles and triggers over real connections as `triplicate_reader`,
-//! `triplicate_writer` and the owner; every column feeds the re-derived hash; the payload
-//! column keeps what `jsonb` cannot; migrations on a cluster whose roles exist; a closed pool;
-//! concurrent appliers; repairs logged and restoring a lost row; random records round-trip.
+//! The conformance suites (records and verification reports); roles and triggers over real
+//! connections as `triplicate_reader`, `triplicate_writer` and the owner, for the governance
+//! and the verification tables; every column feeds the re-derived hash; the payload column
+//! keeps what `jsonb` cannot; migrations on a cluster whose roles exist, and from version 1;
+//! a closed pool; concurrent appliers; repairs logged and restoring a lost row; random records
+//! round-trip.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,11 +17,12 @@ use proptest::prelude::*;
 use sqlx::{ConnectOptions, PgConnection, Row};
 use triplicate_core::digest::leaf_hash;
 use triplicate_projection::conformance::{canonical, run, snapshot};
+use triplicate_projection::conformance_reports::{self, sample_report, sample_review};
 use triplicate_projection::fixtures::{bytes, sample_record, tricky_records};
 use triplicate_projection::testkit::PgTestDb;
 use triplicate_projection::{
     DecisionQuery, PgProjection, Projection, ProjectionError, Rederived, RepairRequest,
-    PG_READER_ROLE, PG_WRITER_ROLE,
+    ReportStore, PG_READER_ROLE, PG_WRITER_ROLE,
 };
 
 fn batch(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
@@ -54,6 +57,232 @@ async fn refused(c: &mut PgConnection, sql: &str) -> String {
 async fn conformance() {
     let db = PgTestDb::create().await;
     run(&writer(&db).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_conformance() {
+    let db = PgTestDb::create().await;
+    conformance_reports::run(&writer(&db).await).await;
+}
+
+const VERIFICATION_TABLES: [&str; 4] = [
+    "verification_reports",
+    "verification_discrepancies",
+    "verification_actions",
+    "verification_reviews",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_tables_roles_and_triggers() {
+    let db = PgTestDb::create().await;
+    let p = writer(&db).await;
+    let r = sample_report(1, 5, 3);
+    p.store_report(r.clone()).await.unwrap();
+    p.record_review(sample_review(r.actions[0].id, "approved", None, 0))
+        .await
+        .unwrap();
+    let before = conformance_reports::snapshot(&p).await;
+    let mut owner = connect_as(&db, None).await;
+
+    // Privileges: the reader reads; the writer reads and inserts; neither changes or removes.
+    for table in VERIFICATION_TABLES {
+        for (role, privilege, held) in [
+            (PG_READER_ROLE, "SELECT", true),
+            (PG_READER_ROLE, "INSERT", false),
+            (PG_WRITER_ROLE, "SELECT", true),
+            (PG_WRITER_ROLE, "INSERT", true),
+            (PG_READER_ROLE, "UPDATE", false),
+            (PG_READER_ROLE, "DELETE", false),
+            (PG_READER_ROLE, "TRUNCATE", false),
+            (PG_WRITER_ROLE, "UPDATE", false),
+            (PG_WRITER_ROLE, "DELETE", false),
+            (PG_WRITER_ROLE, "TRUNCATE", false),
+            ("public", "SELECT", false),
+        ] {
+            let got: bool = sqlx::query_scalar("SELECT has_table_privilege($1, $2, $3)")
+                .bind(role)
+                .bind(table)
+                .bind(privilege)
+                .fetch_one(&mut owner)
+                .await
+                .unwrap();
+            assert_eq!(got, held, "{role} {privilege} on {table}");
+        }
+    }
+
+    // The reader: SELECT only, through SQL and through the trait.
+    let mut rd = connect_as(&db, Some(PG_READER_ROLE)).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM verification_discrepancies")
+        .fetch_one(&mut rd)
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+    for sql in [
+        "INSERT INTO verification_reports SELECT * FROM verification_reports",
+        "INSERT INTO verification_reviews (action_id, verdict, key_id, alg, signature,          signed_at, signed_at_extra_ns, reason, recorded_at, recorded_at_extra_ns)          SELECT action_id, 'rejected', 'k', 'ed25519', '\\x01', now(), 0, '', now(), 0          FROM verification_actions LIMIT 1",
+        "UPDATE verification_reports SET mode = 'full'",
+        "DELETE FROM verification_reviews",
+        "TRUNCATE verification_actions CASCADE",
+    ] {
+        let e = refused(&mut rd, sql).await;
+        assert!(e.contains("permission denied"), "reader: {sql}: {e}");
+    }
+    let reader = db.projection(Some(PG_READER_ROLE)).await;
+    assert_eq!(reader.report(r.run_id).await.unwrap().unwrap().report, r);
+    assert!(matches!(
+        reader.store_report(sample_report(2, 1, 1)).await,
+        Err(ProjectionError::PermissionDenied { .. })
+    ));
+    assert!(matches!(
+        reader
+            .record_review(sample_review(r.actions[1].id, "rejected", None, 1))
+            .await,
+        Err(ProjectionError::PermissionDenied { .. })
+    ));
+
+    // The writer: no UPDATE, DELETE or TRUNCATE, and no way round the triggers.
+    let mut w = connect_as(&db, Some(PG_WRITER_ROLE)).await;
+    for table in VERIFICATION_TABLES {
+        for sql in [
+            format!("DELETE FROM {table}"),
+            format!("TRUNCATE {table} CASCADE"),
+            format!("ALTER TABLE {table} DISABLE TRIGGER ALL"),
+        ] {
+            let e = refused(&mut w, &sql).await;
+            assert!(
+                e.contains("permission denied") || e.contains("must be owner"),
+                "writer: {sql}: {e}"
+            );
+        }
+    }
+    let e = refused(
+        &mut w,
+        "SELECT nextval(pg_get_serial_sequence('verification_reviews', 'review_id'))",
+    )
+    .await;
+    assert!(e.contains("permission denied"), "writer: nextval: {e}");
+
+    // Privileges are the first wall; the triggers are the second, for everyone (no repair
+    // exception here): the writer granted everything, and the owner.
+    sqlx::query(&format!(
+        "GRANT UPDATE, DELETE, TRUNCATE ON {} TO triplicate_writer",
+        VERIFICATION_TABLES.join(", ")
+    ))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    sqlx::query("SET triplicate.repair = 'on'")
+        .execute(&mut w)
+        .await
+        .unwrap();
+    sqlx::query("SET triplicate.repair = 'on'")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    for (who, c) in [("writer", &mut w), ("owner", &mut owner)] {
+        for (sql, what) in [
+            (
+                "UPDATE verification_reports SET mode = 'full'",
+                "UPDATE on verification_reports refused",
+            ),
+            (
+                "DELETE FROM verification_reports",
+                "DELETE on verification_reports refused",
+            ),
+            (
+                "TRUNCATE verification_reports CASCADE",
+                "TRUNCATE on verification_reports refused",
+            ),
+            (
+                "UPDATE verification_discrepancies SET detail = 'x'",
+                "UPDATE on verification_discrepancies refused",
+            ),
+            (
+                "DELETE FROM verification_discrepancies",
+                "DELETE on verification_discrepancies refused",
+            ),
+            (
+                "UPDATE verification_actions SET status = 'applied'",
+                "UPDATE on verification_actions refused",
+            ),
+            (
+                "DELETE FROM verification_actions",
+                "DELETE on verification_actions refused",
+            ),
+            (
+                "UPDATE verification_reviews SET verdict = 'rejected'",
+                "UPDATE on verification_reviews refused",
+            ),
+            (
+                "DELETE FROM verification_reviews",
+                "DELETE on verification_reviews refused",
+            ),
+            (
+                "TRUNCATE verification_reviews",
+                "TRUNCATE on verification_reviews refused",
+            ),
+        ] {
+            let e = refused(c, sql).await;
+            assert!(e.contains(what), "{who}: {sql}: {e}");
+        }
+    }
+    // The schema's own checks hold for rows written behind the projection's back.
+    let e = refused(
+        &mut owner,
+        "INSERT INTO verification_reports (run_id, mode, started_at, started_at_extra_ns,          finished_at, finished_at_extra_ns, lag, minor, major, critical, records_compared,          digest, body) VALUES (gen_random_uuid(), 'full', now(), 0, now(), 0, 0, 0, 0, 0, 0,          decode(repeat('00', 32), 'hex'), '{\"a\":')",
+    )
+    .await;
+    assert!(e.contains("json"), "a body that is not JSON: {e}");
+    let e = refused(
+        &mut owner,
+        "INSERT INTO verification_reviews (action_id, verdict, key_id, alg, signature,          signed_at, signed_at_extra_ns, reason, recorded_at, recorded_at_extra_ns)          VALUES (gen_random_uuid(), 'approved', 'k', 'ed25519', '\\x01', now(), 0, '', now(), 0)",
+    )
+    .await;
+    assert!(e.contains("foreign key"), "a review of no action: {e}");
+    assert!(conformance_reports::snapshot(&p).await == before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_upgraded_and_keeps_its_records() {
+    let db = PgTestDb::create_unmigrated().await;
+    // The database as the previous build left it: migration 1 only, and records.
+    let mut v1 = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/postgres"
+    )))
+    .await
+    .unwrap();
+    v1.migrations = v1
+        .migrations
+        .iter()
+        .filter(|m| m.version == 1)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    v1.run(db.owner_pool()).await.unwrap();
+    let p = writer(&db).await;
+    p.apply(batch(0..25)).await.unwrap();
+    assert!(p.store_report(sample_report(1, 1, 1)).await.is_err());
+
+    PgProjection::migrate(db.owner_pool()).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(db.owner_pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![1, 2]);
+    let p = writer(&db).await;
+    assert_eq!(p.highest_seq().await.unwrap(), Some(24));
+    assert_eq!(
+        p.record_bytes(24, 25).await.unwrap()[0].bytes(),
+        Some(bytes(&sample_record(24, 0)).as_slice())
+    );
+    let r = sample_report(1, 3, 2);
+    assert!(p.store_report(r.clone()).await.unwrap());
+    let reader = db.projection(Some(PG_READER_ROLE)).await;
+    assert_eq!(reader.report(r.run_id).await.unwrap().unwrap().report, r);
+    // Migrating again changes nothing.
+    PgProjection::migrate(db.owner_pool()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

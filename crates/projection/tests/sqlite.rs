@@ -1,7 +1,8 @@
-//! The embedded SQLite projection: the conformance suite; every column feeds the re-derived
-//! hash; append-only triggers and the repair guard; read-only handles; reopening; a closed
-//! database; concurrent appliers; repairs logged and restoring a lost row; random records
-//! round-trip byte for byte.
+//! The embedded SQLite projection: the conformance suites (records and verification
+//! reports); every column feeds the re-derived hash; append-only triggers and the repair guard;
+//! the verification tables' triggers; read-only handles; reopening; upgrading a version-1 file;
+//! a closed database; concurrent appliers; repairs logged and restoring a lost row; random
+//! records round-trip byte for byte.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,9 +13,11 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
 use triplicate_core::digest::leaf_hash;
 use triplicate_projection::conformance::{canonical, run, snapshot};
+use triplicate_projection::conformance_reports::{self, sample_report, sample_review};
 use triplicate_projection::fixtures::{bytes, sample_record};
 use triplicate_projection::{
-    DecisionQuery, Projection, ProjectionError, Rederived, RepairRequest, SqliteProjection,
+    DecisionQuery, Projection, ProjectionError, Rederived, RepairRequest, ReportStore,
+    SqliteProjection,
 };
 
 fn batch(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
@@ -44,6 +47,163 @@ async fn conformance() {
     let dir = tempfile::tempdir().unwrap();
     let p = SqliteProjection::open(dir.path()).await.unwrap();
     run(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = SqliteProjection::open(dir.path()).await.unwrap();
+    conformance_reports::run(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_tables_refuse_update_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = SqliteProjection::open(dir.path()).await.unwrap();
+    let r = sample_report(1, 5, 3);
+    p.store_report(r.clone()).await.unwrap();
+    p.record_review(sample_review(r.actions[0].id, "approved", None, 0))
+        .await
+        .unwrap();
+    let before = conformance_reports::snapshot(&p).await;
+    // Any connection, with or without the repair guard: these triggers have no exception.
+    for c in [raw(dir.path()), raw_with_guard(dir.path(), 1)] {
+        for (sql, msg) in [
+            (
+                "UPDATE verification_reports SET mode = 'full'",
+                "UPDATE on verification_reports refused",
+            ),
+            (
+                "DELETE FROM verification_reports",
+                "DELETE on verification_reports refused",
+            ),
+            (
+                "UPDATE verification_discrepancies SET detail = 'x'",
+                "UPDATE on verification_discrepancies refused",
+            ),
+            (
+                "DELETE FROM verification_discrepancies WHERE position = 0",
+                "DELETE on verification_discrepancies refused",
+            ),
+            (
+                "UPDATE verification_actions SET status = 'applied'",
+                "UPDATE on verification_actions refused",
+            ),
+            (
+                "DELETE FROM verification_actions",
+                "DELETE on verification_actions refused",
+            ),
+            (
+                "UPDATE verification_reviews SET verdict = 'rejected'",
+                "UPDATE on verification_reviews refused",
+            ),
+            (
+                "DELETE FROM verification_reviews",
+                "DELETE on verification_reviews refused",
+            ),
+        ] {
+            let e = c.execute(sql, []).unwrap_err().to_string();
+            assert!(e.contains(msg), "{sql}: {e}");
+        }
+        // The schema's own checks hold for rows written behind the projection's back too.
+        let e = c
+            .execute(
+                "INSERT INTO verification_reviews (action_id, verdict, key_id, alg, signature,                  signed_at_s, signed_at_ns, reason, recorded_at_s, recorded_at_ns)                  SELECT action_id, 'maybe', 'k', 'ed25519', x'01', 0, 0, '', 0, 0                  FROM verification_actions LIMIT 1",
+                [],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CHECK"), "{e}");
+    }
+    assert!(conformance_reports::snapshot(&p).await == before);
+    // The writer enforces the foreign keys: a review of no action is refused by the schema
+    // too, not only by the projection's own check.
+    let c = raw(dir.path());
+    c.pragma_update(None, "foreign_keys", "ON").unwrap();
+    let e = c
+        .execute(
+            "INSERT INTO verification_reviews (action_id, verdict, key_id, alg, signature,              signed_at_s, signed_at_ns, reason, recorded_at_s, recorded_at_ns)              VALUES ('01900000-0000-7000-8000-000000000000', 'approved', 'k', 'ed25519',              x'01', 0, 0, '', 0, 0)",
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("FOREIGN KEY"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let p = SqliteProjection::open(dir.path()).await.unwrap();
+        p.apply(batch(0..25)).await.unwrap();
+    }
+    // Turn the file back into what a version-1 build left: its records, no verification
+    // tables (dropping a table fires no triggers), schema version 1.
+    {
+        let c = raw(dir.path());
+        c.execute_batch(
+            "DROP TABLE verification_reviews; DROP TABLE verification_actions; \
+             DROP TABLE verification_discrepancies; DROP TABLE verification_reports; \
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        let left: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'verification%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+        // A reader of the new build refuses the old file until the writer has upgraded it.
+        let e = SqliteProjection::open_read_only(dir.path())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProjectionError::Schema(_)), "{e}");
+    }
+    let p = SqliteProjection::open(dir.path()).await.unwrap();
+    let version: i64 = raw(dir.path())
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(p.highest_seq().await.unwrap(), Some(24));
+    assert_eq!(
+        p.record_bytes(0, 25).await.unwrap()[24].bytes(),
+        Some(bytes(&sample_record(24, 0)).as_slice())
+    );
+    let r = sample_report(1, 3, 2);
+    assert!(p.store_report(r.clone()).await.unwrap());
+    assert_eq!(p.report(r.run_id).await.unwrap().unwrap().report, r);
+    let ro = SqliteProjection::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(ro.reports(None, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_handle_reads_reports_and_cannot_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SqliteProjection::open(dir.path()).await.unwrap();
+    let r = sample_report(1, 4, 2);
+    w.store_report(r.clone()).await.unwrap();
+    let ro = SqliteProjection::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(ro.report(r.run_id).await.unwrap().unwrap().report, r);
+    assert_eq!(ro.reports(None, 5).await.unwrap().len(), 1);
+    assert!(ro.action(r.actions[1].id).await.unwrap().is_some());
+    assert!(matches!(
+        ro.store_report(sample_report(2, 1, 1)).await,
+        Err(ProjectionError::ReadOnly(_))
+    ));
+    assert!(matches!(
+        ro.record_review(sample_review(r.actions[0].id, "rejected", None, 0))
+            .await,
+        Err(ProjectionError::ReadOnly(_))
+    ));
+    assert!(w
+        .report(r.run_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .reviews
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,12 +11,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use triplicate_core::Timestamp;
+use triplicate_projection::reports::{ReportStore as _, ReviewRow, StoredReport};
 use triplicate_projection::Projection as _;
 use triplicate_stream::EventStream as _;
+use triplicate_verifier::review::{ReviewStatement, Verdict};
 use triplicate_verifier::{
-    apply_repairs, ActionStatus, Class, Report, RunMode, RunRequest, Stores, Trust,
-    VerificationPolicy, VerifyError,
+    apply_approved, apply_repairs, ActionStatus, Class, DeliveryOptions, Report, RunMode,
+    RunRequest, Stores, Trust, VerificationPolicy, VerifyError, WebhookSender,
 };
+
+use uuid::Uuid;
 
 use crate::service::{Service, SubmitOutcome};
 
@@ -28,6 +32,10 @@ pub struct CrossCheck {
     run: tokio::sync::Mutex<Option<Arc<Report>>>,
     /// The last run, readable while a run is under way.
     last: std::sync::RwLock<Option<Arc<RunRecord>>>,
+    /// Where alerts go (`[[webhook]]` in verification.toml).
+    webhooks: Option<Arc<WebhookSender>>,
+    /// Reports the projection could not store yet, oldest first.
+    unsaved: std::sync::Mutex<Vec<StoredReport>>,
 }
 
 impl std::fmt::Debug for CrossCheck {
@@ -49,6 +57,40 @@ pub struct RunRecord {
     pub audit_seq: Option<u64>,
 }
 
+/// An auditor's signed verdict, as it arrives.
+#[derive(Debug, Clone)]
+pub struct SignedVerdict {
+    pub key_id: triplicate_core::KeyId,
+    pub alg: triplicate_core::Algorithm,
+    pub signature: Vec<u8>,
+    pub signed_at: Timestamp,
+    pub reason: String,
+}
+
+/// What a recorded verdict did.
+#[derive(Debug, Clone)]
+pub struct ReviewOutcome {
+    pub run_id: Uuid,
+    /// The action's status afterwards (`rejected`, `applied`, `unchanged`, `approved` when
+    /// deferred to the operator, `proposed` when the repair failed).
+    pub status: String,
+    pub review: ReviewRow,
+}
+
+/// Why a verdict was not recorded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReviewFailure {
+    #[error("no proposed repair {0}")]
+    NotFound(Uuid),
+    #[error("repair {action_id} is {status}, not waiting for an auditor")]
+    Closed { action_id: Uuid, status: String },
+    #[error("the verdict is refused: {0}")]
+    Refused(triplicate_verifier::review::ReviewError),
+    #[error("the report store: {0}")]
+    Store(String),
+}
+
 /// Why a run could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,6 +101,8 @@ pub enum CrossCheckError {
     Notary(String),
     #[error("digest the report: {0}")]
     Report(String),
+    #[error("alert webhooks: {0}")]
+    Webhook(#[from] triplicate_verifier::WebhookError),
 }
 
 /// Loads `policy_dir/verification.toml`; without one, the verifier's defaults (logged). A file
@@ -127,14 +171,75 @@ pub fn critical_summary(report: &Report) -> Option<String> {
 }
 
 impl CrossCheck {
-    /// The cross-verifier of `service` under `policy`.
-    pub fn new(service: Service, policy: VerificationPolicy) -> CrossCheck {
-        CrossCheck {
+    /// The cross-verifier of `service` under `policy`. Fails when a webhook target's secret
+    /// variable is unset or empty (a configured alert that could not be signed is a
+    /// misconfiguration the operator hears about at start, not at the first finding).
+    pub fn new(
+        service: Service,
+        policy: VerificationPolicy,
+    ) -> Result<CrossCheck, CrossCheckError> {
+        let webhooks = if policy.webhooks.is_empty() {
+            None
+        } else {
+            Some(Arc::new(WebhookSender::new(
+                policy.webhooks.clone(),
+                DeliveryOptions::default(),
+            )?))
+        };
+        Ok(CrossCheck {
+            webhooks,
             service,
             policy,
             run: tokio::sync::Mutex::new(None),
             last: std::sync::RwLock::new(None),
+            unsaved: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Continues the chain of runs from the newest report the projection stores, so a restart
+    /// keeps proving consistency from the last verified checkpoint and runs incrementally from
+    /// where the last run ended. The stored report is trusted only when its body hashes to its
+    /// digest and the ledger's audit record at its `audit_seq` carries that digest: the
+    /// projection alone could otherwise move the starting point past records never compared.
+    /// Returns the run id continued from.
+    pub async fn resume_from_store(&self) -> Option<Uuid> {
+        let projection = self.service.projection();
+        let newest = match projection.reports(None, 1).await {
+            Ok(page) => page.into_iter().next()?,
+            Err(e) => {
+                tracing::warn!(error = %e, "read the last stored report; the first run is a full sweep");
+                return None;
+            }
+        };
+        let full = projection.report(newest.run_id).await.ok()??;
+        let report = match triplicate_verifier::from_stored(&full.report) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "the last stored report does not check out; the first run is a full sweep");
+                return None;
+            }
+        };
+        let audited = full.report.audit_seq.and_then(|seq| {
+            let receipt = self.service.receipt(seq).ok()?;
+            triplicate_verifier::audited_digest(&receipt.record.decision)
+        });
+        if audited != Some(full.report.digest) {
+            tracing::warn!(
+                run_id = %newest.run_id,
+                "the last stored report has no matching audit record in the ledger; the first \
+                 run is a full sweep"
+            );
+            return None;
         }
+        let run_id = report.run_id;
+        tracing::info!(%run_id, "cross-checks continue from the last stored report");
+        *self.run.lock().await = Some(Arc::new(report.clone()));
+        *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(RunRecord {
+            report,
+            digest: full.report.digest,
+            audit_seq: full.report.audit_seq,
+        }));
+        Some(run_id)
     }
 
     /// The policy in force.
@@ -200,6 +305,8 @@ impl CrossCheck {
             .digest()
             .map_err(|e| CrossCheckError::Report(e.to_string()))?;
         let audit_seq = self.append_audit(&report, &digest).await;
+        self.store(&report, audit_seq).await;
+        self.alert(&report);
         let report = Arc::new(report);
         // A run whose checkpoint did not verify keeps the chain of the last good one.
         let keep = match (&*guard, report.checkpoint_new) {
@@ -220,6 +327,225 @@ impl CrossCheck {
         });
         *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
         Ok(record)
+    }
+
+    /// Posts the report's findings to the webhook targets whose classes it has, in the
+    /// background (retries take up to minutes; the next run does not wait for them), counting
+    /// each delivery in `triplicate_crosscheck_webhook_deliveries_total`.
+    fn alert(&self, report: &Report) {
+        let Some(sender) = self.webhooks.clone() else {
+            return;
+        };
+        if report.is_clean() {
+            return;
+        }
+        let report = report.clone();
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            for d in sender.deliver(&report, None).await {
+                service.metrics().observe_webhook(d.delivered);
+            }
+        });
+    }
+
+    /// Stores the report in the projection's report tables, after any earlier reports that
+    /// could not be stored (the projection was down): those wait in memory and are retried
+    /// first, oldest first. Then refreshes the pending-repairs gauge.
+    async fn store(&self, report: &Report, audit_seq: Option<u64>) {
+        let stored = match triplicate_verifier::to_stored(report, audit_seq) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(run_id = %report.run_id, error = %e, "canonicalise the report");
+                return;
+            }
+        };
+        let waiting = {
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            unsaved.push(stored);
+            std::mem::take(&mut *unsaved)
+        };
+        let mut left = Vec::new();
+        let projection = self.service.projection();
+        for stored in waiting {
+            if !left.is_empty() {
+                left.push(stored);
+                continue;
+            }
+            let run_id = stored.run_id;
+            match projection.store_report(stored.clone()).await {
+                Ok(_) => tracing::info!(
+                    target: "triplicate::verifier",
+                    run_id = %run_id,
+                    "report stored in the projection"
+                ),
+                Err(e) => {
+                    tracing::error!(
+                        target: "triplicate::verifier",
+                        run_id = %run_id,
+                        error = %e,
+                        "the report could not be stored in the projection; it is kept in memory \
+                         and stored after the next run"
+                    );
+                    left.push(stored);
+                }
+            }
+        }
+        {
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            left.append(&mut unsaved);
+            *unsaved = left;
+        }
+        self.refresh_pending().await;
+    }
+
+    /// Counts proposed repairs still waiting for an auditor, over the most recent reports,
+    /// into `triplicate_crosscheck_pending_repairs`.
+    async fn refresh_pending(&self) {
+        let mut pending = 0;
+        let mut before = None;
+        // At most 10,000 reports back: a proposal older than that is not an alert any more.
+        for _ in 0..10 {
+            match self.service.projection().reports(before, 1000).await {
+                Ok(page) => {
+                    pending += page.iter().map(|r| r.pending_actions).sum::<u64>();
+                    match page.last() {
+                        Some(last) if page.len() == 1000 => before = Some(last.run_id),
+                        _ => break,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "count pending repairs");
+                    return;
+                }
+            }
+        }
+        self.service.metrics().set_pending_repairs(pending);
+    }
+
+    /// Records an auditor's verdict on a proposed repair, signed with the auditor's key (see
+    /// [`triplicate_verifier::review`]), and on approval runs the repair when the service can
+    /// (projection rows, missing stream events; anything else is recorded as `deferred` for
+    /// the operator). One verdict closes an action, except an approval whose repair failed,
+    /// which may be approved again. Serialised with runs.
+    pub async fn review(
+        &self,
+        action_id: Uuid,
+        verdict: Verdict,
+        signed: SignedVerdict,
+    ) -> Result<ReviewOutcome, ReviewFailure> {
+        let _run = self.run.lock().await;
+        let projection = self.service.projection();
+        let found = projection
+            .action(action_id)
+            .await
+            .map_err(|e| ReviewFailure::Store(e.to_string()))?
+            .ok_or(ReviewFailure::NotFound(action_id))?;
+        let full = projection
+            .report(found.run_id)
+            .await
+            .map_err(|e| ReviewFailure::Store(e.to_string()))?
+            .ok_or(ReviewFailure::NotFound(action_id))?;
+        let report = triplicate_verifier::from_stored(&full.report)
+            .map_err(|e| ReviewFailure::Store(e.to_string()))?;
+        let status = triplicate_verifier::effective_status(&found.action, &found.reviews);
+        if status != "proposed" || found.action.authority != "auditor" {
+            return Err(ReviewFailure::Closed { action_id, status });
+        }
+        let statement = ReviewStatement {
+            action_id,
+            run_id: found.run_id,
+            report_digest: full.report.digest,
+            verdict,
+            key_id: signed.key_id.clone(),
+            alg: signed.alg,
+            signed_at: signed.signed_at,
+            reason: signed.reason.clone(),
+        };
+        let policy = self.service.policy();
+        let now = Timestamp::now();
+        let auditor = statement
+            .verify(&signed.signature, &policy, now)
+            .map_err(ReviewFailure::Refused)?
+            .holder
+            .clone();
+        let outcome = match verdict {
+            Verdict::Rejected => "rejected: nothing was run".to_owned(),
+            Verdict::Approved => {
+                let mut action = report
+                    .actions
+                    .iter()
+                    .find(|a| a.id == action_id)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ReviewFailure::Store(format!(
+                            "action {action_id} is in the report's rows but not in its body"
+                        ))
+                    })?;
+                if action.operation.is_executable() && report.counts.critical == 0 {
+                    let inner = &self.service.inner;
+                    let _stream = inner.stream_state.write.lock().await;
+                    let _projection = inner.projection_state.write.lock().await;
+                    let stores = Stores {
+                        ledger: &**self.service.ledger(),
+                        stream: self.service.stream(),
+                        projection,
+                    };
+                    match apply_approved(stores, &mut action, found.run_id).await {
+                        Ok(_) => match action.status {
+                            ActionStatus::Applied => format!("applied: {}", action.detail),
+                            ActionStatus::Unchanged => format!(
+                                "unchanged: the store already held the ledger's content; {}",
+                                action.detail
+                            ),
+                            _ => format!("failed: {}", action.detail),
+                        },
+                        Err(e) => format!("failed: {e}"),
+                    }
+                } else {
+                    format!(
+                        "deferred: approved; {:?} is not an operation the service runs \
+                         (stream rebuild, projection row removal): the operator carries it out \
+                         and the next run confirms it",
+                        action.operation
+                    )
+                }
+            }
+        };
+        let review = ReviewRow {
+            action_id,
+            verdict: verdict.as_str().to_owned(),
+            key_id: signed.key_id.to_string(),
+            alg: signed.alg.to_string(),
+            signature: signed.signature,
+            signed_at: signed.signed_at,
+            reason: signed.reason,
+            outcome: Some(outcome.clone()),
+            recorded_at: now,
+        };
+        projection
+            .record_review(review.clone())
+            .await
+            .map_err(|e| ReviewFailure::Store(e.to_string()))?;
+        tracing::warn!(
+            target: "triplicate::verifier",
+            %action_id,
+            run_id = %found.run_id,
+            verdict = verdict.as_str(),
+            auditor = %auditor,
+            key_id = %signed.key_id,
+            %outcome,
+            "an auditor reviewed a proposed repair"
+        );
+        let mut reviews = found.reviews;
+        reviews.push(review.clone());
+        let status = triplicate_verifier::effective_status(&found.action, &reviews);
+        drop(_run);
+        self.refresh_pending().await;
+        Ok(ReviewOutcome {
+            run_id: found.run_id,
+            status,
+            review,
+        })
     }
 
     /// Appends the report's audit record (kind `verification`, carrying its digest) through
@@ -435,17 +761,16 @@ pub async fn run_on_data_dir(
         }
         Err(e) => return Err(OfflineError::Setup(e.to_string())),
     };
-    let mut request = RunRequest::full();
-    request.mode = mode;
-    request.ledger_dir = parts.ledger_dir.clone();
-    let stores = Stores {
-        ledger: &*parts.ledger,
-        stream: &parts.stream,
-        projection: &parts.projection,
-    };
-    let report = triplicate_verifier::run(stores, &policy, &trust, &request)
+    // The same cross-check the service runs, on a service of its own over the opened stores
+    // (no HTTP, no catch-up worker): the run continues from the last stored report, its report
+    // is stored, and its audit record appended, as when the service runs it.
+    let service = Service::start(parts)
         .await
-        .map_err(CrossCheckError::from)?;
+        .map_err(|e| OfflineError::Setup(format!("start the service: {e}")))?;
+    let checker = CrossCheck::new(service, policy)?;
+    checker.resume_from_store().await;
+    let record = checker.run_now(full).await?;
+    let report = record.report.clone();
     if let Err(e) = embedded.flush() {
         tracing::warn!(error = %e, "flush the ledger after the cross-check");
     }

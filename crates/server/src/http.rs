@@ -59,6 +59,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/crosscheck"),
     ("POST", "/v1/admin/resume"),
     ("GET", "/v1/crosscheck/last"),
+    ("GET", "/v1/verification/reports"),
+    ("GET", "/v1/verification/reports/{id}"),
+    ("POST", "/v1/verification/runs"),
+    ("GET", "/v1/verification/repairs/{id}"),
+    ("POST", "/v1/verification/repairs/{id}/approve"),
+    ("POST", "/v1/verification/repairs/{id}/reject"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -91,6 +97,14 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/v1/admin/crosscheck") => post(crosscheck_run),
         ("POST", "/v1/admin/resume") => post(resume_writes),
         ("GET", "/v1/crosscheck/last") => get(crosscheck_last),
+        ("GET", "/v1/verification/reports") => get(crate::verification_http::list_reports),
+        ("GET", "/v1/verification/reports/{id}") => get(crate::verification_http::get_report),
+        ("POST", "/v1/verification/runs") => post(crate::verification_http::post_run),
+        ("GET", "/v1/verification/repairs/{id}") => get(crate::verification_http::get_repair),
+        ("POST", "/v1/verification/repairs/{id}/approve") => {
+            post(crate::verification_http::approve)
+        }
+        ("POST", "/v1/verification/repairs/{id}/reject") => post(crate::verification_http::reject),
         ("GET", "/healthz") => get(|| async { "ok\n" }),
         ("GET", "/readyz") => get(readyz),
         ("GET", "/metrics") => get(metrics),
@@ -478,7 +492,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 /// An auditor or an admin.
-fn require_auditor(s: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn require_auditor(s: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     let (_, role) = s.tokens.require(headers, Role::Reader)?;
     if matches!(role, Role::Auditor | Role::Admin) {
         Ok(())
@@ -495,7 +509,7 @@ fn require_auditor(s: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-fn checker(s: &AppState) -> Result<&Arc<crate::crosscheck::CrossCheck>, Problem> {
+pub(crate) fn checker(s: &AppState) -> Result<&Arc<crate::crosscheck::CrossCheck>, Problem> {
     s.crosscheck
         .as_ref()
         .ok_or_else(|| Problem::unavailable("this service runs no cross-verifier"))

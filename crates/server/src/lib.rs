@@ -15,6 +15,7 @@ pub mod problem;
 pub mod service;
 pub mod setup;
 pub mod stores;
+mod verification_http;
 
 pub use service::{Service, ServiceOptions, ServiceParts};
 
@@ -47,6 +48,10 @@ pub struct Running {
     pub service: Service,
     pub admin_token: String,
     pub approvers: Vec<triplicate_keys::SoftwareSigner>,
+    /// The development auditor's token (empty for a configured service).
+    pub auditor_token: String,
+    /// The development auditor's key (group `auditors`), for a development set-up.
+    pub auditor: Option<triplicate_keys::SoftwareSigner>,
     /// The cross-verifier (its loop runs on the `verification.toml` schedule).
     pub crosscheck: std::sync::Arc<crosscheck::CrossCheck>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
@@ -94,8 +99,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartFailure> {
         auth::Tokens::new(&dev.tokens).map_err(StartFailure::Config)?,
         false,
         config.listen,
-        dev.admin_token,
-        dev.approvers,
+        DevCredentials {
+            admin_token: dev.admin_token,
+            auditor_token: dev.auditor_token,
+            approvers: dev.approvers,
+            auditor: Some(dev.auditor),
+        },
     )
     .await
 }
@@ -126,8 +135,7 @@ pub async fn start_configured(
         auth::Tokens::new(&config.tokens).map_err(StartFailure::Config)?,
         config.restrict_reads,
         config.listen,
-        String::new(),
-        Vec::new(),
+        DevCredentials::default(),
     )
     .await
 }
@@ -146,19 +154,31 @@ pub enum StartFailure {
     Listen(#[from] std::io::Error),
 }
 
+/// What a development set-up hands to whoever started it (tests, the demo, the bench).
+#[derive(Debug, Default)]
+struct DevCredentials {
+    admin_token: String,
+    auditor_token: String,
+    approvers: Vec<triplicate_keys::SoftwareSigner>,
+    auditor: Option<triplicate_keys::SoftwareSigner>,
+}
+
 async fn launch(
     parts: ServiceParts,
     ledger: std::sync::Arc<triplicate_ledger::EmbeddedLedger>,
     tokens: auth::Tokens,
     restrict_reads: bool,
     listen: std::net::SocketAddr,
-    admin_token: String,
-    approvers: Vec<triplicate_keys::SoftwareSigner>,
+    dev: DevCredentials,
 ) -> Result<Running, StartFailure> {
     let verification = crosscheck::load_policy(parts.policy_dir.as_deref())
         .map_err(|e| StartFailure::Config(format!("verification policy: {e}")))?;
     let service = Service::start(parts).await?;
-    let checker = std::sync::Arc::new(crosscheck::CrossCheck::new(service.clone(), verification));
+    let checker = std::sync::Arc::new(
+        crosscheck::CrossCheck::new(service.clone(), verification)
+            .map_err(|e| StartFailure::Config(e.to_string()))?,
+    );
+    checker.resume_from_store().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -185,8 +205,10 @@ async fn launch(
     Ok(Running {
         addr,
         service,
-        admin_token,
-        approvers,
+        admin_token: dev.admin_token,
+        approvers: dev.approvers,
+        auditor_token: dev.auditor_token,
+        auditor: dev.auditor,
         crosscheck: checker,
         stop: Some(stop_tx),
         server,

@@ -113,12 +113,22 @@ impl CrossCheckMetrics {
             "1 while writes are refused after a critical cross-check finding",
             m.writes_frozen.clone(),
         );
+        // Every series an alert rule takes `increase()` of exists from the start at 0, so the
+        // first failure is an increase (ops/prometheus/triplicate-rules.yml).
         for class in triplicate_verifier::Class::ALL {
             let l = ClassLabel {
                 class: class.as_str(),
             };
             m.last_discrepancies.get_or_create(&l).set(0);
             m.discrepancies.get_or_create(&l).inc_by(0);
+        }
+        for mode in ["incremental", "full"] {
+            for result in ["clean", "findings", "failed"] {
+                m.runs.get_or_create(&RunLabels { mode, result }).inc_by(0);
+            }
+        }
+        for result in ["delivered", "failed"] {
+            m.webhook.get_or_create(&ResultLabel { result }).inc_by(0);
         }
         m
     }

@@ -36,6 +36,8 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     ProblemType::new("unavailable", 503, "Unavailable"),
     ProblemType::new("writes-frozen", 503, "WritesFrozen"),
     ProblemType::new("internal", 500, "Internal"),
+    ProblemType::new("review-closed", 409, "ReviewClosed"),
+    ProblemType::new("review-refused", 422, "ReviewRefused"),
 ];
 
 /// One stable problem type.
@@ -82,6 +84,7 @@ pub fn document() -> Value {
             { "name": "decisions", "description": "Submitting and reading decisions." },
             { "name": "ledger", "description": "The verified ledger, public by design: checkpoint, tiles, proofs, the notary key." },
             { "name": "admin", "description": "Operating the service." },
+            { "name": "verification", "description": "Cross-check reports, on-demand runs and auditors' verdicts on proposed repairs." },
             { "name": "operations", "description": "Health, readiness, metrics and this document." }
         ],
         "paths": paths(),
@@ -353,6 +356,126 @@ fn paths() -> Value {
                     "401": response("Unauthorized"),
                     "403": response("Forbidden"),
                     "404": response("NotFound"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/verification/reports": {
+            "get": {
+                "operationId": "listVerificationReports",
+                "tags": ["verification"],
+                "summary": "Stored cross-check reports, newest first",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "parameters": [
+                    { "name": "before", "in": "query", "description": "Reports older than this run (the previous page's `next`).", "schema": schema("Uuid") },
+                    { "name": "limit", "in": "query", "description": "Reports per page (default 50).", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }
+                ],
+                "responses": {
+                    "200": json_body("A page of report summaries.", "VerificationReportPage"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/verification/reports/{id}": {
+            "get": {
+                "operationId": "getVerificationReport",
+                "tags": ["verification"],
+                "summary": "One stored report, checked against its digest and the ledger's audit record",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "parameters": [{ "name": "id", "in": "path", "required": true, "description": "The run id.", "schema": schema("Uuid") }],
+                "responses": {
+                    "200": json_body("The report, its digest, its audit record and each action's status and reviews.", "StoredVerificationReport"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "404": response("NotFound"),
+                    "500": response("Internal"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/verification/runs": {
+            "post": {
+                "operationId": "runVerification",
+                "tags": ["verification"],
+                "summary": "Run one cross-check now; its report is stored and its digest appended to the ledger",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "requestBody": {
+                    "required": false,
+                    "content": { "application/json": { "schema": schema("CrosscheckRequest") } }
+                },
+                "responses": {
+                    "201": json_body("The run's stored report (Location: its URL).", "StoredVerificationReport"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/verification/repairs/{id}": {
+            "get": {
+                "operationId": "getProposedRepair",
+                "tags": ["verification"],
+                "summary": "One repair action: what an auditor signs a verdict over",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "parameters": [{ "name": "id", "in": "path", "required": true, "description": "The action id.", "schema": schema("Uuid") }],
+                "responses": {
+                    "200": json_body("The action, its run and report digest, its status and reviews.", "ProposedRepair"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "404": response("NotFound"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/verification/repairs/{id}/approve": {
+            "post": {
+                "operationId": "approveRepair",
+                "tags": ["verification"],
+                "summary": "An auditor's signed approval; the service runs the repair when it can",
+                "description": "The signature is over `\"triplicate/repair-review/v1\\n\" || JCS({action_id, alg, key_id, reason, report_digest (hex), run_id, signed_at, verdict})` with a key in group `auditors`. Projection rows and missing stream events are repaired at once (outcome `applied` or `unchanged`); a stream rebuild or a projection row removal is recorded as `deferred` for the operator. A failed repair leaves the action proposed.",
+                "security": needs("auditor"),
+                "parameters": [{ "name": "id", "in": "path", "required": true, "description": "The action id.", "schema": schema("Uuid") }],
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": schema("SignedVerdict") } }
+                },
+                "responses": {
+                    "200": json_body("The verdict is recorded.", "VerdictRecorded"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "404": response("NotFound"),
+                    "409": response("ReviewClosed"),
+                    "422": response("ReviewRefused"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/verification/repairs/{id}/reject": {
+            "post": {
+                "operationId": "rejectRepair",
+                "tags": ["verification"],
+                "summary": "An auditor's signed rejection; nothing is run",
+                "security": needs("auditor"),
+                "parameters": [{ "name": "id", "in": "path", "required": true, "description": "The action id.", "schema": schema("Uuid") }],
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": schema("SignedVerdict") } }
+                },
+                "responses": {
+                    "200": json_body("The verdict is recorded.", "VerdictRecorded"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "404": response("NotFound"),
+                    "409": response("ReviewClosed"),
+                    "422": response("ReviewRefused"),
                     "503": response("Unavailable")
                 }
             }
@@ -650,6 +773,115 @@ fn answer_schemas() -> Value {
                 },
                 "discrepancies": { "type": "array", "items": { "type": "object" } },
                 "actions": { "type": "array", "items": { "type": "object" } }
+            }
+        },
+        "VerificationReportSummary": {
+            "type": "object",
+            "required": ["run_id", "mode", "started_at", "finished_at", "counts", "records_compared", "digest", "pending_actions"],
+            "properties": {
+                "run_id": schema("Uuid"),
+                "mode": { "enum": ["incremental", "full"] },
+                "started_at": schema("Timestamp"),
+                "finished_at": schema("Timestamp"),
+                "worst_class": { "type": ["string", "null"], "enum": ["lag", "minor", "major", "critical", null] },
+                "counts": schema("ClassCounts"),
+                "records_compared": { "type": "integer", "minimum": 0 },
+                "checkpoint_size": { "type": ["integer", "null"] },
+                "digest": { "type": "string", "description": "Standard base64 of SHA-256(\"triplicate/verification-report/v1\\n\" || JCS(report))." },
+                "audit_seq": { "type": ["integer", "null"], "description": "The ledger seq of the audit record carrying the digest." },
+                "pending_actions": { "type": "integer", "minimum": 0 }
+            }
+        },
+        "ClassCounts": {
+            "type": "object",
+            "required": ["lag", "minor", "major", "critical"],
+            "properties": {
+                "lag": { "type": "integer" },
+                "minor": { "type": "integer" },
+                "major": { "type": "integer" },
+                "critical": { "type": "integer" }
+            }
+        },
+        "VerificationReportPage": {
+            "type": "object",
+            "required": ["reports", "next"],
+            "properties": {
+                "reports": { "type": "array", "items": schema("VerificationReportSummary") },
+                "next": { "type": ["string", "null"], "description": "Pass as `before` for older reports." }
+            }
+        },
+        "Review": {
+            "type": "object",
+            "required": ["action_id", "verdict", "key_id", "alg", "signature", "signed_at", "reason", "recorded_at"],
+            "properties": {
+                "action_id": schema("Uuid"),
+                "verdict": { "enum": ["approved", "rejected"] },
+                "key_id": schema("KeyId"),
+                "alg": { "type": "string" },
+                "signature": { "type": "string" },
+                "signed_at": schema("Timestamp"),
+                "reason": { "type": "string" },
+                "outcome": { "type": ["string", "null"] },
+                "recorded_at": schema("Timestamp")
+            }
+        },
+        "ActionState": {
+            "type": "object",
+            "required": ["id", "status", "pending", "reviews"],
+            "properties": {
+                "id": schema("Uuid"),
+                "status": { "type": "string", "description": "planned, proposed, applied, unchanged, failed, rejected, or approved (deferred to the operator)." },
+                "pending": { "type": "boolean" },
+                "reviews": { "type": "array", "items": schema("Review") }
+            }
+        },
+        "StoredVerificationReport": {
+            "type": "object",
+            "required": ["run_id", "digest", "audit_seq", "audit_record_matches", "report", "actions"],
+            "properties": {
+                "run_id": schema("Uuid"),
+                "digest": { "type": "string" },
+                "audit_seq": { "type": ["integer", "null"] },
+                "audit_record_matches": { "type": ["boolean", "null"], "description": "Whether the ledger's record at `audit_seq` carries `digest`; null without an audit record." },
+                "report": schema("CrosscheckReport"),
+                "actions": { "type": "array", "items": schema("ActionState") }
+            }
+        },
+        "ProposedRepair": {
+            "type": "object",
+            "required": ["id", "run_id", "report_digest", "action", "status", "pending", "reviews"],
+            "properties": {
+                "id": schema("Uuid"),
+                "run_id": schema("Uuid"),
+                "report_digest": { "type": "string" },
+                "action": { "type": "object" },
+                "status": { "type": "string" },
+                "pending": { "type": "boolean" },
+                "reviews": { "type": "array", "items": schema("Review") }
+            }
+        },
+        "SignedVerdict": {
+            "type": "object",
+            "required": ["key_id", "alg", "signature", "signed_at"],
+            "additionalProperties": false,
+            "properties": {
+                "key_id": schema("KeyId"),
+                "alg": { "enum": ["ed25519", "ecdsa-p256"] },
+                "signature": { "type": "string", "description": "Standard base64." },
+                "signed_at": schema("Timestamp"),
+                "reason": { "type": "string", "maxLength": 4096 }
+            }
+        },
+        "VerdictRecorded": {
+            "type": "object",
+            "required": ["action_id", "run_id", "verdict", "status", "review"],
+            "properties": {
+                "action_id": schema("Uuid"),
+                "run_id": schema("Uuid"),
+                "verdict": { "enum": ["approved", "rejected"] },
+                "status": { "type": "string" },
+                "outcome": { "type": ["string", "null"] },
+                "review": schema("Review")
             }
         },
         "WritesResumed": {

@@ -58,6 +58,8 @@ pub struct DevPaths {
     pub keys: PathBuf,
     pub policies: PathBuf,
     pub token: PathBuf,
+    /// The development auditor's bearer token (`dev-auditor-token`).
+    pub auditor_token: PathBuf,
 }
 
 impl DevPaths {
@@ -66,7 +68,13 @@ impl DevPaths {
             keys: data_dir.join("keys"),
             policies: data_dir.join("policies"),
             token: data_dir.join("dev-admin-token"),
+            auditor_token: data_dir.join("dev-auditor-token"),
         }
+    }
+
+    /// The development auditor's key file (`auditor-1.pem`), in group `auditors`.
+    pub fn auditor(&self) -> PathBuf {
+        self.keys.join("auditor-1.pem")
     }
 
     /// The approver key files (`approver-1.pem` … `approver-3.pem`).
@@ -99,10 +107,14 @@ fn load_or_generate(
 pub struct DevSetup {
     pub notary: Arc<dyn Signer>,
     pub approvers: Vec<SoftwareSigner>,
+    /// The auditor who approves or rejects proposed repairs (group `auditors`).
+    pub auditor: SoftwareSigner,
     pub policy_dir: PathBuf,
     pub tokens: Vec<TokenEntry>,
     /// The admin token in clear, read from `dev-admin-token`.
     pub admin_token: String,
+    /// The auditor token in clear, read from `dev-auditor-token`.
+    pub auditor_token: String,
 }
 
 /// Creates (once) and loads the development notary, three approvers, a policy and an admin
@@ -125,27 +137,19 @@ pub fn dev_setup(data_dir: &Path) -> Result<DevSetup, SetupError> {
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let auditor = load_or_generate(&paths.auditor(), "dev-auditor-1", &mut generated)?;
     if !paths.policies.join("keys.toml").exists() {
         std::fs::create_dir_all(&paths.policies)
             .map_err(io("create policy directory", &paths.policies))?;
-        let (keys, governance) = dev_policy_text(&notary, &approvers);
+        let (keys, governance) = dev_policy_text(&notary, &approvers, &auditor);
         let k = paths.policies.join("keys.toml");
         std::fs::write(&k, keys).map_err(io("write", &k))?;
         let g = paths.policies.join("governance.toml");
         std::fs::write(&g, governance).map_err(io("write", &g))?;
         generated.push(paths.policies.clone());
     }
-    if !paths.token.exists() {
-        let mut raw = [0u8; 24];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
-        let token = format!("tpl_dev_{}", hex::encode(raw));
-        write_private(&paths.token, token.as_bytes())?;
-        generated.push(paths.token.clone());
-    }
-    let admin_token = std::fs::read_to_string(&paths.token)
-        .map_err(io("read", &paths.token))?
-        .trim()
-        .to_owned();
+    let admin_token = dev_token(&paths.token, &mut generated)?;
+    let auditor_token = dev_token(&paths.auditor_token, &mut generated)?;
     for path in &generated {
         tracing::warn!(
             file = %path.display(),
@@ -156,14 +160,38 @@ pub fn dev_setup(data_dir: &Path) -> Result<DevSetup, SetupError> {
     Ok(DevSetup {
         notary: Arc::new(notary),
         approvers,
+        auditor,
         policy_dir: paths.policies,
-        tokens: vec![TokenEntry {
-            name: "dev-admin".into(),
-            role: Role::Admin,
-            sha256: hash_token(&admin_token),
-        }],
+        tokens: vec![
+            TokenEntry {
+                name: "dev-admin".into(),
+                role: Role::Admin,
+                sha256: hash_token(&admin_token),
+            },
+            TokenEntry {
+                name: "dev-auditor".into(),
+                role: Role::Auditor,
+                sha256: hash_token(&auditor_token),
+            },
+        ],
         admin_token,
+        auditor_token,
     })
+}
+
+/// Reads a development token file, creating it (mode 0600) with a fresh random token first.
+fn dev_token(path: &Path, generated: &mut Vec<PathBuf>) -> Result<String, SetupError> {
+    if !path.exists() {
+        let mut raw = [0u8; 24];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+        let token = format!("tpl_dev_{}", hex::encode(raw));
+        write_private(path, token.as_bytes())?;
+        generated.push(path.to_owned());
+    }
+    Ok(std::fs::read_to_string(path)
+        .map_err(io("read", path))?
+        .trim()
+        .to_owned())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
@@ -178,9 +206,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
 }
 
 /// `keys.toml` and `governance.toml` for the development set-up: three software approvers in
-/// group `board` (the first also in `treasury`); every kind needs 2 of `board`, and budget
-/// approvals also 1 of `treasury`.
-pub fn dev_policy_text(notary: &SoftwareSigner, approvers: &[SoftwareSigner]) -> (String, String) {
+/// group `board` (the first also in `treasury`), and one auditor in group `auditors` (who
+/// reviews proposed repairs and approves no decision); every kind needs 2 of `board`, and
+/// budget approvals also 1 of `treasury`.
+pub fn dev_policy_text(
+    notary: &SoftwareSigner,
+    approvers: &[SoftwareSigner],
+    auditor: &SoftwareSigner,
+) -> (String, String) {
     let mut keys = String::from(
         "# DEVELOPMENT POLICY, generated by `triplicate serve` on first start.\n\
          # Software keys only; production policies live in policies/ (see its README).\n\n",
@@ -202,7 +235,12 @@ pub fn dev_policy_text(notary: &SoftwareSigner, approvers: &[SoftwareSigner]) ->
             i + 1
         ));
     }
+    keys.push_str(&format!(
+        "[[key]]\nalg = \"ed25519\"\npublic_key = \"{}\"\nholder = \"Development auditor 1\"\ngroups = [\"auditors\"]\nheld = \"software\"\nvalid_from = 2000-01-01T00:00:00Z\n\n",
+        pk(auditor)
+    ));
     let governance = "# DEVELOPMENT POLICY, generated by `triplicate serve` on first start.\n\n\
+        [groups.auditors]\ndescription = \"Development auditors: review proposed repairs\"\nrequire_hardware = false\n\n\
         [groups.board]\ndescription = \"Development board\"\nrequire_hardware = false\n\n\
         [groups.treasury]\ndescription = \"Development treasury\"\nrequire_hardware = false\n\n\
         [kinds.\"budget.approval\"]\nquorum = [\n    { group = \"board\", threshold = 2 },\n    { group = \"treasury\", threshold = 1 },\n]\n\n\

@@ -13,6 +13,9 @@ use std::future::Future;
 
 use futures::stream::BoxStream;
 use triplicate_core::Record;
+use triplicate_projection::reports::{
+    ActionRecord, FullReport, ReportStore, ReportSummary, ReviewRow, StoredReport,
+};
 use triplicate_projection::{
     ApplyOutcome, DecisionQuery, Page as ProjectionPage, PgProjection, Projection, ProjectionError,
     RederivedRecord, RepairOutcome, RepairRequest, SqliteProjection,
@@ -188,6 +191,69 @@ impl Projection for ProjectionBackend {
             match self {
                 ProjectionBackend::Sqlite(p) => p.repair(request).await,
                 ProjectionBackend::Postgres(p) => p.repair(request).await,
+            }
+        }
+    }
+}
+
+impl ReportStore for ProjectionBackend {
+    fn store_report(
+        &self,
+        report: StoredReport,
+    ) -> impl Future<Output = Result<bool, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.store_report(report).await,
+                ProjectionBackend::Postgres(p) => p.store_report(report).await,
+            }
+        }
+    }
+
+    fn reports(
+        &self,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ReportSummary>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.reports(before, limit).await,
+                ProjectionBackend::Postgres(p) => p.reports(before, limit).await,
+            }
+        }
+    }
+
+    fn report(
+        &self,
+        run_id: Uuid,
+    ) -> impl Future<Output = Result<Option<FullReport>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.report(run_id).await,
+                ProjectionBackend::Postgres(p) => p.report(run_id).await,
+            }
+        }
+    }
+
+    fn action(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<ActionRecord>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.action(id).await,
+                ProjectionBackend::Postgres(p) => p.action(id).await,
+            }
+        }
+    }
+
+    fn record_review(
+        &self,
+        review: ReviewRow,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.record_review(review).await,
+                ProjectionBackend::Postgres(p) => p.record_review(review).await,
             }
         }
     }

@@ -83,21 +83,7 @@ impl Harness {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "POST" => self.http.post(url),
-            _ => self.http.get(url),
-        };
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        common::call(&self.http, &self.base, method, path, token, body).await
     }
 
     fn submission(&self, i: usize) -> Value {

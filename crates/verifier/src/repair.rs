@@ -198,15 +198,77 @@ where
     S: EventStream,
     P: Projection,
 {
+    run_actions(stores, actions, run_id, |a| {
+        a.authority == Authority::Automatic
+            && a.status == ActionStatus::Planned
+            && policy.repairs_automatically(a.class)
+    })
+    .await
+}
+
+impl Operation {
+    /// Whether [`apply_approved`] can run it. Rebuilding the stream and removing projection
+    /// rows need operations the store traits do not offer yet (recovery drills, issue 7): an
+    /// auditor's approval of one is recorded, and the operator carries it out.
+    pub fn is_executable(self) -> bool {
+        matches!(
+            self,
+            Operation::ReplaceProjectionRows
+                | Operation::ApplyProjectionRecords
+                | Operation::AppendStreamEvent
+        )
+    }
+}
+
+/// Runs one proposed action an auditor approved, as [`apply_repairs`] runs automatic ones
+/// (the ledger entry must still hash to `restores`; projection repairs are logged with
+/// `run_id`, the run that proposed it). The action's status and detail are updated:
+/// `Applied`, `Unchanged` (the store already holds the ledger's content), or `Failed`. An
+/// operation that is not [executable](Operation::is_executable) is left `Proposed` and
+/// `Err` says why.
+#[tracing::instrument(skip_all, fields(run_id = %run_id, action = %action.id))]
+pub async fn apply_approved<L, S, P>(
+    stores: Stores<'_, L, S, P>,
+    action: &mut RepairAction,
+    run_id: Uuid,
+) -> Result<ApplySummary, String>
+where
+    L: Ledger + ?Sized,
+    S: EventStream,
+    P: Projection,
+{
+    if action.status != ActionStatus::Proposed || action.authority != Authority::Auditor {
+        return Err(format!(
+            "action {} is {:?} and {:?}, not a proposal waiting for an auditor",
+            action.id, action.status, action.authority
+        ));
+    }
+    if !action.operation.is_executable() || action.seq.is_none() {
+        return Err(format!(
+            "{:?} cannot be run by the service yet: it needs a store operation that does not \
+             exist (stream rebuild, projection row removal); the approval is recorded and the \
+             operator carries it out",
+            action.operation
+        ));
+    }
+    let one = std::slice::from_mut(action);
+    Ok(run_actions(stores, one, run_id, |a| a.status == ActionStatus::Proposed).await)
+}
+
+async fn run_actions<L, S, P>(
+    stores: Stores<'_, L, S, P>,
+    actions: &mut [RepairAction],
+    run_id: Uuid,
+    select: impl Fn(&RepairAction) -> bool,
+) -> ApplySummary
+where
+    L: Ledger + ?Sized,
+    S: EventStream,
+    P: Projection,
+{
     let mut summary = ApplySummary::default();
     let mut runnable: Vec<usize> = (0..actions.len())
-        .filter(|&i| {
-            let a = &actions[i];
-            a.authority == Authority::Automatic
-                && a.status == ActionStatus::Planned
-                && policy.repairs_automatically(a.class)
-                && a.seq.is_some()
-        })
+        .filter(|&i| select(&actions[i]) && actions[i].seq.is_some())
         .collect();
     runnable.sort_by_key(|&i| actions[i].seq);
 

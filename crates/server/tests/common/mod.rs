@@ -48,3 +48,30 @@ pub fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
 pub fn body(d: &Decision, approvals: &[Approval]) -> Value {
     json!({ "decision": d, "approvals": approvals })
 }
+
+/// One request to `base` + `path` (GET, or POST with a JSON body), with an optional bearer
+/// token: the status and the body as JSON (`Null` when it is not JSON).
+pub async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let url = format!("{base}{path}");
+    let mut req = match method {
+        "POST" => http.post(url),
+        _ => http.get(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}

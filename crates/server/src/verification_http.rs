@@ -1,0 +1,370 @@
+//! The verification endpoints: reports of cross-check runs as the projection stores them,
+//! on-demand runs, and auditors' signed verdicts on proposed repairs.
+//!
+//! | route | role | |
+//! |---|---|---|
+//! | `GET /v1/verification/reports?before=&limit=` | auditor, admin | newest first |
+//! | `GET /v1/verification/reports/{id}` | auditor, admin | the report, its digest and audit seq, each action's status and reviews |
+//! | `POST /v1/verification/runs` (`{"full": bool}`) | auditor, admin | runs one now; 201 with the stored report |
+//! | `GET /v1/verification/repairs/{id}` | auditor, admin | one proposed repair: what to sign |
+//! | `POST /v1/verification/repairs/{id}/approve`, `/reject` | auditor | a signed verdict |
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use triplicate_core::{Algorithm, KeyId, Timestamp};
+use triplicate_projection::reports::{is_pending, ReportStore as _, ReportSummary, ReviewRow};
+use triplicate_verifier::review::Verdict;
+use uuid::Uuid;
+
+use crate::auth::Role;
+use crate::crosscheck::{ReviewFailure, SignedVerdict};
+use crate::http::{checker, require_auditor, AppState};
+use crate::problem::Problem;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn store_problem(e: impl std::fmt::Display) -> Problem {
+    Problem::unavailable(format!("the report store: {e}"))
+}
+
+fn parse_id(what: &str, id: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(id).map_err(|e| Problem::bad_request(format!("{id:?} is not a {what}: {e}")))
+}
+
+/// A summary as served.
+pub fn summary_json(r: &ReportSummary) -> Value {
+    json!({
+        "run_id": r.run_id,
+        "mode": r.mode,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "worst_class": r.worst_class,
+        "counts": {
+            "lag": r.counts.lag,
+            "minor": r.counts.minor,
+            "major": r.counts.major,
+            "critical": r.counts.critical,
+        },
+        "records_compared": r.records_compared,
+        "checkpoint_size": r.checkpoint_size,
+        "digest": b64(&r.digest),
+        "audit_seq": r.audit_seq,
+        "pending_actions": r.pending_actions,
+    })
+}
+
+/// A review as served.
+pub fn review_json(r: &ReviewRow) -> Value {
+    json!({
+        "action_id": r.action_id,
+        "verdict": r.verdict,
+        "key_id": r.key_id,
+        "alg": r.alg,
+        "signature": b64(&r.signature),
+        "signed_at": r.signed_at,
+        "reason": r.reason,
+        "outcome": r.outcome,
+        "recorded_at": r.recorded_at,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportsParams {
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Most reports per page, unless `limit` says fewer.
+pub const DEFAULT_REPORTS_PAGE: u32 = 50;
+
+pub(crate) async fn list_reports(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ReportsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    require_auditor(&s, &headers)?;
+    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let before = params
+        .before
+        .as_deref()
+        .map(|b| parse_id("run id", b))
+        .transpose()?;
+    let limit = params.limit.unwrap_or(DEFAULT_REPORTS_PAGE);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit {limit} is out of range: 1 to 1000"
+        )));
+    }
+    let page = s
+        .service
+        .projection()
+        .reports(before, limit)
+        .await
+        .map_err(store_problem)?;
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|r| r.run_id))
+        .flatten();
+    Ok(Json(json!({
+        "reports": page.iter().map(summary_json).collect::<Vec<_>>(),
+        "next": next,
+    }))
+    .into_response())
+}
+
+/// The stored report of `run_id` as served: the report itself (checked against its stored
+/// digest), the digest, its audit seq and whether the ledger's audit record there carries the
+/// same digest, and each action's status and reviews.
+pub(crate) async fn report_json(s: &AppState, run_id: Uuid) -> Result<Value, Problem> {
+    let full = s
+        .service
+        .projection()
+        .report(run_id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::not_found(format!("no report of run {run_id}")))?;
+    let report = triplicate_verifier::from_stored(&full.report)
+        .map_err(|e| Problem::internal(format!("the stored report does not check out: {e}")))?;
+    let audited = full.report.audit_seq.map(|seq| {
+        s.service
+            .receipt(seq)
+            .ok()
+            .and_then(|r| triplicate_verifier::audited_digest(&r.record.decision))
+            == Some(full.report.digest)
+    });
+    let actions: Vec<Value> = full
+        .report
+        .actions
+        .iter()
+        .map(|a| {
+            let status = triplicate_verifier::effective_status(a, &full.reviews);
+            let reviews: Vec<Value> = full
+                .reviews
+                .iter()
+                .filter(|r| r.action_id == a.id)
+                .map(review_json)
+                .collect();
+            json!({
+                "id": a.id,
+                "status": status,
+                "pending": is_pending(a, &full.reviews),
+                "reviews": reviews,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "run_id": run_id,
+        "digest": b64(&full.report.digest),
+        "audit_seq": full.report.audit_seq,
+        "audit_record_matches": audited,
+        "report": report,
+        "actions": actions,
+    }))
+}
+
+pub(crate) async fn get_report(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    require_auditor(&s, &headers)?;
+    let run_id = parse_id("run id", &id)?;
+    Ok(Json(report_json(&s, run_id).await?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunParams {
+    #[serde(default)]
+    full: bool,
+}
+
+pub(crate) async fn post_run(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    require_auditor(&s, &headers)?;
+    let params: RunParams = if body.iter().all(u8::is_ascii_whitespace) {
+        RunParams::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("the body: {e}")))?
+    };
+    let run = checker(&s)?
+        .run_now(params.full)
+        .await
+        .map_err(|e| Problem::unavailable(format!("the cross-check could not run: {e}")))?;
+    let run_id = run.report.run_id;
+    // Served from the store, as every later read will be; if the store is down the run is
+    // still answered from memory (its report waits to be stored).
+    let body = match report_json(&s, run_id).await {
+        Ok(v) => v,
+        Err(p) => {
+            tracing::warn!(%run_id, problem = %p.detail, "serve the run from memory");
+            json!({
+                "run_id": run_id,
+                "digest": b64(&run.digest),
+                "audit_seq": run.audit_seq,
+                "audit_record_matches": Value::Null,
+                "report": run.report,
+                "actions": Vec::<Value>::new(),
+                "stored": false,
+            })
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(
+            header::LOCATION,
+            format!("/v1/verification/reports/{run_id}"),
+        )],
+        Json(body),
+    )
+        .into_response())
+}
+
+pub(crate) async fn get_repair(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    require_auditor(&s, &headers)?;
+    let action_id = parse_id("repair id", &id)?;
+    let projection = s.service.projection();
+    let found = projection
+        .action(action_id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::not_found(format!("no proposed repair {action_id}")))?;
+    let full = projection
+        .report(found.run_id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::not_found(format!("no report of run {}", found.run_id)))?;
+    let report = triplicate_verifier::from_stored(&full.report)
+        .map_err(|e| Problem::internal(format!("the stored report does not check out: {e}")))?;
+    let action = report.actions.iter().find(|a| a.id == action_id);
+    let status = triplicate_verifier::effective_status(&found.action, &found.reviews);
+    Ok(Json(json!({
+        "id": action_id,
+        "run_id": found.run_id,
+        "report_digest": b64(&full.report.digest),
+        "action": action,
+        "status": status,
+        "pending": is_pending(&found.action, &found.reviews),
+        "reviews": found.reviews.iter().map(review_json).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// The body of `approve` and `reject`: the auditor's signature over
+/// [`triplicate_verifier::review::ReviewStatement`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerdictBody {
+    key_id: KeyId,
+    alg: Algorithm,
+    /// Standard base64.
+    signature: String,
+    signed_at: Timestamp,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Longest reason an auditor may give.
+pub const REASON_MAX_BYTES: usize = 4096;
+
+async fn verdict(
+    s: AppState,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    verdict: Verdict,
+) -> Result<Response, Problem> {
+    let (who, role) = s.tokens.require(&headers, Role::Reader)?;
+    if role != Role::Auditor {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "only auditors approve or reject repairs; the token sent is a {}'s",
+                role.as_str()
+            ),
+        ));
+    }
+    let action_id = parse_id("repair id", &id)?;
+    let b: VerdictBody = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("the body: {e}")))?;
+    if b.reason.len() > REASON_MAX_BYTES {
+        return Err(Problem::bad_request(format!(
+            "the reason is {} bytes; at most {REASON_MAX_BYTES} are allowed",
+            b.reason.len()
+        )));
+    }
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(&b.signature)
+        .map_err(|e| Problem::bad_request(format!("the signature is not base64: {e}")))?;
+    let signed = SignedVerdict {
+        key_id: b.key_id,
+        alg: b.alg,
+        signature,
+        signed_at: b.signed_at,
+        reason: b.reason,
+    };
+    let out = checker(&s)?
+        .review(action_id, verdict, signed)
+        .await
+        .map_err(|e| match e {
+            ReviewFailure::NotFound(_) => Problem::not_found(e.to_string()),
+            ReviewFailure::Closed { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "review-closed",
+                "The repair is not waiting for an auditor",
+                e.to_string(),
+            ),
+            ReviewFailure::Refused(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "review-refused",
+                "The verdict's signature is refused",
+                e.to_string(),
+            ),
+            _ => store_problem(e),
+        })?;
+    tracing::info!(who, %action_id, verdict = verdict.as_str(), "verdict recorded");
+    Ok(Json(json!({
+        "action_id": action_id,
+        "run_id": out.run_id,
+        "verdict": verdict.as_str(),
+        "status": out.status,
+        "outcome": out.review.outcome,
+        "review": review_json(&out.review),
+    }))
+    .into_response())
+}
+
+pub(crate) async fn approve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    verdict(s, headers, id, body, Verdict::Approved).await
+}
+
+pub(crate) async fn reject(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    verdict(s, headers, id, body, Verdict::Rejected).await
+}
