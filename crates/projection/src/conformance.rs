@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::fixtures::{approver_keys, bytes, sample_id, sample_record, tricky_records};
 use crate::query::title_words;
 use crate::{
-    Cursor, DecisionQuery, Projection, ProjectionError, Rederived, RepairRequest, TimeRange,
-    MAX_RANGE,
+    Cursor, DecisionQuery, Projection, ProjectionError, Rederived, RemovalRequest, RepairRequest,
+    TimeRange, MAX_RANGE,
 };
 
 /// Every stored record's re-derived bytes, and the highest seq: what "unchanged" compares.
@@ -117,6 +117,7 @@ pub async fn run<P: Projection>(p: &P) {
     lookups(p, &records).await;
     queries(p, &records).await;
     repairs(p, &records, next).await;
+    removals(p, &records, next).await;
 }
 
 /// Range reads give back exactly the bytes applied.
@@ -776,4 +777,73 @@ async fn repairs<P: Projection>(p: &P, records: &[Record], next: u64) {
         snapshot(p).await == before,
         "a refused repair changed the store"
     );
+}
+
+/// The reconciler's removal of a suffix of seqs the ledger lacks: every seq from `from_seq`
+/// up goes, each is reported with its old leaf hash, the rest stays byte for byte, and the
+/// projection takes the next records again afterwards.
+async fn removals<P: Projection>(p: &P, records: &[Record], next: u64) {
+    let req = |from_seq: u64| RemovalRequest {
+        from_seq,
+        reason: "conformance: rows the ledger lacks".into(),
+        run_id: "run-conformance".into(),
+    };
+    // Nothing stored from there up: nothing removed, nothing changed.
+    let before = snapshot(p).await;
+    let none = p.remove_from(req(next + 5)).await.expect("remove nothing");
+    assert!(none.removed.is_empty());
+    // A reason and a run id are required.
+    assert!(matches!(
+        p.remove_from(RemovalRequest {
+            reason: String::new(),
+            ..req(next - 2)
+        })
+        .await,
+        Err(ProjectionError::InvalidRepair { .. })
+    ));
+    assert!(matches!(
+        p.remove_from(RemovalRequest {
+            run_id: " ".into(),
+            ..req(next - 2)
+        })
+        .await,
+        Err(ProjectionError::InvalidRepair { .. })
+    ));
+    assert!(
+        snapshot(p).await == before,
+        "a refused or empty removal changed the store"
+    );
+
+    // The last two seqs go, with their leaf hashes.
+    let out = p.remove_from(req(next - 2)).await.expect("remove");
+    let expected: Vec<(u64, Option<triplicate_core::Hash>)> = (next - 2..next)
+        .map(|s| (s, Some(leaf_hash(&bytes(&records[s as usize])))))
+        .collect();
+    assert_eq!(out.removed, expected);
+    assert_eq!(p.highest_seq().await.expect("highest"), Some(next - 3));
+    assert_eq!(
+        p.decision(sample_id(next - 1)).await.expect("lookup"),
+        None,
+        "a removed decision is gone"
+    );
+    let after = snapshot(p).await;
+    assert_eq!(
+        after.1,
+        before.1[..before.1.len() - 2].to_vec(),
+        "the rows below the removal are untouched"
+    );
+    // The same removal again removes nothing.
+    assert!(p
+        .remove_from(req(next - 2))
+        .await
+        .expect("again")
+        .removed
+        .is_empty());
+    // The projection takes the records again, as the catch-up worker would bring them.
+    let back = p
+        .apply(batch(&records[(next - 2) as usize..next as usize]))
+        .await
+        .expect("re-apply");
+    assert_eq!((back.applied, back.already_present), (2, 0));
+    assert!(snapshot(p).await == before, "back as it was");
 }

@@ -134,6 +134,29 @@ pub struct RepairOutcome {
     pub repair_id: Option<i64>,
 }
 
+/// The reconciler's request to remove the rows of every seq from `from_seq` up: records the
+/// ledger does not hold (a forged row, a leftover). The caller must have checked that the
+/// ledger holds nothing at `from_seq`, under the projection's writer lock, so everything
+/// removed is something the ledger lacks; the projection stays a prefix of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalRequest {
+    pub from_seq: u64,
+    /// Why (goes into the `removals` table).
+    pub reason: String,
+    /// The verifier run that decided on the removal.
+    pub run_id: String,
+}
+
+/// What a removal did: the seqs removed, each with the leaf hash its rows re-derived to
+/// (`None` when they were damaged). Empty when nothing was stored from `from_seq` up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalOutcome {
+    pub removed: Vec<(u64, Option<Hash>)>,
+}
+
+/// The most seqs one [`Projection::remove_from`] may remove.
+pub const MAX_REMOVAL: usize = 10_000;
+
 /// The projection: normalised, queryable rows from which every record's bytes can be
 /// re-derived.
 ///
@@ -196,6 +219,16 @@ pub trait Projection: Send + Sync {
         &self,
         request: RepairRequest,
     ) -> impl Future<Output = Result<RepairOutcome, ProjectionError>> + Send;
+
+    /// Removes the rows of every stored seq from `request.from_seq` up (at most
+    /// [`MAX_REMOVAL`]) and logs each in the `removals` table with its old rows. For the
+    /// reconciler only, for records the ledger lacks (see [`RemovalRequest`]); on PostgreSQL it
+    /// runs through the `triplicate_remove_from` function, which only `triplicate_writer` may
+    /// execute. Removing nothing is not an error.
+    fn remove_from(
+        &self,
+        request: RemovalRequest,
+    ) -> impl Future<Output = Result<RemovalOutcome, ProjectionError>> + Send;
 }
 
 pub(crate) fn hex_hash(h: &Hash) -> String {

@@ -42,7 +42,7 @@ use crate::query::QueryPlan;
 use crate::rows::{rebuild_threads, validation_threads, BatchChecker, RecordRows, CHUNK};
 use crate::{
     check_batch, check_range, ApplyOutcome, DecisionQuery, Page, Projection, ProjectionError,
-    RederivedRecord, RepairOutcome, RepairRequest,
+    RederivedRecord, RemovalOutcome, RemovalRequest, RepairOutcome, RepairRequest, MAX_REMOVAL,
 };
 
 /// The role the write path and the reconciler use: SELECT, INSERT, EXECUTE `triplicate_repair`.
@@ -983,6 +983,66 @@ impl PgProjection {
             repair_id: Some(repair_id),
         })
     }
+
+    async fn remove_inner(
+        &self,
+        request: RemovalRequest,
+    ) -> Result<RemovalOutcome, ProjectionError> {
+        let invalid = |reason: String| ProjectionError::InvalidRepair {
+            seq: request.from_seq,
+            reason,
+        };
+        if request.reason.trim().is_empty() || request.run_id.trim().is_empty() {
+            return Err(invalid("a removal needs a reason and a run id".into()));
+        }
+        let from = to_i64(request.from_seq, "seq")?;
+        let mut tx = self.write_tx().await?;
+        let seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM decisions WHERE seq >= $1 ORDER BY seq")
+                .bind(from)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(pg_err("list the seqs to remove"))?;
+        if seqs.len() > MAX_REMOVAL {
+            return Err(invalid(format!(
+                "{} seqs are stored from {} up; at most {MAX_REMOVAL} are removed at once",
+                seqs.len(),
+                request.from_seq
+            )));
+        }
+        if seqs.is_empty() {
+            tx.rollback().await.map_err(pg_err("end removal"))?;
+            return Ok(RemovalOutcome {
+                removed: Vec::new(),
+            });
+        }
+        // The hashes are re-derived here (only Rust can); rows that describe no record have
+        // none. Rows are loaded in seq order, one per stored seq.
+        let mut removed = Vec::with_capacity(seqs.len());
+        for rows in load(&mut tx, Select::Seqs(&seqs)).await? {
+            let seq = rows.decision.seq as u64;
+            removed.push((seq, rows.into_bytes().ok().map(|b| leaf_hash(&b))));
+        }
+        let hashes: Vec<Option<Vec<u8>>> =
+            removed.iter().map(|(_, h)| h.map(|h| h.to_vec())).collect();
+        let n: i64 = sqlx::query_scalar("SELECT triplicate_remove_from($1, $2, $3, $4, $5)")
+            .bind(from)
+            .bind(&request.reason)
+            .bind(&request.run_id)
+            .bind(&seqs)
+            .bind(&hashes)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_err("run triplicate_remove_from"))?;
+        tx.commit().await.map_err(pg_err("commit removal"))?;
+        tracing::warn!(
+            removed = n,
+            from = request.from_seq,
+            reason = %request.reason,
+            "removed projection rows the ledger lacks"
+        );
+        Ok(RemovalOutcome { removed })
+    }
 }
 
 /// Benchmark baselines (`benches/postgres.rs`): the parts of a range read without the rest.
@@ -1136,6 +1196,13 @@ impl Projection for PgProjection {
 
     async fn repair(&self, request: RepairRequest) -> Result<RepairOutcome, ProjectionError> {
         self.repair_inner(request).await
+    }
+
+    async fn remove_from(
+        &self,
+        request: RemovalRequest,
+    ) -> Result<RemovalOutcome, ProjectionError> {
+        self.remove_inner(request).await
     }
 }
 

@@ -40,7 +40,8 @@ use crate::rows::{
 };
 use crate::{
     check_batch, check_range, hex_hash, ApplyOutcome, DecisionQuery, Page, Projection,
-    ProjectionError, RederivedRecord, RepairOutcome, RepairRequest,
+    ProjectionError, RederivedRecord, RemovalOutcome, RemovalRequest, RepairOutcome, RepairRequest,
+    MAX_REMOVAL,
 };
 
 /// The migrations, in order: (version, SQL).
@@ -52,6 +53,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../../migrations/sqlite/projection/0002_verification.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/sqlite/projection/0003_removals.sql"),
     ),
 ];
 
@@ -631,6 +636,75 @@ impl Drop for RepairFlag<'_> {
     }
 }
 
+fn remove_blocking(
+    conn: &mut Connection,
+    repairing: &AtomicBool,
+    request: &RemovalRequest,
+) -> Result<RemovalOutcome, ProjectionError> {
+    let from = to_i64(request.from_seq, "seq")?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(storage("begin removal"))?;
+    let seqs: Vec<i64> = {
+        let mut stmt = tx
+            .prepare("SELECT seq FROM decisions WHERE seq >= ?1 ORDER BY seq")
+            .map_err(storage("list the seqs to remove"))?;
+        let rows = stmt
+            .query_map([from], |r| r.get(0))
+            .map_err(storage("list the seqs to remove"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(storage("list the seqs to remove"))?
+    };
+    if seqs.len() > MAX_REMOVAL {
+        return Err(ProjectionError::InvalidRepair {
+            seq: request.from_seq,
+            reason: format!(
+                "{} seqs are stored from {} up; at most {MAX_REMOVAL} are removed at once",
+                seqs.len(),
+                request.from_seq
+            ),
+        });
+    }
+    if seqs.is_empty() {
+        return Ok(RemovalOutcome {
+            removed: Vec::new(),
+        });
+    }
+    let mut removed = Vec::with_capacity(seqs.len());
+    let now = Timestamp::now().to_string();
+    for rows in load(&tx, &Select::seqs(&seqs))? {
+        let seq_i = rows.decision.seq;
+        let old_rows: String = tx
+            .query_row(OLD_ROWS_SQL, [seq_i], |r| r.get(0))
+            .map_err(storage("capture the old rows"))?;
+        let old_leaf = rows.into_bytes().ok().map(|b| leaf_hash(&b));
+        let seq = seq_i as u64;
+        tx.execute(
+            "INSERT INTO removals (seq, old_leaf_hash, reason, run_id, old_rows, removed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![
+                seq_i,
+                old_leaf.map(|h| h.to_vec()),
+                request.reason,
+                request.run_id,
+                old_rows,
+                now,
+            ],
+        )
+        .map_err(storage("log the removal"))?;
+        removed.push((seq, old_leaf));
+    }
+    {
+        let _flag = RepairFlag::raise(repairing);
+        for table in ["attachments", "approvals", "decisions"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE seq >= ?1"), [from])
+                .map_err(storage("delete the rows being removed"))?;
+        }
+    }
+    tx.commit().map_err(storage("commit the removal"))?;
+    Ok(RemovalOutcome { removed })
+}
+
 fn repair_blocking(
     conn: &mut Connection,
     repairing: &AtomicBool,
@@ -990,5 +1064,31 @@ impl Projection for SqliteProjection {
         let flag = self.repairing.clone();
         self.with_conn(move |c| repair_blocking(c, &flag, request, rows))
             .await
+    }
+
+    async fn remove_from(
+        &self,
+        request: RemovalRequest,
+    ) -> Result<RemovalOutcome, ProjectionError> {
+        if self.read_only {
+            return Err(ProjectionError::ReadOnly("remove"));
+        }
+        if request.reason.trim().is_empty() || request.run_id.trim().is_empty() {
+            return Err(ProjectionError::InvalidRepair {
+                seq: request.from_seq,
+                reason: "a removal needs a reason and a run id".into(),
+            });
+        }
+        let flag = self.repairing.clone();
+        let out = self
+            .with_conn(move |c| remove_blocking(c, &flag, &request))
+            .await?;
+        if !out.removed.is_empty() {
+            tracing::warn!(
+                seqs = ?out.removed.iter().map(|r| r.0).collect::<Vec<_>>(),
+                "removed projection rows the ledger lacks"
+            );
+        }
+        Ok(out)
     }
 }

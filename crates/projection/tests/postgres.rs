@@ -270,7 +270,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_records() {
             .fetch_all(db.owner_pool())
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     let p = writer(&db).await;
     assert_eq!(p.highest_seq().await.unwrap(), Some(24));
     assert_eq!(
@@ -310,15 +310,39 @@ async fn roles_hold_no_update_delete_or_truncate() {
             assert!(select, "{role} can read {table}");
         }
     }
-    let execute = |role: &'static str| {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT has_function_privilege($1, p.oid, 'EXECUTE') FROM pg_proc p WHERE proname = 'triplicate_repair'",
-        )
-        .bind(role)
-    };
-    assert!(execute(PG_WRITER_ROLE).fetch_one(&mut c).await.unwrap());
-    assert!(!execute(PG_READER_ROLE).fetch_one(&mut c).await.unwrap());
-    assert!(!execute("public").fetch_one(&mut c).await.unwrap());
+    for function in ["triplicate_repair", "triplicate_remove_from"] {
+        let execute = |role: &'static str| {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT has_function_privilege($1, p.oid, 'EXECUTE') FROM pg_proc p WHERE proname = $2",
+            )
+            .bind(role)
+            .bind(function)
+        };
+        assert!(
+            execute(PG_WRITER_ROLE).fetch_one(&mut c).await.unwrap(),
+            "{function}"
+        );
+        assert!(
+            !execute(PG_READER_ROLE).fetch_one(&mut c).await.unwrap(),
+            "{function}"
+        );
+        assert!(
+            !execute("public").fetch_one(&mut c).await.unwrap(),
+            "{function}"
+        );
+    }
+    // The removal log is append-only too, and only readable.
+    for privilege in ["INSERT", "UPDATE", "DELETE", "TRUNCATE"] {
+        for role in [PG_WRITER_ROLE, PG_READER_ROLE] {
+            let held: bool = sqlx::query_scalar("SELECT has_table_privilege($1, 'removals', $2)")
+                .bind(role)
+                .bind(privilege)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert!(!held, "{role} holds {privilege} on removals");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

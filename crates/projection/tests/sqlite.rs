@@ -144,7 +144,7 @@ async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
         c.execute_batch(
             "DROP TABLE verification_reviews; DROP TABLE verification_actions; \
              DROP TABLE verification_discrepancies; DROP TABLE verification_reports; \
-             PRAGMA user_version = 1;",
+             DROP TABLE removals; PRAGMA user_version = 1;",
         )
         .unwrap();
         let left: i64 = c
@@ -165,7 +165,7 @@ async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
     let version: i64 = raw(dir.path())
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert_eq!(p.highest_seq().await.unwrap(), Some(24));
     assert_eq!(
         p.record_bytes(0, 25).await.unwrap()[24].bytes(),
@@ -394,6 +394,13 @@ async fn triggers_refuse_update_and_delete_outside_the_repair_path() {
     .await
     .unwrap();
     let c = raw_with_guard(dir.path(), 1);
+    // A row for the removal log's row triggers to refuse changing.
+    c.execute(
+        "INSERT INTO removals (seq, old_leaf_hash, reason, run_id, old_rows, removed_at) \
+         VALUES (99, NULL, 'test', 'run-0', '{}', '2026-01-01T00:00:00Z')",
+        [],
+    )
+    .unwrap();
     for (sql, msg) in [
         (
             "UPDATE decisions SET title = 'x' WHERE seq = 1",
@@ -404,6 +411,11 @@ async fn triggers_refuse_update_and_delete_outside_the_repair_path() {
             "UPDATE on repairs refused",
         ),
         ("DELETE FROM repairs", "DELETE on repairs refused"),
+        (
+            "UPDATE removals SET reason = 'x'",
+            "UPDATE on removals refused",
+        ),
+        ("DELETE FROM removals", "DELETE on removals refused"),
     ] {
         let e = c.execute(sql, []).unwrap_err().to_string();
         assert!(e.contains(msg), "{sql}: {e}");

@@ -503,9 +503,9 @@ impl CrossCheck {
                     }
                 } else {
                     format!(
-                        "deferred: approved; {:?} is not an operation the service runs \
-                         (stream rebuild, projection row removal): the operator carries it out \
-                         and the next run confirms it",
+                        "deferred: approved; {:?} is not an operation the service runs (a \
+                         stream rebuild): the operator carries it out and the next run confirms \
+                         it",
                         action.operation
                     )
                 }

@@ -18,7 +18,8 @@ use triplicate_projection::reports::{
 };
 use triplicate_projection::{
     ApplyOutcome, DecisionQuery, Page as ProjectionPage, PgProjection, Projection, ProjectionError,
-    RederivedRecord, RepairOutcome, RepairRequest, SqliteProjection,
+    RederivedRecord, RemovalOutcome, RemovalRequest, RepairOutcome, RepairRequest,
+    SqliteProjection,
 };
 use triplicate_stream::{
     AppendOutcome, AppendRequest, EventStream, Limits, Page, Position, SqliteStream, StoredEvent,
@@ -191,6 +192,17 @@ impl Projection for ProjectionBackend {
             match self {
                 ProjectionBackend::Sqlite(p) => p.repair(request).await,
                 ProjectionBackend::Postgres(p) => p.repair(request).await,
+            }
+        }
+    }
+    fn remove_from(
+        &self,
+        request: RemovalRequest,
+    ) -> impl Future<Output = Result<RemovalOutcome, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.remove_from(request).await,
+                ProjectionBackend::Postgres(p) => p.remove_from(request).await,
             }
         }
     }

@@ -107,6 +107,13 @@ impl H {
     }
 
     async fn run(&self) -> Value {
+        let body = self.run_only().await;
+        self.settle().await;
+        body
+    }
+
+    /// A full run, without waiting for the stores to catch up afterwards.
+    async fn run_only(&self) -> Value {
         let (status, body) = self
             .call(
                 "POST",
@@ -116,7 +123,6 @@ impl H {
             )
             .await;
         assert_eq!(status, 201, "{body}");
-        self.settle().await;
         body
     }
 
@@ -488,5 +494,76 @@ async fn findings_are_posted_to_the_webhook_signed_and_counted() {
             .await,
         "triplicate_crosscheck_webhook_deliveries_total{result=\"delivered\"} 1"
     );
+    h.r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_removal_takes_out_projection_rows_the_ledger_lacks() {
+    use triplicate_projection::Projection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), "grace_period = \"5m\"\n").await;
+    let auditor = h.r.auditor.as_ref().unwrap();
+    h.submit(3).await;
+    // Someone with the file adds four records the ledger never had, after its end.
+    let n = h.r.service.ledger().tree_size();
+    {
+        let forger = triplicate_projection::SqliteProjection::open(dir.path())
+            .await
+            .unwrap();
+        let forged = (n..n + 4)
+            .map(|s| {
+                triplicate_projection::fixtures::bytes(
+                    &triplicate_projection::fixtures::sample_record(s, 0),
+                )
+            })
+            .collect();
+        forger.apply(forged).await.unwrap();
+    }
+    let run = h.run_only().await;
+    assert_eq!(run["report"]["counts"]["major"], 4, "{run}");
+    let actions = run["report"]["actions"].as_array().unwrap().clone();
+    assert!(actions
+        .iter()
+        .all(|a| a["operation"] == "remove_projection_rows" && a["authority"] == "auditor"));
+    // The run's audit record took seq n in the ledger: the forged row there is now a row that
+    // differs from the ledger's record, and the rest still lie past the ledger's end.
+    let second = actions.iter().find(|a| a["seq"] == n + 1).unwrap();
+    let path = format!(
+        "/v1/verification/repairs/{}",
+        second["id"].as_str().unwrap()
+    );
+    let (_, repair) = h.call("GET", &path, Some(h.auditor()), None).await;
+    let (_, body) = verdict_body(auditor, &repair, Verdict::Approved, "forged rows");
+    let (status, out) = h.verdict(&path, "approve", &body).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["status"], "applied", "{out}");
+    assert!(
+        out["outcome"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{:?}", [n + 1, n + 2, n + 3])),
+        "{out}"
+    );
+    // The removal is logged with the rows as they were.
+    let logged: i64 = rusqlite::Connection::open(dir.path().join("projection.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM removals", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(logged, 3);
+    // The proposal for seq n: nothing lies past the ledger's end any more.
+    let first = actions.iter().find(|a| a["seq"] == n).unwrap();
+    let path = format!("/v1/verification/repairs/{}", first["id"].as_str().unwrap());
+    let (_, repair) = h.call("GET", &path, Some(h.auditor()), None).await;
+    let (_, body) = verdict_body(auditor, &repair, Verdict::Approved, "forged rows");
+    let (status, out) = h.verdict(&path, "approve", &body).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["status"], "unchanged", "{out}");
+    // The forged row at seq n differs from the ledger's record there: minor, repaired on the
+    // next run; the projection then catches up and a run is clean.
+    let next = h.run_only().await;
+    assert_eq!(next["report"]["counts"]["major"], 0, "{next}");
+    h.settle().await;
+    let clean = h.run().await;
+    assert_eq!(clean["report"]["discrepancies"], json!([]), "{clean}");
     h.r.stop().await.unwrap();
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use triplicate_core::Hash;
 use triplicate_ledger::Ledger;
-use triplicate_projection::{Projection, RepairRequest};
+use triplicate_projection::{Projection, RemovalRequest, RepairRequest};
 use triplicate_stream::{AppendRequest, DecisionRecorded, EventStream};
 use uuid::Uuid;
 
@@ -36,8 +36,9 @@ pub enum Operation {
     /// Rebuild the stream from the ledger: an append-only stream cannot change or remove an
     /// event, nor fill a hole below its highest seq.
     RebuildStream,
-    /// Remove projection rows the ledger has no record for (needs a projection call that does
-    /// not exist yet; proposed only).
+    /// Remove projection rows the ledger has no record for (`Projection::remove_from`, which
+    /// logs them in the `removals` table): every seq from this one up, checked to be past the
+    /// ledger's end when it runs. Always waits for an auditor.
     RemoveProjectionRows,
 }
 
@@ -207,15 +208,16 @@ where
 }
 
 impl Operation {
-    /// Whether [`apply_approved`] can run it. Rebuilding the stream and removing projection
-    /// rows need operations the store traits do not offer yet (recovery drills, issue 7): an
-    /// auditor's approval of one is recorded, and the operator carries it out.
+    /// Whether [`apply_approved`] can run it. Rebuilding the stream needs an operation the
+    /// stream trait does not offer yet (recovery drills, issue 7): an auditor's approval of it
+    /// is recorded, and the operator carries it out.
     pub fn is_executable(self) -> bool {
         matches!(
             self,
             Operation::ReplaceProjectionRows
                 | Operation::ApplyProjectionRecords
                 | Operation::AppendStreamEvent
+                | Operation::RemoveProjectionRows
         )
     }
 }
@@ -246,8 +248,7 @@ where
     if !action.operation.is_executable() || action.seq.is_none() {
         return Err(format!(
             "{:?} cannot be run by the service yet: it needs a store operation that does not \
-             exist (stream rebuild, projection row removal); the approval is recorded and the \
-             operator carries it out",
+             exist (a stream rebuild); the approval is recorded and the operator carries it out",
             action.operation
         ));
     }
@@ -271,6 +272,53 @@ where
         .filter(|&i| select(&actions[i]) && actions[i].seq.is_some())
         .collect();
     runnable.sort_by_key(|&i| actions[i].seq);
+
+    // Projection rows the ledger lacks: every row from the action's seq, or from the ledger's
+    // end if the ledger has grown past it since, up. Rows at or past the ledger's size read here
+    // are never records the ledger holds: a record reaches the projection only after the ledger
+    // has it, and the ledger only grows. (A record the ledger appended meanwhile at a seq a
+    // forged row held is compared by the next run, not removed here.)
+    for &i in &runnable {
+        if actions[i].operation != Operation::RemoveProjectionRows {
+            continue;
+        }
+        let Some(seq) = actions[i].seq else { continue };
+        let seq = seq.max(stores.ledger.tree_size());
+        let request = RemovalRequest {
+            from_seq: seq,
+            reason: format!(
+                "{} {}: {}",
+                actions[i].store, actions[i].kind, actions[i].detail
+            ),
+            run_id: run_id.to_string(),
+        };
+        match stores.projection.remove_from(request).await {
+            Ok(o) if o.removed.is_empty() => {
+                actions[i].status = ActionStatus::Unchanged;
+                actions[i].detail = format!(
+                    "{}; the projection holds nothing from seq {seq} up (past the ledger's end) \
+                     any more",
+                    actions[i].detail
+                );
+                summary.unchanged += 1;
+            }
+            Ok(o) => {
+                let seqs: Vec<u64> = o.removed.iter().map(|r| r.0).collect();
+                actions[i].status = ActionStatus::Applied;
+                actions[i].detail = format!(
+                    "{}; removed the projection rows of seqs {seqs:?} (logged in removals)",
+                    actions[i].detail
+                );
+                summary.applied += 1;
+                tracing::warn!(?seqs, "removed projection rows the ledger lacks");
+            }
+            Err(e) => fail(
+                &mut actions[i],
+                &mut summary,
+                format!("projection removal: {e}"),
+            ),
+        }
+    }
 
     // Projection rows, one seq at a time (each repair is its own logged transaction).
     for &i in &runnable {
