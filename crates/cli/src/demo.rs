@@ -8,7 +8,10 @@
 //! 4. each decision read back with `GET /v1/decisions/{id}` (a fresh receipt against the latest
 //!    checkpoint), verified, and saved in `<data-dir>/receipts/<seq>.json`;
 //! 5. the three stores shown to agree: every ledger entry compared with the stream's event and
-//!    with the record bytes the projection re-derives from its columns.
+//!    with the record bytes the projection re-derives from its columns;
+//! 6. each store tampered with, the cross-check finding it, the minor case repaired
+//!    automatically, the major cases proposed and approved by the development auditor, the
+//!    critical case freezing writes, and a clean run at the end (`demo_crosscheck.rs`).
 //!
 //! Without `--data-dir` the tour runs on a scratch directory that is removed afterwards; with
 //! it the data stays, so `triplicate serve --data-dir D` can be started on it.
@@ -46,6 +49,10 @@ pub struct DemoArgs {
     /// Print a summary object instead of the tour.
     #[arg(long)]
     pub json: bool,
+    /// Stop after the stores are shown to agree: no cross-check runs, no tampering (each run
+    /// appends an audit record to the ledger, so the ledger then holds only the decisions).
+    #[arg(long)]
+    pub no_tamper: bool,
 }
 
 /// What the tour established, for `--json`.
@@ -58,15 +65,17 @@ struct Summary {
     projection: u64,
     url: String,
     receipts: Vec<PathBuf>,
+    /// The cross-check runs of the tamper tour.
+    runs: Vec<serde_json::Value>,
 }
 
 /// Prints tour lines unless `--json` asked for the summary only.
-struct Tour {
+pub(crate) struct Tour {
     quiet: bool,
 }
 
 impl Tour {
-    fn say(&self, line: impl AsRef<str>) {
+    pub(crate) fn say(&self, line: impl AsRef<str>) {
         if !self.quiet {
             println!("{}", line.as_ref());
         }
@@ -91,7 +100,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let tour = Tour { quiet: args.json };
     let summary = rt.block_on(async {
         let running = start(&data_dir, &args.origin).await?;
-        let out = tour_over_http(&running, &data_dir, args.records, &tour).await;
+        let out = tour_over_http(&running, &data_dir, args.records, !args.no_tamper, &tour).await;
         // Stopping flushes the ledger's tiles and checkpoint, so `ledger checkpoint` and
         // `serve` see everything afterwards.
         let stopped = running.stop().await.context("stop the service");
@@ -112,6 +121,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                     "projection": summary.projection,
                 },
                 "agree": true,
+                "runs": summary.runs,
                 "url": summary.url,
                 "data_dir": args.data_dir,
                 "receipts": if args.data_dir.is_some() { json!(summary.receipts) } else { json!([]) },
@@ -164,6 +174,7 @@ async fn tour_over_http(
     running: &Running,
     data_dir: &Path,
     records: u64,
+    tamper: bool,
     tour: &Tour,
 ) -> anyhow::Result<Summary> {
     let paths = DevPaths::new(data_dir);
@@ -300,6 +311,9 @@ async fn tour_over_http(
         "5. The three stores agree: the ledger's {size} entries, the stream's {stream} events and \
          the {projection} records the projection re-derives from its columns are the same bytes"
     ));
+    if tamper {
+        summary.runs = crate::demo_crosscheck::tour(running, data_dir, tour).await?;
+    }
     Ok(summary)
 }
 

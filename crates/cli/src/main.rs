@@ -15,6 +15,7 @@ mod bench_submit;
 mod client;
 mod crosscheck_cmd;
 mod demo;
+mod demo_crosscheck;
 mod get_cmd;
 mod keys_cmd;
 mod ledger_cmd;

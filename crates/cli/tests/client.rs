@@ -564,6 +564,42 @@ fn demo_json_prints_the_counts() {
         v["stores"],
         json!({"ledger": 4, "stream": 4, "projection": 4})
     );
+    // The tamper tour: each store tampered with, found, handled, and clean at the end.
+    let runs = v["runs"].as_array().unwrap();
+    let stages: Vec<&str> = runs.iter().map(|r| r["stage"].as_str().unwrap()).collect();
+    assert_eq!(
+        stages,
+        [
+            "clean",
+            "projection drift",
+            "forged projection rows",
+            "after the removal",
+            "stream event altered",
+            "ledger bundle flipped",
+            "clean at the end"
+        ]
+    );
+    let count = |i: usize, class: &str| runs[i]["counts"][class].as_u64().unwrap();
+    assert_eq!(
+        count(0, "minor") + count(0, "major") + count(0, "critical"),
+        0
+    );
+    assert_eq!(count(1, "minor"), 1);
+    assert_eq!(runs[1]["actions"][0]["status"], "applied");
+    assert_eq!(count(2, "major"), 2);
+    assert_eq!(runs[2]["actions"][0]["operation"], "remove_projection_rows");
+    assert_eq!(count(4, "major"), 1);
+    assert_eq!(runs[4]["actions"][0]["operation"], "rebuild_stream");
+    assert!(count(5, "critical") >= 1);
+    assert_eq!(
+        runs[5]["audit_seq"],
+        Value::Null,
+        "no audit record while frozen"
+    );
+    for class in ["lag", "minor", "major", "critical"] {
+        assert_eq!(count(6, class), 0, "the last run is clean");
+    }
+    // Every run but the critical one appended its audit record: 4 decisions + 6 audit records.
 
     // Again on the same data: it continues, and the stores still agree.
     let o = triplicate(&state, &["demo", "--data-dir", s(&d), "--json"]);
@@ -572,15 +608,46 @@ fn demo_json_prints_the_counts() {
     assert_eq!(v["records_submitted"], 3);
     assert_eq!(
         v["stores"],
-        json!({"ledger": 7, "stream": 7, "projection": 7})
+        json!({"ledger": 13, "stream": 13, "projection": 13})
     );
-    assert!(d.join("receipts/6.json").is_file());
+    assert!(d.join("receipts/12.json").is_file());
 
-    // The data is kept for `serve`.
+    // The data is kept for `serve`, its guards intact after the tamper tour.
     let server = Server::start(&d, "127.0.0.1:0");
-    let o = triplicate(&state, &["list", "--url", &server.url, "--json"]);
-    assert_eq!(json_out(&o)["decisions"].as_array().unwrap().len(), 7);
+    let o = triplicate(
+        &state,
+        &[
+            "list",
+            "--url",
+            &server.url,
+            "--kind",
+            "budget.approval",
+            "--json",
+        ],
+    );
+    assert!(!json_out(&o)["decisions"].as_array().unwrap().is_empty());
+    let o = triplicate(
+        &state,
+        &[
+            "list",
+            "--url",
+            &server.url,
+            "--kind",
+            "verification",
+            "--json",
+        ],
+    );
+    assert!(json_out(&o)["decisions"].as_array().unwrap().len() >= 12);
     server.stop();
+    let triggers: i64 = rusqlite::Connection::open(d.join("projection.db"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND name = 'decisions_no_update'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(triggers, 1, "the demo put the trigger back");
 
     // Without --data-dir: a scratch directory; the human tour.
     let o = triplicate(&state, &["demo", "--records", "1"]);
