@@ -522,7 +522,29 @@ impl PgProjection {
         options: PgOptions,
     ) -> Result<PgProjection, ProjectionError> {
         let role = options.role.clone();
-        let pool = PgPoolOptions::new()
+        let pool = Self::pool_options(&options)
+            .connect_with(opts)
+            .await
+            .map_err(pg_err("connect to PostgreSQL"))?;
+        tracing::info!(role = ?role, "connected the PostgreSQL projection");
+        Ok(PgProjection { pool })
+    }
+
+    /// A handle whose connections are made when first needed, not now: for a service that
+    /// starts while PostgreSQL is unreachable (every call fails as unavailable until it is
+    /// back, and the service keeps the projection pending meanwhile). The URL is still parsed
+    /// now, so a malformed one is an error at once.
+    pub fn connect_lazy(url: &str, options: PgOptions) -> Result<PgProjection, ProjectionError> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| ProjectionError::Unavailable(format!("parse the PostgreSQL URL: {e}")))?;
+        let pool = Self::pool_options(&options).connect_lazy_with(opts);
+        tracing::info!(role = ?options.role, "PostgreSQL projection: connections are made when it answers");
+        Ok(PgProjection { pool })
+    }
+
+    fn pool_options(options: &PgOptions) -> PgPoolOptions {
+        let role = options.role.clone();
+        PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .after_connect(move |conn, _| {
@@ -536,11 +558,6 @@ impl PgProjection {
                     Ok(())
                 })
             })
-            .connect_with(opts)
-            .await
-            .map_err(pg_err("connect to PostgreSQL"))?;
-        tracing::info!(role = ?options.role, "connected the PostgreSQL projection");
-        Ok(PgProjection { pool })
     }
 
     /// Wraps an existing pool (its connections' role decides what this handle may do).

@@ -258,6 +258,35 @@ pub enum ProjectionChoice {
     Postgres { url: String },
 }
 
+enum MigrateError {
+    /// No connection could be made (refused, timed out, no route): PostgreSQL is down.
+    Unreachable(String),
+    /// It answered and refused (authentication, a failed migration, a malformed URL).
+    Failed(triplicate_projection::ProjectionError),
+}
+
+/// Applies the projection's migrations as the URL's (owner) role.
+async fn migrate_postgres(url: &str) -> Result<(), MigrateError> {
+    let owner = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => {
+                MigrateError::Unreachable(e.to_string())
+            }
+            other => MigrateError::Failed(triplicate_projection::ProjectionError::Unavailable(
+                other.to_string(),
+            )),
+        })?;
+    let out = PgProjection::migrate(&owner)
+        .await
+        .map_err(MigrateError::Failed);
+    owner.close().await;
+    out
+}
+
 /// Opens the embedded ledger and stream and the chosen projection under `data_dir`.
 pub async fn open_parts(
     data_dir: &Path,
@@ -287,20 +316,37 @@ pub async fn open_parts(
             ProjectionBackend::Sqlite(SqliteProjection::open(data_dir).await?)
         }
         ProjectionChoice::Postgres { url } => {
-            let owner = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(&url)
-                .await
-                .map_err(|e| triplicate_projection::ProjectionError::Unavailable(e.to_string()))?;
-            PgProjection::migrate(&owner).await?;
-            owner.close().await;
-            ProjectionBackend::Postgres(
-                PgProjection::connect(
-                    &url,
-                    PgOptions::with_role(triplicate_projection::PG_WRITER_ROLE),
-                )
-                .await?,
-            )
+            let writer = PgOptions::with_role(triplicate_projection::PG_WRITER_ROLE);
+            match migrate_postgres(&url).await {
+                Ok(()) => ProjectionBackend::Postgres(PgProjection::connect(&url, writer).await?),
+                Err(MigrateError::Unreachable(why)) => {
+                    // The ledger is the store of record: the service starts, the projection is
+                    // pending, and the catch-up worker fills it once PostgreSQL answers (after
+                    // the migrations, which are retried in the background).
+                    tracing::warn!(
+                        error = %why,
+                        "PostgreSQL is unreachable at start; the projection is pending until \
+                         it answers"
+                    );
+                    let url_for_retry = url.clone();
+                    tokio::spawn(async move {
+                        let mut wait = std::time::Duration::from_millis(500);
+                        loop {
+                            tokio::time::sleep(wait).await;
+                            match migrate_postgres(&url_for_retry).await {
+                                Ok(()) => return,
+                                Err(MigrateError::Unreachable(_)) => {}
+                                Err(MigrateError::Failed(e)) => {
+                                    tracing::error!(error = %e, "PostgreSQL migrations failed");
+                                }
+                            }
+                            wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                        }
+                    });
+                    ProjectionBackend::Postgres(PgProjection::connect_lazy(&url, writer)?)
+                }
+                Err(MigrateError::Failed(e)) => return Err(e.into()),
+            }
         }
     };
     Ok((

@@ -259,3 +259,39 @@ async fn submissions_keep_committing_while_postgres_is_unreachable_and_nothing_i
     assert_projection_matches_ledger(&r, 8).await;
     r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_starts_while_postgres_is_unreachable_and_fills_it_later() {
+    let db = PgTestDb::create_unmigrated().await;
+    let proxy = Proxy::start(direct(&db)).await;
+    proxy.cut();
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServiceOptions {
+        store_timeout: Duration::from_secs(1),
+        catchup_interval: Duration::from_millis(100),
+        ..ServiceOptions::default()
+    };
+    // PostgreSQL is down at start (and has never been migrated): the service starts anyway.
+    let r = start(
+        dir.path(),
+        db_url(&db, &format!("127.0.0.1:{}", proxy.port)),
+        options,
+    )
+    .await;
+    for i in 0..3 {
+        let (status, out) = submit(&r, &submission(&r, &format!("While down {i}"))).await;
+        assert_eq!(status, 201, "the ledger commits: {out}");
+        assert_eq!(out["stores"]["projection"], "pending", "{out}");
+    }
+    let ready: Value = reqwest::get(format!("http://{}/readyz", r.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["projection"]["healthy"], false, "{ready}");
+    // PostgreSQL answers: the migrations run, the catch-up worker fills the projection.
+    proxy.restore();
+    assert_projection_matches_ledger(&r, 3).await;
+    r.stop().await.unwrap();
+}
