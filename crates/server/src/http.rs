@@ -1,5 +1,6 @@
 //! The HTTP API (axum): decisions, the ledger's public endpoints, health, metrics, admin, and
-//! the OpenAPI document (`/openapi.json`, see [`crate::openapi`]).
+//! the OpenAPI document (`/openapi.json`, see [`crate::openapi`]); and the review pages under
+//! `/ui/` ([`crate::ui`], [`UI_ROUTES`]).
 //!
 //! # Access log
 //!
@@ -7,9 +8,10 @@
 //! `triplicate::access` (the application log uses the crates' own targets). Fields: `method`,
 //! `path` (the URI path only; the query string is never logged), `route` (the matched route
 //! template, when one matched), `status`, `latency_ms` (until the response headers were ready),
-//! `caller` and `role` (the bearer token's configured name and role, or `anonymous` for both
-//! when no known token was sent) and `auth` (`none`, `unrecognised` or `ok`: whether a bearer
-//! token was sent and known). Tokens themselves are never logged.
+//! `caller` and `role` (the bearer token's configured name and role, or those of the review
+//! pages' session the request carries, or `anonymous` for both) and `auth` (`none`,
+//! `unrecognised`, `ok` or `session`: whether a bearer token was sent and known, or a review
+//! session's cookie identified the caller). Tokens, tickets and session ids are never logged.
 //!
 //! It is on at the default level (`info`). Operators route it with the usual `RUST_LOG`
 //! directives: only the access log, `RUST_LOG=warn,triplicate::access=info`; everything but
@@ -65,10 +67,28 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/verification/repairs/{id}"),
     ("POST", "/v1/verification/repairs/{id}/approve"),
     ("POST", "/v1/verification/repairs/{id}/reject"),
+    ("POST", "/v1/ui/tickets"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+];
+
+/// The review pages ([`crate::ui`]): HTML for browsers, with a session cookie instead of a
+/// bearer token, answering an unauthenticated request with a 303 to the sign-in page rather
+/// than a problem. They are not part of the API, so the OpenAPI document leaves them out
+/// (`tests/openapi.rs` checks that it does, and that every one is under `/ui/`); the router is
+/// built from both lists.
+pub const UI_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/ui/login"),
+    ("POST", "/ui/login"),
+    ("POST", "/ui/logout"),
+    ("GET", "/ui/reports"),
+    ("GET", "/ui/reports/{id}"),
+    ("GET", "/ui/repairs/{id}/approve"),
+    ("GET", "/ui/repairs/{id}/reject"),
+    ("POST", "/ui/repairs/{id}/approve"),
+    ("POST", "/ui/repairs/{id}/reject"),
 ];
 
 /// What the handlers share.
@@ -80,6 +100,8 @@ pub struct AppState {
     pub restrict_reads: bool,
     /// The cross-verifier, when the service runs one.
     pub crosscheck: Option<Arc<crate::crosscheck::CrossCheck>>,
+    /// The review pages' sign-in tickets and sessions.
+    pub ui: Arc<crate::ui::UiSessions>,
 }
 
 /// The handler of one entry of [`ROUTES`].
@@ -105,6 +127,7 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<AppState> {
             post(crate::verification_http::approve)
         }
         ("POST", "/v1/verification/repairs/{id}/reject") => post(crate::verification_http::reject),
+        ("POST", "/v1/ui/tickets") => post(crate::ui::issue_ticket),
         ("GET", "/healthz") => get(|| async { "ok\n" }),
         ("GET", "/readyz") => get(readyz),
         ("GET", "/metrics") => get(metrics),
@@ -114,15 +137,28 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<AppState> {
     }
 }
 
-/// The router: [`ROUTES`], a problem+json 404 for anything else, the body limit and the
-/// access log.
+/// The router: [`ROUTES`], [`UI_ROUTES`] (with the pages' security headers), a 404 for
+/// anything else (a page under `/ui/`, else problem+json), the body limit and the access log.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new();
     for (method, path) in ROUTES {
         // Routes on one path are merged by axum (`GET` and `POST /v1/decisions`).
         app = app.route(path, endpoint(method, path));
     }
-    app.fallback(|| async { Problem::not_found("no such endpoint") })
+    let mut ui = Router::new();
+    for (method, path) in UI_ROUTES {
+        ui = ui.route(path, crate::ui::endpoint(method, path));
+    }
+    let ui = ui.layer(middleware::map_response(crate::ui::security_headers));
+    app.merge(ui)
+        .fallback(|req: Request| async move {
+            let path = req.uri().path();
+            if path == "/ui" || path.starts_with("/ui/") {
+                crate::ui::not_found()
+            } else {
+                Problem::not_found("no such endpoint").into_response()
+            }
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
@@ -138,11 +174,14 @@ async fn access_log(State(s): State<AppState>, req: Request, next: Next) -> Resp
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let sent_token = req.headers().contains_key(header::AUTHORIZATION);
-    let caller = s.tokens.identify(req.headers());
+    let caller = match s.tokens.identify(req.headers()) {
+        Some(c) => Some((c, "ok")),
+        None => crate::ui::session_caller(&s, req.headers()).map(|c| (c, "session")),
+    };
     let response = next.run(req).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let (name, role, auth) = match &caller {
-        Some((name, role)) => (name.as_str(), role.as_str(), "ok"),
+        Some(((name, role), how)) => (name.as_str(), role.as_str(), *how),
         None if sent_token => ("anonymous", "anonymous", "unrecognised"),
         None => ("anonymous", "anonymous", "none"),
     };
@@ -491,11 +530,14 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// An auditor or an admin.
-pub(crate) fn require_auditor(s: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
-    let (_, role) = s.tokens.require(headers, Role::Reader)?;
+/// An auditor or an admin: the token's name and role.
+pub(crate) fn require_auditor(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<(String, Role), Problem> {
+    let (name, role) = s.tokens.require(headers, Role::Reader)?;
     if matches!(role, Role::Auditor | Role::Admin) {
-        Ok(())
+        Ok((name, role))
     } else {
         Err(Problem::new(
             StatusCode::FORBIDDEN,

@@ -1,5 +1,6 @@
 //! `triplicate-server`: the governance service. The write path (`service`), the catch-up
-//! worker (`catchup`), and the HTTP API (`http`) with its auth, problem details and metrics.
+//! worker (`catchup`), the HTTP API (`http`) with its auth, problem details and metrics, and
+//! the auditors' review pages (`ui`).
 //!
 //! Must not know: SQL, file formats or key storage — it drives the store traits (through the
 //! backend enums in `stores`), the policy and the `Signer` trait. Only this crate knows HTTP.
@@ -15,6 +16,7 @@ pub mod problem;
 pub mod service;
 pub mod setup;
 pub mod stores;
+pub mod ui;
 mod verification_http;
 
 pub use service::{Service, ServiceOptions, ServiceParts};
@@ -193,6 +195,7 @@ async fn launch(
         tokens: std::sync::Arc::new(tokens),
         restrict_reads,
         crosscheck: Some(checker.clone()),
+        ui: Default::default(),
     };
     let server = tokio::spawn(async move {
         let out = serve(listener, state, stopped(stop_rx)).await;

@@ -1,4 +1,6 @@
-//! The OpenAPI 3.1 description of the HTTP API, served at `GET /openapi.json`.
+//! The OpenAPI 3.1 description of the HTTP API, served at `GET /openapi.json`. The review
+//! pages (`/ui/…`, [`crate::http::UI_ROUTES`]) are HTML for browsers, not API, and are left out;
+//! the API call that signs a browser in to them (`POST /v1/ui/tickets`) is in.
 //!
 //! Written by hand as a `serde_json` value rather than derived (utoipa and the like): the
 //! request and response types are `triplicate-core`'s and the policy's, whose serde forms are
@@ -85,6 +87,7 @@ pub fn document() -> Value {
             { "name": "ledger", "description": "The verified ledger, public by design: checkpoint, tiles, proofs, the notary key." },
             { "name": "admin", "description": "Operating the service." },
             { "name": "verification", "description": "Cross-check reports, on-demand runs and auditors' verdicts on proposed repairs." },
+            { "name": "ui", "description": "Signing a browser in to the review pages (`/ui/reports`), which are HTML and not described here." },
             { "name": "operations", "description": "Health, readiness, metrics and this document." }
         ],
         "paths": paths(),
@@ -476,6 +479,26 @@ fn paths() -> Value {
                     "404": response("NotFound"),
                     "409": response("ReviewClosed"),
                     "422": response("ReviewRefused"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/ui/tickets": {
+            "post": {
+                "operationId": "issueUiTicket",
+                "tags": ["ui"],
+                "summary": "A single-use ticket that signs a browser in to the review pages",
+                "description": "Browsers send no bearer token on a navigation, so the review pages (`/ui/reports`) use a session cookie. This call exchanges an auditor's or admin's token for a ticket that works once, within `expires_in` seconds: opening `login_path` (optionally with `&next=/ui/...`, a path under `/ui/`) starts a session of 8 hours for the token's name and role and redirects there. An admin's session sees the pages without review controls. No request body.",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "responses": {
+                    "201": {
+                        "description": "The ticket (not cacheable).",
+                        "headers": cache_header("`no-store`."),
+                        "content": { "application/json": { "schema": schema("UiTicket") } }
+                    },
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "500": response("Internal"),
                     "503": response("Unavailable")
                 }
             }
@@ -882,6 +905,17 @@ fn answer_schemas() -> Value {
                 "status": { "type": "string" },
                 "outcome": { "type": ["string", "null"] },
                 "review": schema("Review")
+            }
+        },
+        "UiTicket": {
+            "type": "object",
+            "required": ["ticket", "expires_at", "expires_in", "login_path"],
+            "additionalProperties": false,
+            "properties": {
+                "ticket": { "type": "string", "pattern": "^[A-Za-z0-9_-]{43}$", "description": "256 random bits, URL-safe base64 without padding. Works once." },
+                "expires_at": schema("Timestamp"),
+                "expires_in": { "type": "integer", "minimum": 1, "description": "Seconds it can be redeemed for (60)." },
+                "login_path": { "type": "string", "description": "`/ui/login?ticket=…`: open it in a browser on this service, optionally adding `&next=/ui/…`." }
             }
         },
         "WritesResumed": {

@@ -8,6 +8,10 @@
 //! | `POST /v1/verification/runs` (`{"full": bool}`) | auditor, admin | runs one now; 201 with the stored report |
 //! | `GET /v1/verification/repairs/{id}` | auditor, admin | one proposed repair: what to sign |
 //! | `POST /v1/verification/repairs/{id}/approve`, `/reject` | auditor | a signed verdict |
+//!
+//! The review pages (`crate::ui`) read and record through the same functions: [`load_report`],
+//! [`reports_page`], [`load_repair`] and [`record_verdict`], so a page never shows what the API
+//! would not serve, nor records a verdict the API would refuse.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -17,17 +21,21 @@ use axum::Json;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use triplicate_core::{Algorithm, KeyId, Timestamp};
-use triplicate_projection::reports::{is_pending, ReportStore as _, ReportSummary, ReviewRow};
+use triplicate_core::{Algorithm, Hash, KeyId, Timestamp};
+use triplicate_projection::reports::{
+    is_pending, ActionRow, ReportStore as _, ReportSummary, ReviewRow,
+};
 use triplicate_verifier::review::Verdict;
+use triplicate_verifier::{RepairAction, Report};
 use uuid::Uuid;
 
 use crate::auth::Role;
-use crate::crosscheck::{ReviewFailure, SignedVerdict};
+use crate::crosscheck::{ReviewFailure, ReviewOutcome, SignedVerdict};
 use crate::http::{checker, require_auditor, AppState};
 use crate::problem::Problem;
 
-fn b64(bytes: &[u8]) -> String {
+/// Standard base64, as hashes and signatures are served.
+pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -35,7 +43,7 @@ fn store_problem(e: impl std::fmt::Display) -> Problem {
     Problem::unavailable(format!("the report store: {e}"))
 }
 
-fn parse_id(what: &str, id: &str) -> Result<Uuid, Problem> {
+pub(crate) fn parse_id(what: &str, id: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(id).map_err(|e| Problem::bad_request(format!("{id:?} is not a {what}: {e}")))
 }
 
@@ -86,19 +94,13 @@ pub(crate) struct ReportsParams {
 /// Most reports per page, unless `limit` says fewer.
 pub const DEFAULT_REPORTS_PAGE: u32 = 50;
 
-pub(crate) async fn list_reports(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Query<ReportsParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, Problem> {
-    require_auditor(&s, &headers)?;
-    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let before = params
-        .before
-        .as_deref()
-        .map(|b| parse_id("run id", b))
-        .transpose()?;
-    let limit = params.limit.unwrap_or(DEFAULT_REPORTS_PAGE);
+/// Up to `limit` (1 to 1000) stored reports older than run `before`, newest first, and the run
+/// id to pass as `before` for the next page (`None` on the last page).
+pub(crate) async fn reports_page(
+    s: &AppState,
+    before: Option<Uuid>,
+    limit: u32,
+) -> Result<(Vec<ReportSummary>, Option<Uuid>), Problem> {
     if !(1..=1000).contains(&limit) {
         return Err(Problem::bad_request(format!(
             "limit {limit} is out of range: 1 to 1000"
@@ -113,6 +115,23 @@ pub(crate) async fn list_reports(
     let next = (page.len() == limit as usize)
         .then(|| page.last().map(|r| r.run_id))
         .flatten();
+    Ok((page, next))
+}
+
+pub(crate) async fn list_reports(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ReportsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    require_auditor(&s, &headers)?;
+    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let before = params
+        .before
+        .as_deref()
+        .map(|b| parse_id("run id", b))
+        .transpose()?;
+    let (page, next) =
+        reports_page(&s, before, params.limit.unwrap_or(DEFAULT_REPORTS_PAGE)).await?;
     Ok(Json(json!({
         "reports": page.iter().map(summary_json).collect::<Vec<_>>(),
         "next": next,
@@ -120,10 +139,50 @@ pub(crate) async fn list_reports(
     .into_response())
 }
 
-/// The stored report of `run_id` as served: the report itself (checked against its stored
-/// digest), the digest, its audit seq and whether the ledger's audit record there carries the
-/// same digest, and each action's status and reviews.
-pub(crate) async fn report_json(s: &AppState, run_id: Uuid) -> Result<Value, Problem> {
+/// One action of a stored report, with its reviews counted.
+#[derive(Debug, Clone)]
+pub(crate) struct ActionState {
+    /// The action as the report's rows store it (its status as of the run).
+    pub row: ActionRow,
+    /// Its status once its reviews are counted ([`triplicate_verifier::effective_status`]).
+    pub status: String,
+    /// Whether it still waits for an auditor ([`is_pending`]).
+    pub pending: bool,
+    /// Its reviews, in recorded order.
+    pub reviews: Vec<ReviewRow>,
+}
+
+impl ActionState {
+    fn of(row: &ActionRow, reviews: &[ReviewRow]) -> ActionState {
+        ActionState {
+            row: row.clone(),
+            status: triplicate_verifier::effective_status(row, reviews),
+            pending: is_pending(row, reviews),
+            reviews: reviews
+                .iter()
+                .filter(|r| r.action_id == row.id)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// A stored report read back: the report itself (checked against its stored digest), the
+/// digest, its audit seq and whether the ledger's audit record there carries the same digest,
+/// and each action's status and reviews.
+#[derive(Debug, Clone)]
+pub(crate) struct ReportView {
+    pub run_id: Uuid,
+    pub digest: Hash,
+    pub audit_seq: Option<u64>,
+    /// `None` without an audit record.
+    pub audit_record_matches: Option<bool>,
+    pub report: Report,
+    pub actions: Vec<ActionState>,
+}
+
+/// Reads the stored report of `run_id` (see [`ReportView`]).
+pub(crate) async fn load_report(s: &AppState, run_id: Uuid) -> Result<ReportView, Problem> {
     let full = s
         .service
         .projection()
@@ -140,32 +199,43 @@ pub(crate) async fn report_json(s: &AppState, run_id: Uuid) -> Result<Value, Pro
             .and_then(|r| triplicate_verifier::audited_digest(&r.record.decision))
             == Some(full.report.digest)
     });
-    let actions: Vec<Value> = full
+    let actions = full
         .report
         .actions
         .iter()
+        .map(|a| ActionState::of(a, &full.reviews))
+        .collect();
+    Ok(ReportView {
+        run_id,
+        digest: full.report.digest,
+        audit_seq: full.report.audit_seq,
+        audit_record_matches: audited,
+        report,
+        actions,
+    })
+}
+
+/// The stored report of `run_id` as served (see [`ReportView`]).
+pub(crate) async fn report_json(s: &AppState, run_id: Uuid) -> Result<Value, Problem> {
+    let v = load_report(s, run_id).await?;
+    let actions: Vec<Value> = v
+        .actions
+        .iter()
         .map(|a| {
-            let status = triplicate_verifier::effective_status(a, &full.reviews);
-            let reviews: Vec<Value> = full
-                .reviews
-                .iter()
-                .filter(|r| r.action_id == a.id)
-                .map(review_json)
-                .collect();
             json!({
-                "id": a.id,
-                "status": status,
-                "pending": is_pending(a, &full.reviews),
-                "reviews": reviews,
+                "id": a.row.id,
+                "status": a.status,
+                "pending": a.pending,
+                "reviews": a.reviews.iter().map(review_json).collect::<Vec<_>>(),
             })
         })
         .collect();
     Ok(json!({
-        "run_id": run_id,
-        "digest": b64(&full.report.digest),
-        "audit_seq": full.report.audit_seq,
-        "audit_record_matches": audited,
-        "report": report,
+        "run_id": v.run_id,
+        "digest": b64(&v.digest),
+        "audit_seq": v.audit_seq,
+        "audit_record_matches": v.audit_record_matches,
+        "report": v.report,
         "actions": actions,
     }))
 }
@@ -231,13 +301,20 @@ pub(crate) async fn post_run(
         .into_response())
 }
 
-pub(crate) async fn get_repair(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    require_auditor(&s, &headers)?;
-    let action_id = parse_id("repair id", &id)?;
+/// One repair action as stored, with what an auditor signs a verdict over: its run and that
+/// report's digest.
+#[derive(Debug, Clone)]
+pub(crate) struct RepairView {
+    pub action_id: Uuid,
+    pub run_id: Uuid,
+    pub report_digest: Hash,
+    /// The action as the report's body has it (`None` if the body lacks it).
+    pub action: Option<RepairAction>,
+    pub state: ActionState,
+}
+
+/// Reads the repair action `action_id` and its report (checked against its digest).
+pub(crate) async fn load_repair(s: &AppState, action_id: Uuid) -> Result<RepairView, Problem> {
     let projection = s.service.projection();
     let found = projection
         .action(action_id)
@@ -251,76 +328,104 @@ pub(crate) async fn get_repair(
         .ok_or_else(|| Problem::not_found(format!("no report of run {}", found.run_id)))?;
     let report = triplicate_verifier::from_stored(&full.report)
         .map_err(|e| Problem::internal(format!("the stored report does not check out: {e}")))?;
-    let action = report.actions.iter().find(|a| a.id == action_id);
-    let status = triplicate_verifier::effective_status(&found.action, &found.reviews);
+    Ok(RepairView {
+        action_id,
+        run_id: found.run_id,
+        report_digest: full.report.digest,
+        action: report.actions.into_iter().find(|a| a.id == action_id),
+        state: ActionState::of(&found.action, &found.reviews),
+    })
+}
+
+pub(crate) async fn get_repair(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    require_auditor(&s, &headers)?;
+    let action_id = parse_id("repair id", &id)?;
+    let v = load_repair(&s, action_id).await?;
     Ok(Json(json!({
-        "id": action_id,
-        "run_id": found.run_id,
-        "report_digest": b64(&full.report.digest),
-        "action": action,
-        "status": status,
-        "pending": is_pending(&found.action, &found.reviews),
-        "reviews": found.reviews.iter().map(review_json).collect::<Vec<_>>(),
+        "id": v.action_id,
+        "run_id": v.run_id,
+        "report_digest": b64(&v.report_digest),
+        "action": v.action,
+        "status": v.state.status,
+        "pending": v.state.pending,
+        "reviews": v.state.reviews.iter().map(review_json).collect::<Vec<_>>(),
     }))
     .into_response())
 }
 
 /// The body of `approve` and `reject`: the auditor's signature over
-/// [`triplicate_verifier::review::ReviewStatement`].
+/// [`triplicate_verifier::review::ReviewStatement`]. (The review pages fill it from a form.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VerdictBody {
-    key_id: KeyId,
-    alg: Algorithm,
+pub(crate) struct VerdictBody {
+    pub key_id: KeyId,
+    pub alg: Algorithm,
     /// Standard base64.
-    signature: String,
-    signed_at: Timestamp,
+    pub signature: String,
+    pub signed_at: Timestamp,
     #[serde(default)]
-    reason: String,
+    pub reason: String,
 }
 
 /// Longest reason an auditor may give.
 pub const REASON_MAX_BYTES: usize = 4096;
 
-async fn verdict(
-    s: AppState,
-    headers: HeaderMap,
-    id: String,
-    body: Bytes,
-    verdict: Verdict,
-) -> Result<Response, Problem> {
-    let (who, role) = s.tokens.require(&headers, Role::Reader)?;
-    if role != Role::Auditor {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Forbidden",
-            format!(
-                "only auditors approve or reject repairs; the token sent is a {}'s",
-                role.as_str()
-            ),
-        ));
-    }
-    let action_id = parse_id("repair id", &id)?;
-    let b: VerdictBody = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(format!("the body: {e}")))?;
-    if b.reason.len() > REASON_MAX_BYTES {
+/// Refuses a reason over [`REASON_MAX_BYTES`].
+pub(crate) fn check_reason(reason: &str) -> Result<(), Problem> {
+    if reason.len() > REASON_MAX_BYTES {
         return Err(Problem::bad_request(format!(
             "the reason is {} bytes; at most {REASON_MAX_BYTES} are allowed",
-            b.reason.len()
+            reason.len()
         )));
     }
-    let signature = base64::engine::general_purpose::STANDARD
-        .decode(&b.signature)
-        .map_err(|e| Problem::bad_request(format!("the signature is not base64: {e}")))?;
-    let signed = SignedVerdict {
-        key_id: b.key_id,
-        alg: b.alg,
-        signature,
-        signed_at: b.signed_at,
-        reason: b.reason,
-    };
-    let out = checker(&s)?
+    Ok(())
+}
+
+impl VerdictBody {
+    /// The verdict as [`crate::crosscheck::CrossCheck::review`] takes it: the reason's length
+    /// checked and the signature decoded.
+    pub(crate) fn into_signed(self) -> Result<SignedVerdict, Problem> {
+        check_reason(&self.reason)?;
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(&self.signature)
+            .map_err(|e| Problem::bad_request(format!("the signature is not base64: {e}")))?;
+        Ok(SignedVerdict {
+            key_id: self.key_id,
+            alg: self.alg,
+            signature,
+            signed_at: self.signed_at,
+            reason: self.reason,
+        })
+    }
+}
+
+/// The problem of a caller who is not an auditor (`role` is what it is instead).
+pub(crate) fn not_an_auditor(role: Role, how: &str) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "Forbidden",
+        format!(
+            "only auditors approve or reject repairs; the {how} is a {}'s",
+            role.as_str()
+        ),
+    )
+}
+
+/// Records `who`'s verdict on repair `action_id` through the cross-verifier (which checks the
+/// signature and runs an approved repair), mapping its refusals to problems.
+pub(crate) async fn record_verdict(
+    s: &AppState,
+    who: &str,
+    action_id: Uuid,
+    verdict: Verdict,
+    signed: SignedVerdict,
+) -> Result<ReviewOutcome, Problem> {
+    let out = checker(s)?
         .review(action_id, verdict, signed)
         .await
         .map_err(|e| match e {
@@ -340,6 +445,24 @@ async fn verdict(
             _ => store_problem(e),
         })?;
     tracing::info!(who, %action_id, verdict = verdict.as_str(), "verdict recorded");
+    Ok(out)
+}
+
+async fn verdict(
+    s: AppState,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    verdict: Verdict,
+) -> Result<Response, Problem> {
+    let (who, role) = s.tokens.require(&headers, Role::Reader)?;
+    if role != Role::Auditor {
+        return Err(not_an_auditor(role, "token sent"));
+    }
+    let action_id = parse_id("repair id", &id)?;
+    let b: VerdictBody = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("the body: {e}")))?;
+    let out = record_verdict(&s, &who, action_id, verdict, b.into_signed()?).await?;
     Ok(Json(json!({
         "action_id": action_id,
         "run_id": out.run_id,

@@ -1,7 +1,8 @@
 //! The OpenAPI document against the server it describes, the access log, and restricted reads.
 //!
 //! The document (`triplicate_server::openapi::document`) is written by hand, so these tests
-//! keep it honest: its paths and methods are exactly `http::ROUTES`; it is OpenAPI 3.1 shaped
+//! keep it honest: its paths and methods are exactly `http::ROUTES` (the review pages,
+//! `http::UI_ROUTES`, are HTML under `/ui/` and never in it); it is OpenAPI 3.1 shaped
 //! and every `$ref` resolves; its problem types are the README's; each operation's `security`
 //! agrees with how the running server answers a call without a token; and real responses
 //! validate against the documented schemas (with a small validator for the JSON Schema subset
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::{json, Value};
 use triplicate_keys::SoftwareSigner;
 use triplicate_server::auth::{hash_token, Role, TokenEntry, Tokens};
-use triplicate_server::http::{AppState, ACCESS_LOG_TARGET, ROUTES};
+use triplicate_server::http::{AppState, ACCESS_LOG_TARGET, ROUTES, UI_ROUTES};
 use triplicate_server::openapi::{document, openapi_path, PROBLEM_TYPES};
 use triplicate_server::setup::{self, ProjectionChoice, DEV_ORIGIN};
 use triplicate_server::{ServeConfig, Service, ServiceOptions};
@@ -184,6 +185,40 @@ fn document_describes_exactly_the_served_routes() {
         unserved.is_empty(),
         "documented but not served: {unserved:?}"
     );
+
+    // The review pages are the other list: all under /ui/, none in the API or its document,
+    // and no API route under /ui/.
+    let pages: BTreeSet<(String, String)> = UI_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_uppercase(), openapi_path(p)))
+        .collect();
+    assert_eq!(
+        pages.len(),
+        UI_ROUTES.len(),
+        "UI_ROUTES lists a route twice"
+    );
+    for (method, path) in &pages {
+        assert!(
+            path.starts_with("/ui/"),
+            "{method} {path} is a page outside /ui/"
+        );
+        assert!(
+            !served.contains(&(method.clone(), path.clone())),
+            "{method} {path} is in both ROUTES and UI_ROUTES"
+        );
+    }
+    for (method, path) in &served {
+        assert!(
+            !path.starts_with("/ui"),
+            "API route {method} {path} under /ui"
+        );
+    }
+    for path in doc["paths"].as_object().unwrap().keys() {
+        assert!(
+            !path.starts_with("/ui"),
+            "the document describes page {path}"
+        );
+    }
 }
 
 /// The README's "HTTP problems" section is the contract clients read; the document and
@@ -448,6 +483,14 @@ async fn served_document_agrees_with_the_server() {
             None,
             200,
         ),
+        (
+            "POST",
+            "/v1/ui/tickets",
+            "/v1/ui/tickets".to_owned(),
+            Some(r.auditor_token.as_str()),
+            None,
+            201,
+        ),
         ("GET", "/healthz", "/healthz".to_owned(), None, None, 200),
         ("GET", "/readyz", "/readyz".to_owned(), None, None, 200),
         ("GET", "/metrics", "/metrics".to_owned(), None, None, 200),
@@ -534,6 +577,7 @@ impl Harness {
             tokens: Arc::new(tokens),
             restrict_reads,
             crosscheck: None,
+            ui: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
