@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout)]
 
 mod admin_cmd;
+mod audit_cmd;
 mod bench;
 mod bench_submit;
 mod client;
@@ -75,6 +76,10 @@ enum Command {
     /// Operator calls to a running service (`admin resume`).
     #[command(subcommand)]
     Admin(admin_cmd::AdminCmd),
+    /// An independent auditor of a service's log, trusting only the notary key: checkpoint
+    /// signatures, consistency with the last checkpoint seen, random entries re-hashed and proved
+    /// included; metrics and alerts on failure.
+    Audit(audit_cmd::AuditArgs),
 }
 
 /// The embedded defaults' data directory.
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
         Command::Verify(c) => verify_cmd::run(c),
         Command::Crosscheck(c) => crosscheck_cmd::run(c),
         Command::Admin(c) => admin_cmd::run(c),
+        Command::Audit(a) => audit_cmd::run(a),
     };
     match result {
         Ok(code) => code,

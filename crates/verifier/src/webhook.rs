@@ -3,7 +3,9 @@
 //!
 //! The service calls [`WebhookSender::deliver`] after a run (spawning it, so a slow receiver
 //! never holds up the next run); the sender knows nothing about schedules or metrics, and the
-//! run knows nothing about webhooks.
+//! run knows nothing about webhooks. [`WebhookSender::deliver_json`] sends any other JSON body
+//! (the independent auditor's alerts, `triplicate audit`) to every target with the same
+//! headers, signature and retries; its body is the caller's.
 //!
 //! # What is sent
 //!
@@ -173,6 +175,20 @@ impl Default for DeliveryOptions {
     }
 }
 
+impl Webhook {
+    /// A target given in code rather than in `verification.toml` (the auditor's `--webhook`):
+    /// `url`, signed with the key in the environment variable `secret_env` if one is named;
+    /// `classes` are the file's default (`major` and `critical`), which only
+    /// [`WebhookSender::deliver`] looks at.
+    pub fn new(url: impl Into<String>, secret_env: Option<String>) -> Webhook {
+        Webhook {
+            url: url.into(),
+            secret_env,
+            classes: BTreeSet::from([Class::Major, Class::Critical]),
+        }
+    }
+}
+
 /// What became of one target's alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -332,12 +348,33 @@ impl WebhookSender {
         let digest = encoded_digest(report);
         let sends = due.iter().map(|(t, classes)| {
             let alert = build_alert(report, digest.as_deref(), classes, report_url);
-            self.deliver_one(t, report.run_id, alert)
+            self.deliver_serialised(t, Some(report.run_id), serde_json::to_vec(&alert))
         });
         futures::future::join_all(sends).await
     }
 
-    async fn deliver_one(&self, target: &Target, run_id: Uuid, alert: Alert<'_>) -> Delivery {
+    /// Posts `body` to every target, concurrently, signed and retried exactly as
+    /// [`WebhookSender::deliver`] does (same headers, same signature, same backoff). For alerts
+    /// that are not about a verification report, such as those of the independent auditor
+    /// (`triplicate audit`): the targets' `classes` filter reports only and are ignored here.
+    /// Returns one [`Delivery`] per target, in the targets' order. Never fails: what went wrong
+    /// is in each [`Delivery`] and in the logs.
+    pub async fn deliver_json(&self, body: &serde_json::Value) -> Vec<Delivery> {
+        let sends = self
+            .targets
+            .iter()
+            .map(|t| self.deliver_serialised(t, None, serde_json::to_vec(body)));
+        futures::future::join_all(sends).await
+    }
+
+    /// Delivers an already serialised body to one target; `run_id`, when the body is about a
+    /// report, goes into the logs.
+    async fn deliver_serialised(
+        &self,
+        target: &Target,
+        run_id: Option<Uuid>,
+        body: serde_json::Result<Vec<u8>>,
+    ) -> Delivery {
         let delivery_id = Uuid::new_v4();
         let mut delivery = Delivery {
             url: target.configured.clone(),
@@ -347,15 +384,17 @@ impl WebhookSender {
             status: None,
             error: None,
         };
-        let body = match serde_json::to_vec(&alert) {
+        // Logged as `run_id` when there is one, left out otherwise.
+        let run = run_id.as_ref().map(tracing::field::display);
+        let body = match body {
             Ok(b) => b,
             Err(e) => {
-                // Unreachable: the alert is strings, integers and nulls.
+                // Unreachable: alerts are strings, integers and nulls.
                 let error = format!("serialise the alert: {e}");
                 tracing::error!(
                     target: LOG_TARGET,
                     url = %target.shown,
-                    %run_id,
+                    run_id = run,
                     %error,
                     "webhook alert not sent"
                 );
@@ -375,7 +414,7 @@ impl WebhookSender {
                     tracing::info!(
                         target: LOG_TARGET,
                         url = %target.shown,
-                        %run_id,
+                        run_id = run,
                         %delivery_id,
                         attempts = attempt,
                         status,
@@ -399,7 +438,7 @@ impl WebhookSender {
             tracing::warn!(
                 target: LOG_TARGET,
                 url = %target.shown,
-                %run_id,
+                run_id = run,
                 %delivery_id,
                 attempt,
                 status = delivery.status,
@@ -415,7 +454,7 @@ impl WebhookSender {
         tracing::error!(
             target: LOG_TARGET,
             url = %target.shown,
-            %run_id,
+            run_id = run,
             %delivery_id,
             attempts = delivery.attempts,
             status = delivery.status,
