@@ -881,30 +881,10 @@ fn pick(size: u64, samples: u64) -> Vec<u64> {
     v
 }
 
-/// Splits a C2SP entry bundle (each entry a big-endian `uint16` length and that many bytes).
+/// Splits a C2SP entry bundle (the ledger's own parser: each entry a big-endian `uint16` length
+/// and that many bytes), owning the entries.
 fn parse_bundle(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let Some((len, tail)) = rest.split_first_chunk::<2>() else {
-            return Err(format!(
-                "truncated length prefix after {} entries",
-                out.len()
-            ));
-        };
-        let len = usize::from(u16::from_be_bytes(*len));
-        if tail.len() < len {
-            return Err(format!(
-                "entry {} claims {len} bytes but only {} remain",
-                out.len(),
-                tail.len()
-            ));
-        }
-        let (entry, next) = tail.split_at(len);
-        out.push(entry.to_vec());
-        rest = next;
-    }
-    Ok(out)
+    triplicate_ledger::bundle::parse(data).map(|e| e.into_iter().map(<[u8]>::to_vec).collect())
 }
 
 /// Checks that entry `index` is a canonical record with `seq` = `index`, notarised by `notary`.

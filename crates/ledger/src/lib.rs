@@ -10,7 +10,7 @@
 //! async runtimes, or how the notary key is held (it is a `triplicate_keys::Signer`).
 
 pub mod bound;
-mod bundle;
+pub mod bundle;
 pub mod checkpoint;
 #[cfg(feature = "testkit")]
 pub mod conformance;
