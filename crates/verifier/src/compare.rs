@@ -793,8 +793,14 @@ fn compare_chunk(ctx: &Ctx, chunk: Chunk) -> ChunkResult {
     }
 }
 
-/// A seq the store lacks: `gap` (minor) below the store's own highest seq, else `lag` while
-/// the record is younger than the grace period and `minor` after.
+/// A seq the store lacks: `gap` below the store's own highest seq, else `lag` while the
+/// record is younger than the grace period and `minor` after.
+///
+/// A gap is never lag: stores fill in seq order, so something removed the record. In the
+/// projection that is row drift (`minor`), restored from the ledger. In the stream it is an
+/// event removed from an append-only store, which no append can put back (only a rebuild,
+/// which waits for an auditor): `major`, as DESIGN.md classes stream content that differs
+/// from the ledger.
 fn missing(
     ctx: &Ctx,
     store: Store,
@@ -804,9 +810,13 @@ fn missing(
     head: Option<(Uuid, Timestamp)>,
 ) -> Discrepancy {
     let (kind, class, detail) = if highest.is_some_and(|h| h > seq) {
+        let class = match store {
+            Store::Stream => Class::Major,
+            Store::Projection | Store::Ledger => Class::Minor,
+        };
         (
             Kind::Gap,
-            Class::Minor,
+            class,
             format!(
                 "the {store} lacks seq {seq} but holds later seqs (up to {})",
                 highest.unwrap_or_default()
@@ -1029,4 +1039,55 @@ fn reverify(ctx: &Ctx, lo: u64, entries: &[Vec<u8>], findings: &mut Vec<Discrepa
         }
     }
     items.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use triplicate_keys::Signer as _;
+
+    fn ctx(stream_highest: Option<u64>, projection_highest: Option<u64>) -> Ctx {
+        let notary = triplicate_keys::SoftwareSigner::generate("notary");
+        let vkey =
+            triplicate_keys::note::note_verifier_key(notary.name(), &notary.public_key()).unwrap();
+        Ctx {
+            size: 10,
+            grace: Duration::from_secs(300),
+            now: Timestamp::now(),
+            stream_highest,
+            projection_highest,
+            ledger_dir: None,
+            reverify: false,
+            trust: Trust::new(&vkey, None).unwrap(),
+        }
+    }
+
+    /// A hole below a store's highest seq is never lag, however young the record: in the
+    /// projection it is minor drift, in the append-only stream a removed event (major).
+    #[test]
+    fn a_hole_is_major_in_the_stream_and_minor_in_the_projection() {
+        let c = ctx(Some(9), Some(9));
+        let young = Some((Uuid::now_v7(), Timestamp::now()));
+        let stream = missing(&c, Store::Stream, 4, c.stream_highest, [1; 32], young);
+        assert_eq!((stream.kind, stream.class), (Kind::Gap, Class::Major));
+        let projection = missing(
+            &c,
+            Store::Projection,
+            4,
+            c.projection_highest,
+            [1; 32],
+            young,
+        );
+        assert_eq!(
+            (projection.kind, projection.class),
+            (Kind::Gap, Class::Minor)
+        );
+        // Past both stores' ends, a young record is lag in either.
+        for store in [Store::Stream, Store::Projection] {
+            let d = missing(&c, store, 10, Some(9), [1; 32], young);
+            assert_eq!((d.kind, d.class), (Kind::Missing, Class::Lag), "{store}");
+        }
+    }
 }

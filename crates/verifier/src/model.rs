@@ -43,12 +43,12 @@ pub enum Class {
     /// A downstream store lacks a record younger than the grace period: noted only, the
     /// catch-up worker is expected to bring it.
     Lag,
-    /// A downstream store lacks a record past the grace period, or a projection row drifted:
-    /// repairable from the ledger without judgement.
+    /// A downstream store lacks a record past the grace period, or a projection row drifted
+    /// (or was removed): repairable from the ledger without judgement.
     Minor,
-    /// The stream's content differs from the ledger, a store holds a record the ledger lacks,
-    /// or a signature in a record does not verify: a repair is proposed and waits for an
-    /// auditor.
+    /// The stream's content differs from the ledger (an event altered or removed), a store
+    /// holds a record the ledger lacks, or a signature in a record does not verify: a repair is
+    /// proposed and waits for an auditor.
     Major,
     /// The ledger itself fails a check (checkpoint, proof, its files): writes must stop until an
     /// operator acts.
