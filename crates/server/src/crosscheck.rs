@@ -493,10 +493,7 @@ impl CrossCheck {
                     match apply_approved(stores, &mut action, found.run_id).await {
                         Ok(_) => match action.status {
                             ActionStatus::Applied => format!("applied: {}", action.detail),
-                            ActionStatus::Unchanged => format!(
-                                "unchanged: the store already held the ledger's content; {}",
-                                action.detail
-                            ),
+                            ActionStatus::Unchanged => format!("unchanged: {}", action.detail),
                             _ => format!("failed: {}", action.detail),
                         },
                         Err(e) => format!("failed: {e}"),
@@ -752,12 +749,21 @@ pub async fn run_on_data_dir(
         })) => return Err(OfflineError::Locked { path, holder }),
         Err(crate::setup::SetupError::Ledger(e)) => {
             let dir = data_dir.join("ledger");
-            return Ok(triplicate_verifier::unopenable_ledger_report(
-                &e,
-                Some(&dir),
-                &trust,
-                mode,
-            ));
+            let report =
+                triplicate_verifier::unopenable_ledger_report(&e, Some(&dir), &trust, mode);
+            // Nothing can store this report (the projection is a copy of a ledger that will not
+            // open) but the alert still goes out.
+            if !policy.webhooks.is_empty() {
+                let sender =
+                    WebhookSender::new(policy.webhooks.clone(), DeliveryOptions::default())
+                        .map_err(CrossCheckError::from)?;
+                for d in sender.deliver(&report, None).await {
+                    if !d.delivered {
+                        tracing::error!(url = %d.url, error = ?d.error, "the alert was not delivered");
+                    }
+                }
+            }
+            return Ok(report);
         }
         Err(e) => return Err(OfflineError::Setup(e.to_string())),
     };

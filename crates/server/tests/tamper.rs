@@ -1241,14 +1241,14 @@ async fn ledger_checkpoint_rewritten_is_critical_running_and_refuses_to_open_sto
         assert_eq!(d.file.as_deref(), Some(name.as_str()), "{d:?}");
         assert!(d.detail.starts_with(prefix), "{d:?}");
     }
-    // The offline run over an unopenable ledger has no service to store, count or alert
-    // with: the report is its only output.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        hook.posts.lock().unwrap().len(),
-        1,
-        "no alert from the offline run"
-    );
+    // The offline run over an unopenable ledger has no store to keep its report in, but it
+    // alerts: a second signed POST, naming the same two critical findings.
+    assert_eq!(hook.posts.lock().unwrap().len(), 2, "the offline run alerts");
+    let (_, body) = hook.posts.lock().unwrap()[1].clone();
+    let alert: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(alert["run_id"], report.run_id.to_string());
+    assert_eq!(alert["counts"]["critical"], 2, "{alert}");
+    assert_eq!(alert["worst_class"], "critical");
 
     // The operator restores the checkpoint: the service starts, and a full run is clean.
     std::fs::write(&checkpoint, original).unwrap();

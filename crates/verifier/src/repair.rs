@@ -366,6 +366,10 @@ where
             }
             Ok(_) => {
                 actions[i].status = ActionStatus::Unchanged;
+                actions[i].detail = format!(
+                    "{}; the rows already re-derive to the ledger's record",
+                    actions[i].detail
+                );
                 summary.unchanged += 1;
             }
             Err(e) => fail(
@@ -450,6 +454,10 @@ where
                         if n > 0 {
                             summary.applied += 1;
                         } else {
+                            actions[i].detail = format!(
+                                "{}; the store already held the ledger's records",
+                                actions[i].detail
+                            );
                             summary.unchanged += 1;
                         }
                     }
