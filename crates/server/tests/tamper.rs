@@ -1243,7 +1243,11 @@ async fn ledger_checkpoint_rewritten_is_critical_running_and_refuses_to_open_sto
     }
     // The offline run over an unopenable ledger has no store to keep its report in, but it
     // alerts: a second signed POST, naming the same two critical findings.
-    assert_eq!(hook.posts.lock().unwrap().len(), 2, "the offline run alerts");
+    assert_eq!(
+        hook.posts.lock().unwrap().len(),
+        2,
+        "the offline run alerts"
+    );
     let (_, body) = hook.posts.lock().unwrap()[1].clone();
     let alert: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(alert["run_id"], report.run_id.to_string());
