@@ -261,7 +261,8 @@ pub enum ProjectionChoice {
 enum MigrateError {
     /// No connection could be made (refused, timed out, no route): PostgreSQL is down.
     Unreachable(String),
-    /// It answered and refused (authentication, a failed migration, a malformed URL).
+    /// It answered and refused (authentication, an unknown database, a failed migration), or
+    /// the URL is malformed.
     Failed(triplicate_projection::ProjectionError),
 }
 
@@ -273,12 +274,13 @@ async fn migrate_postgres(url: &str) -> Result<(), MigrateError> {
         .connect(url)
         .await
         .map_err(|e| match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => {
-                MigrateError::Unreachable(e.to_string())
-            }
-            other => MigrateError::Failed(triplicate_projection::ProjectionError::Unavailable(
-                other.to_string(),
-            )),
+            // It answered, and said no (authentication, an unknown database), or the URL is
+            // wrong: waiting will not help.
+            sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => MigrateError::Failed(
+                triplicate_projection::ProjectionError::Unavailable(e.to_string()),
+            ),
+            // Refused, reset, timed out, or cut during the handshake: it may come back.
+            other => MigrateError::Unreachable(other.to_string()),
         })?;
     let out = PgProjection::migrate(&owner)
         .await
