@@ -23,18 +23,17 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::verdict_body;
 use hmac::Mac as _;
 use serde_json::{json, Value};
 use triplicate_core::digest::leaf_hash;
 use triplicate_core::{Hash, Timestamp};
-use triplicate_keys::{Signer as _, SoftwareSigner};
 use triplicate_server::setup::{dev_setup, DevPaths, ProjectionChoice, DEV_ORIGIN};
 use triplicate_server::{Running, ServeConfig, ServiceOptions, StartFailure};
-use triplicate_verifier::review::{ReviewStatement, Verdict};
+use triplicate_verifier::review::Verdict;
 use uuid::Uuid;
 
 /// Records a service holds before its stream or projection is tampered with.
@@ -48,36 +47,17 @@ const LEDGER_RECORDS: usize = 260;
 /// The seq tampered with downstream: well inside the stores, below their highest seq.
 const SEQ: u64 = 42;
 
-type Posts = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
-
-/// A local webhook receiver that records every POST (headers and raw body) and answers 200.
+/// A local webhook receiver (`common::receiver`) and the secret its alerts are signed with.
 struct Receiver {
     url: String,
-    posts: Posts,
+    posts: common::Posts,
     secret: String,
 }
 
 async fn receiver(secret: &str) -> Receiver {
-    use axum::routing::post;
-    let posts: Posts = Arc::new(Mutex::new(Vec::new()));
-    let seen = posts.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock().unwrap().push((headers, body.to_vec()));
-                    "ok"
-                }
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, posts) = common::receiver().await;
     Receiver {
-        url: format!("http://{addr}/hook"),
+        url,
         posts,
         secret: secret.to_owned(),
     }
@@ -157,44 +137,28 @@ impl H {
         &self.r.auditor_token
     }
 
-    fn submission(&self, title: &str) -> Value {
-        let d = common::decision("motion", title);
-        let approvals = [
-            common::approve(&d, &self.r.approvers[0]),
-            common::approve(&d, &self.r.approvers[1]),
-        ];
-        common::body(&d, &approvals)
-    }
-
+    /// Submits one decision approved by approvers 1 and 2, with the admin token.
     async fn submit(&self, title: &str) -> (u16, Value) {
-        let b = self.submission(title);
+        let d = common::decision("motion", title);
+        let b = common::body(
+            &d,
+            &[
+                common::approve(&d, &self.r.approvers[0]),
+                common::approve(&d, &self.r.approvers[1]),
+            ],
+        );
         self.call("POST", "/v1/decisions", Some(&self.r.admin_token), Some(&b))
             .await
     }
 
-    /// Submits `n` decisions, 25 at a time, and waits for both copies to hold them.
+    /// Submits `n` decisions and waits for both copies to hold them.
     async fn populate(&self, n: usize) {
-        let titles: Vec<String> = (0..n).map(|i| format!("Adopt motion {i}")).collect();
-        for chunk in titles.chunks(25) {
-            let outs = futures::future::join_all(chunk.iter().map(|t| self.submit(t))).await;
-            for (status, out) in outs {
-                assert_eq!(status, 201, "{out}");
-            }
-        }
-        self.settle().await;
+        common::populate(&self.r, &self.http, n).await;
     }
 
     /// Waits until the stream and the projection hold everything the ledger does.
     async fn settle(&self) {
-        let size = self.r.service.ledger().tree_size();
-        for _ in 0..800 {
-            let h = self.r.service.health();
-            if h.stream.size >= size && h.projection.size >= size {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("stores did not catch up: {:?}", self.r.service.health());
+        common::settle(&self.r.service).await;
     }
 
     fn ledger_dir(&self) -> PathBuf {
@@ -378,30 +342,6 @@ impl H {
 }
 
 /// The signed verdict body for the repair as `GET /v1/verification/repairs/{id}` serves it.
-fn verdict_body(key: &SoftwareSigner, repair: &Value, verdict: Verdict, reason: &str) -> Value {
-    let digest = base64::engine::general_purpose::STANDARD
-        .decode(repair["report_digest"].as_str().unwrap())
-        .unwrap();
-    let st = ReviewStatement {
-        action_id: Uuid::parse_str(repair["id"].as_str().unwrap()).unwrap(),
-        run_id: Uuid::parse_str(repair["run_id"].as_str().unwrap()).unwrap(),
-        report_digest: digest.try_into().unwrap(),
-        verdict,
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signed_at: Timestamp::now(),
-        reason: reason.into(),
-    };
-    let sig = key.sign(&st.message().unwrap()).unwrap();
-    json!({
-        "key_id": st.key_id,
-        "alg": st.alg,
-        "signature": base64::engine::general_purpose::STANDARD.encode(sig),
-        "signed_at": st.signed_at,
-        "reason": reason,
-    })
-}
-
 fn b64(h: &Hash) -> String {
     base64::engine::general_purpose::STANDARD.encode(h)
 }

@@ -15,18 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::approve;
+use common::{drift, sign_verdict};
 use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use serde_json::{json, Value};
 use triplicate_core::Timestamp;
-use triplicate_keys::{Signer as _, SoftwareSigner};
 use triplicate_server::http::{AppState, UI_ROUTES};
 use triplicate_server::setup::{self, dev_setup, DevPaths, ProjectionChoice, DEV_ORIGIN};
 use triplicate_server::ui::{
     escape, UiSessions, CONTENT_SECURITY_POLICY, DISCREPANCY_HEADER_RGB, SESSION_LIFETIME,
 };
 use triplicate_server::{Running, ServeConfig, Service, ServiceOptions};
-use triplicate_verifier::review::{ReviewStatement, Verdict};
+use triplicate_verifier::review::Verdict;
 use uuid::Uuid;
 
 /// Every proposal waits for an auditor: a drifted projection row becomes a proposed repair.
@@ -171,35 +170,11 @@ impl H {
     }
 
     async fn submit(&self, n: usize) {
-        for i in 0..n {
-            let d = common::decision("motion", &format!("Adopt motion {i}"));
-            let approvals = [
-                approve(&d, &self.r.approvers[0]),
-                approve(&d, &self.r.approvers[1]),
-            ];
-            let (status, body) = self
-                .api(
-                    "POST",
-                    "/v1/decisions",
-                    Some(&self.r.admin_token),
-                    Some(&json!({ "decision": d, "approvals": approvals })),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-        }
-        self.settle().await;
+        common::populate(&self.r, &reqwest::Client::new(), n).await;
     }
 
     async fn settle(&self) {
-        let size = self.r.service.ledger().tree_size();
-        for _ in 0..400 {
-            let h = self.r.service.health();
-            if h.stream.size >= size && h.projection.size >= size {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("stores did not catch up");
+        common::settle(&self.r.service).await;
     }
 
     /// A full run (stored); its report as served.
@@ -230,43 +205,6 @@ impl H {
 }
 
 /// Alters the projection's title at `seq` as someone with the file would.
-fn drift(dir: &Path, seq: u64, title: &str) {
-    let c = rusqlite::Connection::open(dir.join("projection.db")).unwrap();
-    c.execute_batch("DROP TRIGGER IF EXISTS decisions_no_update;")
-        .unwrap();
-    c.execute(
-        "UPDATE decisions SET title = ?1 WHERE seq = ?2",
-        rusqlite::params![title, seq as i64],
-    )
-    .unwrap();
-}
-
-/// The statement `key` signs for its verdict on `repair` (as `GET /v1/verification/repairs/…`
-/// serves it), and the signature in base64.
-fn sign_verdict(
-    key: &SoftwareSigner,
-    repair: &Value,
-    verdict: Verdict,
-    reason: &str,
-    signed_at: Timestamp,
-) -> (ReviewStatement, String) {
-    let digest = base64::engine::general_purpose::STANDARD
-        .decode(repair["report_digest"].as_str().unwrap())
-        .unwrap();
-    let st = ReviewStatement {
-        action_id: Uuid::parse_str(repair["id"].as_str().unwrap()).unwrap(),
-        run_id: Uuid::parse_str(repair["run_id"].as_str().unwrap()).unwrap(),
-        report_digest: digest.try_into().unwrap(),
-        verdict,
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signed_at,
-        reason: reason.into(),
-    };
-    let sig = key.sign(&st.message().unwrap()).unwrap();
-    (st, base64::engine::general_purpose::STANDARD.encode(sig))
-}
-
 /// A time to the second, as a person types it.
 fn now_seconds() -> Timestamp {
     let n = Timestamp::now().unix_nanos();

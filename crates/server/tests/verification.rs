@@ -8,13 +8,12 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::approve;
+use common::{drift, receiver, verdict_body};
 use serde_json::{json, Value};
-use triplicate_core::Timestamp;
-use triplicate_keys::{Signer as _, SoftwareSigner};
+use triplicate_keys::Signer as _;
 use triplicate_server::setup::{dev_setup, DevPaths, ProjectionChoice, DEV_ORIGIN};
 use triplicate_server::{Running, ServeConfig, ServiceOptions};
-use triplicate_verifier::review::{ReviewStatement, Verdict};
+use triplicate_verifier::review::Verdict;
 use uuid::Uuid;
 
 struct H {
@@ -75,35 +74,11 @@ impl H {
     }
 
     async fn submit(&self, n: usize) {
-        for i in 0..n {
-            let d = common::decision("motion", &format!("Adopt motion {i}"));
-            let approvals = [
-                approve(&d, &self.r.approvers[0]),
-                approve(&d, &self.r.approvers[1]),
-            ];
-            let (status, body) = self
-                .call(
-                    "POST",
-                    "/v1/decisions",
-                    Some(&self.r.admin_token),
-                    Some(&json!({ "decision": d, "approvals": approvals })),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-        }
-        self.settle().await;
+        common::populate(&self.r, &self.http, n).await;
     }
 
     async fn settle(&self) {
-        let size = self.r.service.ledger().tree_size();
-        for _ in 0..400 {
-            let h = self.r.service.health();
-            if h.stream.size >= size && h.projection.size >= size {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("stores did not catch up");
+        common::settle(&self.r.service).await;
     }
 
     async fn run(&self) -> Value {
@@ -141,49 +116,6 @@ impl H {
             .unwrap_or_default()
             .to_owned()
     }
-}
-
-/// Alters the projection's title at `seq` as someone with the file would.
-fn drift(dir: &std::path::Path, seq: u64, title: &str) {
-    let c = rusqlite::Connection::open(dir.join("projection.db")).unwrap();
-    c.execute_batch("DROP TRIGGER IF EXISTS decisions_no_update;")
-        .unwrap();
-    c.execute(
-        "UPDATE decisions SET title = ?1 WHERE seq = ?2",
-        rusqlite::params![title, seq as i64],
-    )
-    .unwrap();
-}
-
-/// The signed verdict body for `action` as `key` gives it.
-fn verdict_body(
-    key: &SoftwareSigner,
-    repair: &Value,
-    verdict: Verdict,
-    reason: &str,
-) -> (ReviewStatement, Value) {
-    let digest = base64::engine::general_purpose::STANDARD
-        .decode(repair["report_digest"].as_str().unwrap())
-        .unwrap();
-    let st = ReviewStatement {
-        action_id: Uuid::parse_str(repair["id"].as_str().unwrap()).unwrap(),
-        run_id: Uuid::parse_str(repair["run_id"].as_str().unwrap()).unwrap(),
-        report_digest: digest.try_into().unwrap(),
-        verdict,
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signed_at: Timestamp::now(),
-        reason: reason.into(),
-    };
-    let sig = key.sign(&st.message().unwrap()).unwrap();
-    let body = json!({
-        "key_id": st.key_id,
-        "alg": st.alg,
-        "signature": base64::engine::general_purpose::STANDARD.encode(sig),
-        "signed_at": st.signed_at,
-        "reason": reason,
-    });
-    (st, body)
 }
 
 const PROPOSE_ONLY: &str = "grace_period = \"5m\"\n[repair]\nautomatic = []\n";
@@ -296,7 +228,7 @@ async fn an_auditor_approves_a_proposed_repair_with_a_signed_verdict() {
     // Refused, and nothing recorded: an approver's key (not an auditor's); a signature over
     // a rejection sent as an approval; an admin's token; a malformed body.
     let approver = &h.r.approvers[0];
-    let (_, body) = verdict_body(approver, &repair, Verdict::Approved, "looks fine");
+    let body = verdict_body(approver, &repair, Verdict::Approved, "looks fine");
     let (status, out) = h.verdict(&path, "approve", &body).await;
     assert_eq!(status, 422, "{out}");
     assert_eq!(
@@ -307,14 +239,14 @@ async fn an_auditor_approves_a_proposed_repair_with_a_signed_verdict() {
         out["detail"].as_str().unwrap().contains("auditors"),
         "{out}"
     );
-    let (_, body) = verdict_body(auditor, &repair, Verdict::Rejected, "no");
+    let body = verdict_body(auditor, &repair, Verdict::Rejected, "no");
     let (status, out) = h.verdict(&path, "approve", &body).await;
     assert_eq!(status, 422, "{out}");
     assert!(
         out["detail"].as_str().unwrap().contains("signature"),
         "{out}"
     );
-    let (_, body) = verdict_body(auditor, &repair, Verdict::Approved, "restore it");
+    let body = verdict_body(auditor, &repair, Verdict::Approved, "restore it");
     let (status, out) = h
         .call(
             "POST",
@@ -393,12 +325,12 @@ async fn a_rejected_repair_runs_nothing_and_the_finding_stays() {
         .to_owned();
     let path = format!("/v1/verification/repairs/{action}");
     let (_, repair) = h.call("GET", &path, Some(h.auditor()), None).await;
-    let (_, body) = verdict_body(auditor, &repair, Verdict::Rejected, "investigate first");
+    let body = verdict_body(auditor, &repair, Verdict::Rejected, "investigate first");
     let (status, out) = h.verdict(&path, "reject", &body).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["status"], "rejected");
     // An approval after the rejection is refused.
-    let (_, body) = verdict_body(auditor, &repair, Verdict::Approved, "changed my mind");
+    let body = verdict_body(auditor, &repair, Verdict::Approved, "changed my mind");
     let (status, _) = h.verdict(&path, "approve", &body).await;
     assert_eq!(status, 409);
     // Nothing was repaired: the next run finds the drift again and proposes anew.
@@ -409,32 +341,6 @@ async fn a_rejected_repair_runs_nothing_and_the_finding_stays() {
         Some(action.as_str())
     );
     h.r.stop().await.unwrap();
-}
-
-/// A local receiver that records every POST (headers and body) and answers 200.
-async fn receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>,
-) {
-    use axum::routing::post;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let s = s.clone();
-                async move {
-                    s.lock().unwrap().push((headers, body.to_vec()));
-                    "ok"
-                }
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/hook"), seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,7 +439,7 @@ async fn an_approved_removal_takes_out_projection_rows_the_ledger_lacks() {
         second["id"].as_str().unwrap()
     );
     let (_, repair) = h.call("GET", &path, Some(h.auditor()), None).await;
-    let (_, body) = verdict_body(auditor, &repair, Verdict::Approved, "forged rows");
+    let body = verdict_body(auditor, &repair, Verdict::Approved, "forged rows");
     let (status, out) = h.verdict(&path, "approve", &body).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["status"], "applied", "{out}");
@@ -554,7 +460,7 @@ async fn an_approved_removal_takes_out_projection_rows_the_ledger_lacks() {
     let first = actions.iter().find(|a| a["seq"] == n).unwrap();
     let path = format!("/v1/verification/repairs/{}", first["id"].as_str().unwrap());
     let (_, repair) = h.call("GET", &path, Some(h.auditor()), None).await;
-    let (_, body) = verdict_body(auditor, &repair, Verdict::Approved, "forged rows");
+    let body = verdict_body(auditor, &repair, Verdict::Approved, "forged rows");
     let (status, out) = h.verdict(&path, "approve", &body).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["status"], "unchanged", "{out}");

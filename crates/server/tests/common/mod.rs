@@ -75,3 +75,134 @@ pub async fn call(
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
+
+/// Waits (up to 20 s) until the stream and the projection hold everything the ledger does.
+pub async fn settle(service: &triplicate_server::Service) {
+    let size = service.ledger().tree_size();
+    for _ in 0..800 {
+        let h = service.health();
+        if h.stream.size >= size && h.projection.size >= size {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("stores did not catch up: {:?}", service.health());
+}
+
+/// Submits `n` motions ("Adopt motion {i}"), each approved by the development approvers 1 and
+/// 2, 25 at a time with the admin token, and waits for both copies to hold them.
+pub async fn populate(r: &triplicate_server::Running, http: &reqwest::Client, n: usize) {
+    let base = format!("http://{}", r.addr);
+    let titles: Vec<String> = (0..n).map(|i| format!("Adopt motion {i}")).collect();
+    for chunk in titles.chunks(25) {
+        let outs = futures::future::join_all(chunk.iter().map(|t| {
+            let d = decision("motion", t);
+            let b = body(
+                &d,
+                &[approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])],
+            );
+            let base = base.clone();
+            async move {
+                call(
+                    http,
+                    &base,
+                    "POST",
+                    "/v1/decisions",
+                    Some(&r.admin_token),
+                    Some(&b),
+                )
+                .await
+            }
+        }))
+        .await;
+        for (status, out) in outs {
+            assert_eq!(status, 201, "{out}");
+        }
+    }
+    settle(&r.service).await;
+}
+
+/// Changes the projection's title at `seq` as someone with the file would (the trigger that
+/// refuses it dropped first).
+pub fn drift(dir: &std::path::Path, seq: u64, title: &str) {
+    let c = rusqlite::Connection::open(dir.join("projection.db")).unwrap();
+    c.execute_batch("DROP TRIGGER IF EXISTS decisions_no_update;")
+        .unwrap();
+    c.execute(
+        "UPDATE decisions SET title = ?1 WHERE seq = ?2",
+        rusqlite::params![title, seq as i64],
+    )
+    .unwrap();
+}
+
+/// The statement `key` signs for its verdict on `repair` (as `GET /v1/verification/repairs/…`
+/// serves it), signed at `signed_at`, and the signature in base64.
+pub fn sign_verdict(
+    key: &SoftwareSigner,
+    repair: &Value,
+    verdict: triplicate_verifier::review::Verdict,
+    reason: &str,
+    signed_at: Timestamp,
+) -> (triplicate_verifier::review::ReviewStatement, String) {
+    use base64::Engine as _;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(repair["report_digest"].as_str().unwrap())
+        .unwrap();
+    let st = triplicate_verifier::review::ReviewStatement {
+        action_id: Uuid::parse_str(repair["id"].as_str().unwrap()).unwrap(),
+        run_id: Uuid::parse_str(repair["run_id"].as_str().unwrap()).unwrap(),
+        report_digest: digest.try_into().unwrap(),
+        verdict,
+        key_id: key.key_id(),
+        alg: key.algorithm(),
+        signed_at,
+        reason: reason.into(),
+    };
+    let sig = key.sign(&st.message().unwrap()).unwrap();
+    (st, base64::engine::general_purpose::STANDARD.encode(sig))
+}
+
+/// The body of `POST /v1/verification/repairs/{id}/approve|reject`: `key`'s verdict on
+/// `repair`, signed now.
+pub fn verdict_body(
+    key: &SoftwareSigner,
+    repair: &Value,
+    verdict: triplicate_verifier::review::Verdict,
+    reason: &str,
+) -> Value {
+    let (st, signature) = sign_verdict(key, repair, verdict, reason, Timestamp::now());
+    json!({
+        "key_id": st.key_id,
+        "alg": st.alg,
+        "signature": signature,
+        "signed_at": st.signed_at,
+        "reason": reason,
+    })
+}
+
+/// What a webhook receiver got: each POST's headers and body.
+pub type Posts = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A local webhook receiver on 127.0.0.1:0 that records every POST to `/hook` and answers 200:
+/// its URL and what it got.
+pub async fn receiver() -> (String, Posts) {
+    use axum::routing::post;
+    let posts: Posts = Posts::default();
+    let seen = posts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push((headers, body.to_vec()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), posts)
+}
