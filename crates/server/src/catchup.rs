@@ -44,7 +44,7 @@ pub fn spawn(
     })
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Store {
     Stream,
     Projection,
@@ -81,6 +81,25 @@ async fn catch_up(inner: &Arc<Inner>, store: Store) -> bool {
             return false;
         }
     };
+    let acknowledged = d.acked.load(Ordering::Acquire);
+    if held < acknowledged {
+        // The store acknowledged holding `acknowledged` records and now holds fewer: they were
+        // removed (durable writes are not lost by a crash). The projection is a queryable copy
+        // and is refilled from the ledger (the cross-check reports the loss as minor); the
+        // append-only stream is not written over a removal: it stays pending, and the next
+        // cross-check reports it as major, for an auditor and the operator to act on.
+        tracing::error!(
+            target: "triplicate::verifier",
+            store = store.name(),
+            held,
+            acknowledged,
+            "the store holds fewer records than it acknowledged: records were removed"
+        );
+        if store == Store::Stream {
+            d.healthy.store(false, Ordering::Release);
+            return false;
+        }
+    }
     d.size.store(held, Ordering::Release);
     let target = inner.ledger.tree_size();
     let mut at = held;
@@ -105,6 +124,7 @@ async fn catch_up(inner: &Arc<Inner>, store: Store) -> bool {
         inner.metrics.observe_catchup(store.name(), end - at);
         at = end;
         d.size.store(at, Ordering::Release);
+        d.acked.fetch_max(at, Ordering::AcqRel);
     }
     if !d.healthy.swap(true, Ordering::AcqRel) {
         tracing::info!(

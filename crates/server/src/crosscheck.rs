@@ -287,6 +287,19 @@ impl CrossCheck {
             (None, _) => RunRequest::full(),
         };
         request.ledger_dir = self.service.ledger_dir().map(Path::to_path_buf);
+        // What the stores acknowledged holding, read before the run reads them: a store that
+        // holds less lost records (the catch-up worker only ever raises these).
+        let inner = &self.service.inner;
+        request.acknowledged = Some(triplicate_verifier::Acknowledged {
+            stream: inner
+                .stream_state
+                .acked
+                .load(std::sync::atomic::Ordering::Acquire),
+            projection: inner
+                .projection_state
+                .acked
+                .load(std::sync::atomic::Ordering::Acquire),
+        });
         // Repairs run below, with the downstream stores' write locks held, so the committer's
         // publisher and the catch-up worker never append into them at the same time.
         request.repair = false;

@@ -147,6 +147,11 @@ struct Job {
 pub(crate) struct Downstream {
     /// Records held (highest seq + 1), as of the last write or probe.
     pub size: AtomicU64,
+    /// Records the store acknowledged holding in the service's own writes (the end of each
+    /// range it wrote and the store accepted), never lowered; at start, what the store held,
+    /// capped at the ledger's size. A store holding fewer lost records it had: the catch-up
+    /// worker does not write over that in the stream, and the cross-check reports it.
+    pub acked: AtomicU64,
     pub healthy: AtomicBool,
     /// Held by whoever writes the store (the committer or the catch-up worker), so their
     /// appends never race into each other's gap checks.
@@ -154,9 +159,10 @@ pub(crate) struct Downstream {
 }
 
 impl Downstream {
-    fn new(size: u64) -> Downstream {
+    fn new(size: u64, ledger_size: u64) -> Downstream {
         Downstream {
             size: AtomicU64::new(size),
+            acked: AtomicU64::new(size.min(ledger_size)),
             healthy: AtomicBool::new(true),
             write: tokio::sync::Mutex::new(()),
         }
@@ -342,8 +348,8 @@ impl Service {
             stream,
             projection,
             index: Mutex::new(index),
-            stream_state: Downstream::new(stream_size),
-            projection_state: Downstream::new(projection_size),
+            stream_state: Downstream::new(stream_size, size),
+            projection_state: Downstream::new(projection_size, size),
             catchup: Notify::new(),
             options,
             metrics: crate::metrics::Metrics::default(),
@@ -979,7 +985,10 @@ async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u
         Err(e) => return mark_pending(inner, d, "stream", &e),
     };
     match tokio::time::timeout(inner.options.store_timeout, inner.stream.append(batch)).await {
-        Ok(Ok(out)) => d.size.store(out.highest_seq + 1, Ordering::Release),
+        Ok(Ok(_)) => {
+            d.size.store(end, Ordering::Release);
+            d.acked.fetch_max(end, Ordering::AcqRel);
+        }
         Ok(Err(e)) => mark_pending(inner, d, "stream", &e.to_string()),
         Err(_) => mark_pending(inner, d, "stream", "timed out"),
     }
@@ -1003,7 +1012,10 @@ async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[V
     )
     .await
     {
-        Ok(Ok(_)) => d.size.store(end, Ordering::Release),
+        Ok(Ok(_)) => {
+            d.size.store(end, Ordering::Release);
+            d.acked.fetch_max(end, Ordering::AcqRel);
+        }
         Ok(Err(e)) => mark_pending(inner, d, "projection", &e.to_string()),
         Err(_) => mark_pending(inner, d, "projection", "timed out"),
     }

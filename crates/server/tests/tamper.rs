@@ -778,6 +778,56 @@ async fn stream_event_deleted_is_a_major_gap_and_its_rebuild_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_last_event_deleted_is_a_major_gap_not_lag_and_nothing_is_appended_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), "TRIPLICATE_TEST_TAMPER_SECRET_STREAM_LAST").await;
+    h.populate(RECORDS).await;
+    let n = h.r.service.ledger().tree_size();
+    let last = n - 1;
+    // The newest event goes: the stream looks merely behind, unless one remembers it had it.
+    raw(dir.path(), "stream.db")
+        .execute_batch(&format!(
+            "DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = {last};"
+        ))
+        .unwrap();
+
+    let run = h.run().await;
+    let d = run["report"]["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["seq"] == last && d["store"] == "stream")
+        .cloned()
+        .expect("the removed event is found");
+    assert_eq!(finding(&d), json!([last, "stream", "major", "gap"]), "{d}");
+    assert!(
+        d["detail"].as_str().unwrap().contains("acknowledged"),
+        "{d}"
+    );
+    let a = &run["report"]["actions"][0];
+    assert_eq!(a["operation"], "rebuild_stream", "{a}");
+    assert_eq!(a["status"], "proposed", "{a}");
+    check_alert(&h.alert(1).await, &run);
+
+    // Nothing is appended over the removal: new records commit to the ledger, the stream
+    // stays pending (not silently refilled by the catch-up worker), and readiness says so.
+    let (status, out) = h.submit("After the removal").await;
+    assert_eq!(status, 201, "{out}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let health = h.r.service.health();
+    assert!(!health.stream.healthy, "{health:?}");
+    assert_eq!(
+        health.stream.size, n,
+        "the acknowledged size is kept: {health:?}"
+    );
+    let held: i64 = raw(dir.path(), "stream.db")
+        .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(held as u64, last - 1, "no event was appended");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_event_altered_is_major_and_its_rebuild_approved_and_deferred() {
     let dir = tempfile::tempdir().unwrap();
     let h = start(dir.path(), "TRIPLICATE_TEST_TAMPER_SECRET_STREAM_ALTER").await;

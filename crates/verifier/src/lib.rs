@@ -55,7 +55,7 @@ pub use repair::{
     RepairAction,
 };
 pub use report::{Report, RunMode, SeqRange, REPORT_DOMAIN, REPORT_VERSION};
-pub use run::{run, unopenable_ledger_report, RunRequest};
+pub use run::{run, unopenable_ledger_report, Acknowledged, RunRequest};
 pub use stored::{body_digest, effective_status, from_stored, to_stored, StoredReportError};
 pub use trust::Trust;
 pub use webhook::{

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::compare::{verify_range, RangeOptions, Stores, DEFAULT_BATCH};
 use crate::error::VerifyError;
 use crate::ledger_check::{check_checkpoint, fsck_finding, read_failure, CheckpointRef};
-use crate::model::{Class, Counts, Discrepancy};
+use crate::model::{Class, Counts, Discrepancy, Kind, Store};
 use crate::policy::VerificationPolicy;
 use crate::repair::{apply_repairs, plan_repairs};
 use crate::report::{Report, RunMode, SeqRange, REPORT_VERSION};
@@ -38,6 +38,17 @@ pub struct RunRequest {
     pub batch: u64,
     /// Run the repairs the policy allows (otherwise they are only planned).
     pub repair: bool,
+    /// How many records the caller knows each downstream store acknowledged holding (the
+    /// service counts what its writes returned): a store now holding fewer lost records it
+    /// had, which is never lag. `None` when unknown (an offline run).
+    pub acknowledged: Option<Acknowledged>,
+}
+
+/// Records each downstream store acknowledged holding (its highest seq + 1), as the writer saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub stream: u64,
+    pub projection: u64,
 }
 
 impl RunRequest {
@@ -52,6 +63,7 @@ impl RunRequest {
             as_of: None,
             batch: DEFAULT_BATCH,
             repair: true,
+            acknowledged: None,
         }
     }
 
@@ -145,7 +157,11 @@ where
         ledger_dir: request.ledger_dir.clone(),
     };
     let found = verify_range(stores, policy, trust, start..end, as_of, &options).await?;
-    discrepancies.extend(found.discrepancies);
+    let mut found_here = found.discrepancies;
+    if let Some(ack) = request.acknowledged {
+        lost_acknowledged(&mut found_here, ack);
+    }
+    discrepancies.extend(found_here);
 
     let mut actions = plan_repairs(&discrepancies, policy);
     let ledger_at_fault = discrepancies.iter().any(|d| d.class == Class::Critical);
@@ -280,5 +296,29 @@ pub fn log_discrepancies(report: &Report) {
             not_logged = report.discrepancies.len() - LOGGED_DISCREPANCIES,
             "more discrepancies than are logged one by one; the report lists them all"
         );
+    }
+}
+
+/// A record missing past a store's end is lag or minor only if the store never held it: a
+/// store that acknowledged a seq (the writer saw its write return) and no longer holds it lost
+/// it, which is what removing its last records looks like. For the append-only stream that is
+/// an event removed, `major` (a rebuild waits for an auditor, nothing is appended over it); the
+/// projection's is repaired from the ledger like any gap, `minor`.
+fn lost_acknowledged(found: &mut [Discrepancy], ack: Acknowledged) {
+    for d in found.iter_mut() {
+        let (held, class) = match d.store {
+            Store::Stream => (ack.stream, Class::Major),
+            Store::Projection => (ack.projection, Class::Minor),
+            Store::Ledger => continue,
+        };
+        if d.kind == Kind::Missing && d.seq.is_some_and(|s| s < held) {
+            d.kind = Kind::Gap;
+            d.class = class;
+            d.detail = format!(
+                "{}; the {} had acknowledged holding it (it held {held} records), so it was \
+                 removed, not late",
+                d.detail, d.store
+            );
+        }
     }
 }
