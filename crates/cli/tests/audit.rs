@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,11 +19,9 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use triplicate_core::{Approval, Decision, Timestamp};
 use triplicate_keys::{Signer, SoftwareSigner};
 use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
 use triplicate_server::{Running, ServeConfig, ServiceOptions};
-use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_triplicate");
 const SECRET_VAR: &str = "AUDIT_HOOK_SECRET";
@@ -29,23 +29,6 @@ const SECRET: &str = "audit hook secret";
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
-    let signed_at = Timestamp::now();
-    let msg = triplicate_core::digest::approval_message(
-        &d.digest().unwrap(),
-        &key.key_id(),
-        key.algorithm(),
-        &signed_at,
-    )
-    .unwrap();
-    Approval {
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signature: key.sign(&msg).unwrap(),
-        signed_at,
-    }
 }
 
 /// The service on a development set-up under `dir` whose cross-verifier stays quiet (no
@@ -75,32 +58,7 @@ fn any_port() -> SocketAddr {
 /// Submits `n` decisions approved by two development approvers, then waits until the ledger's
 /// files on disk (which `/v1/ledger/tile/...` serves) hold them.
 async fn populate(r: &Running, dir: &Path, n: usize, title: &str) {
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", r.addr);
-    for i in 0..n {
-        let d = Decision::from_json(
-            json!({
-                "id": Uuid::now_v7().to_string(),
-                "kind": "motion",
-                "title": format!("{title} {i}"),
-                "body": "Moved and carried.",
-                "payload": {},
-                "proposed_at": Timestamp::now().to_string(),
-            })
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
-        let b = json!({ "decision": d, "approvals": [approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])] });
-        let resp = http
-            .post(format!("{base}/v1/decisions"))
-            .bearer_auth(&r.admin_token)
-            .json(&b)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
-    }
+    common::submit(r, n, title).await;
     let size = r.service.ledger().tree_size();
     let deadline = Instant::now() + Duration::from_secs(20);
     while flushed_size(dir) != Some(size) {

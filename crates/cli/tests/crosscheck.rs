@@ -3,33 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::Command;
 
-use serde_json::json;
-use triplicate_core::{Approval, Decision, Timestamp};
-use triplicate_keys::{Signer, SoftwareSigner};
 use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
 use triplicate_server::{ServeConfig, ServiceOptions};
-use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_triplicate");
-
-fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
-    let signed_at = Timestamp::now();
-    let msg = triplicate_core::digest::approval_message(
-        &d.digest().unwrap(),
-        &key.key_id(),
-        key.algorithm(),
-        &signed_at,
-    )
-    .unwrap();
-    Approval {
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signature: key.sign(&msg).unwrap(),
-        signed_at,
-    }
-}
 
 fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -47,32 +28,7 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 
 /// Submits `n` decisions approved by two development approvers and waits for the stores.
 async fn populate(r: &triplicate_server::Running, n: usize) {
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", r.addr);
-    for i in 0..n {
-        let d = Decision::from_json(
-            json!({
-                "id": Uuid::now_v7().to_string(),
-                "kind": "motion",
-                "title": format!("Adopt motion {i}"),
-                "body": "Moved and carried.",
-                "payload": {},
-                "proposed_at": Timestamp::now().to_string(),
-            })
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
-        let b = json!({ "decision": d, "approvals": [approve(&d, &r.approvers[0]), approve(&d, &r.approvers[1])] });
-        let resp = http
-            .post(format!("{base}/v1/decisions"))
-            .bearer_auth(&r.admin_token)
-            .json(&b)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
-    }
+    common::submit(r, n, "Adopt motion").await;
     let size = r.service.ledger().tree_size();
     for _ in 0..400 {
         let h = r.service.health();
