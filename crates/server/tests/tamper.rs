@@ -194,16 +194,7 @@ impl H {
 
     /// A full run, answered with the stored report (201).
     async fn run(&self) -> Value {
-        let (status, body) = self
-            .call(
-                "POST",
-                "/v1/verification/runs",
-                Some(self.auditor()),
-                Some(&json!({ "full": true })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body
+        common::full_run(&self.r, &self.http, self.auditor()).await
     }
 
     /// The stored report of the run, as `GET /v1/verification/reports/{id}` serves it.

@@ -179,15 +179,7 @@ impl H {
 
     /// A full run (stored); its report as served.
     async fn run(&self) -> Value {
-        let (status, body) = self
-            .api(
-                "POST",
-                "/v1/verification/runs",
-                Some(&self.r.auditor_token),
-                Some(&json!({ "full": true })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
+        let body = common::full_run(&self.r, &reqwest::Client::new(), &self.r.auditor_token).await;
         self.settle().await;
         body
     }

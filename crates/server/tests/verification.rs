@@ -89,16 +89,7 @@ impl H {
 
     /// A full run, without waiting for the stores to catch up afterwards.
     async fn run_only(&self) -> Value {
-        let (status, body) = self
-            .call(
-                "POST",
-                "/v1/verification/runs",
-                Some(self.auditor()),
-                Some(&json!({ "full": true })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body
+        common::full_run(&self.r, &self.http, self.auditor()).await
     }
 
     async fn metric(&self, name: &str) -> String {

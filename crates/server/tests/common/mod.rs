@@ -206,3 +206,25 @@ pub async fn receiver() -> (String, Posts) {
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}/hook"), posts)
 }
+
+/// A full cross-check through `POST /v1/verification/runs` with `token` (an auditor's or an
+/// admin's): the stored report as the service answers it (201).
+pub async fn full_run(
+    r: &triplicate_server::Running,
+    http: &reqwest::Client,
+    token: &str,
+) -> Value {
+    let base = format!("http://{}", r.addr);
+    let body = json!({ "full": true });
+    let (status, out) = call(
+        http,
+        &base,
+        "POST",
+        "/v1/verification/runs",
+        Some(token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    out
+}
