@@ -19,6 +19,7 @@ pub mod note;
 mod public_key;
 mod signer;
 mod software;
+pub mod spec;
 mod verifier_key;
 
 #[cfg(feature = "testkit")]
@@ -29,5 +30,6 @@ pub use note::NoteError;
 pub use public_key::{KeyError, PublicKey, VerifyError};
 pub use signer::{SignError, Signer};
 pub use software::{KeyFileError, SoftwareSigner, DEFAULT_KEY_NAME};
+pub use spec::{Interaction, KeySpec, KeySpecError, OpenOptions, PinError, PinSource};
 pub use triplicate_core::{Algorithm, KeyId};
 pub use verifier_key::VerifierKey;

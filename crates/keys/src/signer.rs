@@ -36,6 +36,14 @@ pub enum SignError {
     /// The key itself cannot be used (missing, wrong type, or it produced a bad signature).
     #[error("sign: signing key unusable: {detail}")]
     Key { detail: String },
+    /// The PIN source named in the key URI failed (unreadable or world-readable file, unset
+    /// variable, prompt failed).
+    #[error("sign: {0}")]
+    Pin(#[from] crate::spec::PinError),
+    /// This build or this device cannot do what the key URI asks (a `yubikey:` key in a build
+    /// without the `yubikey` feature, Ed25519 on a PIV card older than firmware 5.7).
+    #[error("sign: unsupported: {detail}")]
+    Unsupported { detail: String },
 }
 
 impl SignError {
