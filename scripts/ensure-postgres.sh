@@ -84,7 +84,9 @@ ensure_postgres() {
       url="postgres://postgres@127.0.0.1:$port/postgres"
       export TRIPLICATE_TEST_PG_URL=$url
       TRIPLICATE_PRIVATE_PG=("${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast stop)
-      trap '"${TRIPLICATE_PRIVATE_PG[@]}" >/dev/null 2>&1; rm -rf "'"$dir"'"' EXIT
+      TRIPLICATE_PRIVATE_PG_DIR=$dir
+      pg_stop_private() { "${TRIPLICATE_PRIVATE_PG[@]}" >/dev/null 2>&1; rm -rf "$TRIPLICATE_PRIVATE_PG_DIR"; }
+      if declare -F on_exit >/dev/null; then on_exit pg_stop_private; else trap pg_stop_private EXIT; fi
       return 0
     fi
     pg_log "the private server did not start (see $dir/log)"

@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Cleanups run when the script exits, in the order they were registered.
+EXIT_HOOKS=()
+on_exit() {
+  EXIT_HOOKS+=("$1")
+  trap 'for h in "${EXIT_HOOKS[@]}"; do eval "$h" || true; done' EXIT
+}
+
 # shellcheck source=ensure-postgres.sh
 . scripts/ensure-postgres.sh
 ensure_postgres
@@ -41,6 +48,47 @@ fi
 ensure_tool chromium "${CHROMIUM:-chromium}" chromium "the review pages' browser test"
 # The Prometheus alert rules (ops/prometheus/) are checked and unit-tested with promtool.
 ensure_tool promtool promtool prometheus "the alert rules' unit tests"
+
+# The hardware-signer suites (PKCS#11 on SoftHSM2 and on ykcs11, the `yubikey` crate, both
+# against an emulated PIV card) run against the stand-ins of ../shared/tools/hwtoken. Stand-ins
+# a developer already brought up (HWTOKEN_* set) are used as they are; otherwise this script
+# starts them, provisions them and stops them when it exits. Outside this workplace (no
+# hwtoken tools) the suites are skipped with one loud line; in CI they must run.
+hwtoken_tools() {
+  local d
+  for d in "${TRIPLICATE_HWTOKEN_TOOLS:-}" ../shared/tools/hwtoken /work/shared/tools/hwtoken; do
+    if [ -n "$d" ] && [ -x "$d/up.sh" ]; then (cd "$d" && pwd); return 0; fi
+  done
+  return 1
+}
+if [ -n "${HWTOKEN_SOFTHSM_MODULE:-}" ]; then
+  echo "hwtoken: using the stand-ins already up (HWTOKEN_* set)" >&2
+elif tools=$(hwtoken_tools); then
+  hw_dir=$PWD/target/hwtoken
+  export PIVEMU_TARGET_DIR=${PIVEMU_TARGET_DIR:-$PWD/target/pivemu}
+  echo "== hardware stand-ins: $tools/up.sh $hw_dir" >&2
+  "$tools/up.sh" "$hw_dir" >&2 ||
+    { echo "hwtoken: FAILED to bring up the stand-ins (see above); the hardware-signer suites cannot run" >&2; exit 1; }
+  on_exit '"$tools/down.sh" "$hw_dir" >/dev/null 2>&1' 
+  scripts/hwtoken-provision.sh "$hw_dir"
+  # shellcheck source=/dev/null
+  . "$hw_dir/env"
+elif [ "${CI:-}" = true ]; then
+  echo "hwtoken: FAILED: CI=true but no hwtoken tools (../shared/tools/hwtoken or TRIPLICATE_HWTOKEN_TOOLS); the hardware-signer suites must run in CI" >&2
+  exit 1
+else
+  echo "########## hwtoken: hardware stand-ins not found: the hardware-signer suites will SKIP. Run ../shared/tools/hwtoken/up.sh DIR && source DIR/env first, or set TRIPLICATE_HWTOKEN_TOOLS. ##########" >&2
+fi
+# The `yubikey` feature (YubiKey PIV through the yubikey crate) links libpcsclite.
+if ! pkg-config --exists libpcsclite 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-libpcsclite: installing Debian's libpcsclite-dev and pkg-config" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libpcsclite-dev pkg-config >&2 ||
+      { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libpcsclite-dev pkg-config >&2; } || true
+  fi
+  pkg-config --exists libpcsclite 2>/dev/null ||
+    { echo "ensure-libpcsclite: FAILED: the yubikey feature needs Debian's libpcsclite-dev and pkg-config" >&2; exit 1; }
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

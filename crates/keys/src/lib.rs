@@ -16,6 +16,7 @@
 
 mod batch;
 pub mod note;
+mod pkcs11;
 mod public_key;
 mod signer;
 mod software;
@@ -27,9 +28,54 @@ pub mod conformance;
 
 pub use batch::{verify_many, VerifyItem};
 pub use note::NoteError;
+pub use pkcs11::Pkcs11Signer;
 pub use public_key::{KeyError, PublicKey, VerifyError};
 pub use signer::{SignError, Signer};
 pub use software::{KeyFileError, SoftwareSigner, DEFAULT_KEY_NAME};
 pub use spec::{Interaction, KeySpec, KeySpecError, OpenOptions, PinError, PinSource};
 pub use triplicate_core::{Algorithm, KeyId};
 pub use verifier_key::VerifierKey;
+
+/// Opens the signer a [`KeySpec`] names: a software key file, a PKCS#11 key or a YubiKey PIV
+/// slot. Software key files keep the name written in them; hardware signers take
+/// `opts.name`.
+///
+/// Opening a hardware key loads its module or connects to its card, logs in and reads the
+/// public key; it does not sign. Callers that must know the key signs (the notary at start)
+/// sign a probe message.
+pub fn open_signer(
+    spec: &KeySpec,
+    opts: &OpenOptions,
+) -> Result<std::sync::Arc<dyn Signer>, SignError> {
+    match spec {
+        KeySpec::File(path) => SoftwareSigner::from_pem_file(path)
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn Signer>)
+            .map_err(|e| SignError::Key {
+                detail: format!("{}: {e}", path.display()),
+            }),
+        KeySpec::Pkcs11(uri) => Pkcs11Signer::open(uri, opts).map(|s| std::sync::Arc::new(s) as _),
+        KeySpec::YubikeyPiv(uri) => open_piv(uri, opts),
+    }
+}
+
+#[cfg(feature = "yubikey")]
+fn open_piv(
+    uri: &spec::PivUri,
+    opts: &OpenOptions,
+) -> Result<std::sync::Arc<dyn Signer>, SignError> {
+    PivSigner::open(uri, opts).map(|s| std::sync::Arc::new(s) as _)
+}
+
+#[cfg(not(feature = "yubikey"))]
+fn open_piv(
+    uri: &spec::PivUri,
+    _opts: &OpenOptions,
+) -> Result<std::sync::Arc<dyn Signer>, SignError> {
+    Err(SignError::Unsupported {
+        detail: format!(
+            "{uri}: this build has no YubiKey PIV support; rebuild with `--features yubikey` \
+             (needs libpcsclite-dev), or reach the same key through ykcs11: \
+             pkcs11:id=%02?module-path=/usr/lib/x86_64-linux-gnu/libykcs11.so (id 02 = slot 9c)"
+        ),
+    })
+}
