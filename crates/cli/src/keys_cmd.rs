@@ -1,11 +1,18 @@
-//! `triplicate keys generate|show`.
+//! `triplicate keys generate|show|enrol`.
+//!
+//! `show` and `enrol` take any key a `--key` names: a software key file, a `pkcs11:` URI or a
+//! `yubikey:` URI. `enrol` prints (or appends) the `[[key]]` entry for `keys.toml`, with `held`
+//! saying how the key is held; the service's policy decides what counts (`require_hardware`).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use triplicate_keys::{note::note_verifier_key, Signer, SoftwareSigner};
+use triplicate_keys::{note::note_verifier_key, Algorithm, KeySpec, Signer, SoftwareSigner};
+
+use crate::hwkey;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCmd {
@@ -18,14 +25,38 @@ pub enum KeysCmd {
         #[arg(long, default_value = "triplicate-dev")]
         name: String,
     },
-    /// Print a key's id, algorithm, public key and note verifier key.
+    /// Print a key's id, algorithm, public key (and note verifier key, for Ed25519).
     Show {
-        /// A software key file.
+        /// A software key file, a pkcs11: URI or a yubikey: URI.
         #[arg(long)]
-        key: PathBuf,
+        key: String,
+        /// The name a hardware key signs notes under (key files carry their own).
+        #[arg(long, default_value = "triplicate-notary")]
+        name: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the keys.toml `[[key]]` entry that enrols a key as an approver.
+    Enrol {
+        /// A software key file, a pkcs11: URI or a yubikey: URI.
+        #[arg(long)]
+        key: String,
+        /// Who holds the key (the person accountable for what it signs), e.g. "Alice <a@x.org>".
+        #[arg(long)]
+        holder: String,
+        /// A group (declared in governance.toml) the key approves for; repeat for several.
+        #[arg(long = "group", required = true)]
+        groups: Vec<String>,
+        /// When the key starts counting (RFC 3339); default now.
+        #[arg(long)]
+        valid_from: Option<String>,
+        /// When the key stops counting (RFC 3339); default never.
+        #[arg(long)]
+        valid_until: Option<String>,
+        /// Append the entry to this keys.toml instead of printing it.
+        #[arg(long)]
+        append: Option<PathBuf>,
     },
 }
 
@@ -37,20 +68,130 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 .write_pem_file(&out)
                 .with_context(|| format!("write key to {}", out.display()))?;
             tracing::warn!(file = %out.display(), "wrote a SOFTWARE key: for development and tests, not for production approvals");
-            show(&signer, false)?;
+            show(&signer, "software", false)?;
         }
-        KeysCmd::Show { key, json } => {
-            let signer = SoftwareSigner::from_pem_file(&key)
-                .with_context(|| format!("read key {}", key.display()))?;
-            show(&signer, json)?;
+        KeysCmd::Show { key, name, json } => {
+            let (spec, signer) = hwkey::open(&key, &name)?;
+            show(signer.as_ref(), spec.held(), json)?;
+        }
+        KeysCmd::Enrol {
+            key,
+            holder,
+            groups,
+            valid_from,
+            valid_until,
+            append,
+        } => {
+            let (spec, signer) = hwkey::open(&key, "approver")?;
+            let entry = enrol_entry(
+                &spec,
+                signer.as_ref(),
+                &holder,
+                &groups,
+                valid_from.as_deref(),
+                valid_until.as_deref(),
+            )?;
+            match append {
+                None => print!("{entry}"),
+                Some(path) => {
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .with_context(|| format!("open {} to append", path.display()))?;
+                    f.write_all(format!("\n{entry}").as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .with_context(|| format!("append to {}", path.display()))?;
+                    eprintln!(
+                        "enrolled key {} ({}) in {}; reload the policy (SIGHUP or POST /v1/admin/policies/reload)",
+                        signer.key_id(),
+                        signer.algorithm(),
+                        path.display()
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(signer: &dyn Signer, json: bool) -> anyhow::Result<()> {
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn rfc3339(s: &str, flag: &str) -> anyhow::Result<String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("{flag} {s:?} is not an RFC 3339 date-time with an offset"))?;
+    Ok(t.format(&time::format_description::well_known::Rfc3339)?)
+}
+
+fn enrol_entry(
+    spec: &KeySpec,
+    signer: &dyn Signer,
+    holder: &str,
+    groups: &[String],
+    valid_from: Option<&str>,
+    valid_until: Option<&str>,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(!holder.trim().is_empty(), "--holder must not be empty");
+    let from = match valid_from {
+        Some(s) => rfc3339(s, "--valid-from")?,
+        None => time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)?
+            .format(&time::format_description::well_known::Rfc3339)?,
+    };
+    let until = valid_until
+        .map(|s| rfc3339(s, "--valid-until"))
+        .transpose()?;
+    let mut e = String::new();
+    e.push_str(&format!(
+        "# enrolled from {spec} by `triplicate keys enrol`\n[[key]]\n"
+    ));
+    e.push_str(&format!(
+        "key_id = {}\n",
+        toml_str(&signer.key_id().to_string())
+    ));
+    e.push_str(&format!(
+        "alg = {}\n",
+        toml_str(signer.algorithm().as_str())
+    ));
+    e.push_str(&format!(
+        "public_key = {}\n",
+        toml_str(&signer.public_key().to_base64())
+    ));
+    e.push_str(&format!("holder = {}\n", toml_str(holder.trim())));
+    let groups: Vec<String> = groups.iter().map(|g| toml_str(g)).collect();
+    e.push_str(&format!("groups = [{}]\n", groups.join(", ")));
+    e.push_str(&format!("held = {}\n", toml_str(spec.held())));
+    e.push_str(&format!("valid_from = {from}\n"));
+    if let Some(u) = until {
+        e.push_str(&format!("valid_until = {u}\n"));
+    }
+    Ok(e)
+}
+
+fn show(signer: &dyn Signer, held: &str, json: bool) -> anyhow::Result<()> {
     let pk = signer.public_key();
-    let vkey = note_verifier_key(signer.name(), &pk).context("note verifier key")?;
+    // Only Ed25519 keys have note verifier keys (they can sign checkpoints).
+    let vkey = match signer.algorithm() {
+        Algorithm::Ed25519 => {
+            Some(note_verifier_key(signer.name(), &pk).context("note verifier key")?)
+        }
+        _ => None,
+    };
     if json {
         let v = serde_json::json!({
             "name": signer.name(),
@@ -58,7 +199,7 @@ fn show(signer: &dyn Signer, json: bool) -> anyhow::Result<()> {
             "alg": signer.algorithm().as_str(),
             "public_key": pk.to_base64(),
             "note_verifier_key": vkey,
-            "held": "software",
+            "held": held,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -66,8 +207,11 @@ fn show(signer: &dyn Signer, json: bool) -> anyhow::Result<()> {
         println!("key id:            {}", signer.key_id());
         println!("algorithm:         {}", signer.algorithm());
         println!("public key:        {}", pk.to_base64());
-        println!("note verifier key: {vkey}");
-        println!("held:              software");
+        match vkey {
+            Some(v) => println!("note verifier key: {v}"),
+            None => println!("note verifier key: (none: only Ed25519 keys sign checkpoints)"),
+        }
+        println!("held:              {held}");
     }
     Ok(())
 }

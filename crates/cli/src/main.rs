@@ -18,6 +18,7 @@ mod crosscheck_cmd;
 mod demo;
 mod demo_crosscheck;
 mod get_cmd;
+mod hwkey;
 mod keys_cmd;
 mod ledger_cmd;
 mod logging;

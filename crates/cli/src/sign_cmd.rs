@@ -14,15 +14,15 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
 use triplicate_core::{Approval, Decision, Submission, ValidationError};
-use triplicate_keys::{Signer, SoftwareSigner};
 
 use crate::client::{fail, read_input, write_atomic, Unreadable};
 
 #[derive(Debug, Args)]
 pub struct SignArgs {
-    /// The approver's software key file (PKCS#8 PEM, as `triplicate keys generate` writes).
+    /// The approver's key: a pkcs11: URI, a yubikey: URI (e.g. `yubikey:slot=9c`), or a
+    /// software key file (PKCS#8 PEM, as `triplicate keys generate` writes).
     #[arg(long)]
-    pub key: PathBuf,
+    pub key: String,
     /// A decision, or a submission {"decision": …, "approvals": […]} to add an approval to.
     pub decision: PathBuf,
     /// Write the submission here (atomically; may be the input file) instead of stdout.
@@ -193,8 +193,8 @@ pub fn run(a: SignArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
-    let signer = SoftwareSigner::from_pem_file(&a.key)
-        .map_err(|e| Unreadable(format!("read key {}: {e}", a.key.display())))?;
+    let (_, signer) =
+        crate::hwkey::open(&a.key, "approver").map_err(|e| Unreadable(format!("{e:#}")))?;
     let bytes = read_input(&a.decision)?;
     let (decision, mut approvals) = match parse(&bytes) {
         Ok(x) => x,
@@ -228,7 +228,7 @@ fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
             signer.name()
         );
     }
-    let approval = crate::sample::approve(&decision, &signer)?;
+    let approval = crate::sample::approve(&decision, signer.as_ref())?;
     let digest = decision.digest().context("decision digest")?;
     approvals.push(approval.clone());
     let submission = Submission {

@@ -9,7 +9,9 @@
 //! restrict_reads = false                     # true: decision reads need a reader token
 //!
 //! [notary]
-//! key = "/etc/triplicate/notary.pem"        # a software key file (hardware keys: issue 6)
+//! key = "pkcs11:token=notary;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/triplicate/notary.pin"
+//!                                            # or a software key file path (development only)
+//! name = "governance.example.org/notary"    # checkpoint note key name (hardware keys only)
 //!
 //! [projection]
 //! url = "postgres://triplicate@db.internal/triplicate"   # or "sqlite" (the default)
@@ -64,8 +66,26 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotaryConfig {
-    /// A PEM key file (`SoftwareSigner`).
-    pub key: PathBuf,
+    /// Where the notary key lives: a `pkcs11:` URI, a `yubikey:` URI, or a software key file
+    /// (PKCS#8 PEM; a relative path is relative to the configuration file). It must be an
+    /// Ed25519 key: checkpoints are signed notes, and note verifiers accept Ed25519.
+    pub key: String,
+    /// The key name checkpoints are signed under (the note verifier key's name). Software key
+    /// files carry their own name; this is for hardware keys. It must stay the same for the
+    /// ledger's life: clients pin the verifier key, which includes it.
+    #[serde(default = "default_notary_name")]
+    pub name: String,
+}
+
+fn default_notary_name() -> String {
+    "triplicate-notary".to_owned()
+}
+
+impl NotaryConfig {
+    /// The key spec, with a relative file path already resolved.
+    pub fn spec(&self) -> Result<triplicate_keys::KeySpec, String> {
+        triplicate_keys::KeySpec::parse(&self.key).map_err(|e| format!("notary.key: {e}"))
+    }
 }
 
 /// `[projection]` (and later `[stream]`).
@@ -112,10 +132,21 @@ impl Config {
         };
         let mut c: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.data_dir, &mut c.policy_dir, &mut c.notary.key] {
+        for p in [&mut c.data_dir, &mut c.policy_dir] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let triplicate_keys::KeySpec::File(p) = c.notary.spec().map_err(invalid)? {
+            if p.is_relative() {
+                c.notary.key = base.join(p).to_string_lossy().into_owned();
+            }
+        }
+        if !triplicate_keys::note::is_valid_key_name(&c.notary.name) {
+            return Err(invalid(format!(
+                "notary.name {:?} is not a valid note key name (no spaces or '+')",
+                c.notary.name
+            )));
         }
         c.projection_choice().map_err(invalid)?;
         crate::auth::Tokens::new(&c.tokens).map_err(invalid)?;
@@ -166,7 +197,7 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         let c = Config::parse(Path::new("/etc/triplicate/config.toml"), GOOD).unwrap();
         assert_eq!(c.data_dir, Path::new("/etc/triplicate/data"));
         assert_eq!(c.policy_dir, Path::new("/etc/triplicate/policies"));
-        assert_eq!(c.notary.key, Path::new("/etc/notary.pem"));
+        assert_eq!(c.notary.key, "/etc/notary.pem");
         assert_eq!(c.listen, default_listen());
         assert!(matches!(
             c.projection_choice().unwrap(),

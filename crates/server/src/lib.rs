@@ -111,21 +111,45 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartFailure> {
     .await
 }
 
+/// Opens the notary signer `[notary]` names (a blocking call for hardware keys: module load,
+/// login), and refuses keys that cannot sign checkpoints.
+async fn open_notary(
+    config: &config::NotaryConfig,
+) -> Result<std::sync::Arc<dyn triplicate_keys::Signer>, StartFailure> {
+    let spec = config.spec().map_err(StartFailure::Config)?;
+    let opts = triplicate_keys::OpenOptions::named(config.name.clone());
+    let shown = spec.to_string();
+    let signer = tokio::task::spawn_blocking(move || triplicate_keys::open_signer(&spec, &opts))
+        .await
+        .map_err(|e| StartFailure::Config(format!("notary key {shown}: {e}")))?
+        .map_err(|e| StartFailure::Config(format!("notary key {shown}: {e}")))?;
+    if signer.algorithm() != triplicate_core::Algorithm::Ed25519 {
+        return Err(StartFailure::Config(format!(
+            "notary key {shown} is {}: {NOTARY_NEEDS_ED25519}",
+            signer.algorithm()
+        )));
+    }
+    Ok(signer)
+}
+
+/// Why the notary must be Ed25519, for the errors that refuse other keys.
+pub const NOTARY_NEEDS_ED25519: &str = "the notary signs checkpoints as signed notes, and \
+    note verifiers (C2SP signed-note, Go's golang.org/x/mod/sumdb/note) accept Ed25519 \
+    signatures only, so a P-256-only token cannot be the notary; use an Ed25519 key \
+    (PKCS#11 CKM_EDDSA, e.g. SoftHSM2 or an HSM; a YubiKey from firmware 5.7)";
+
 /// Starts the service from a configuration file's settings: its notary key, its policy
 /// directory, its tokens and its stores. Nothing is generated.
 pub async fn start_configured(
     config: config::Config,
     options: ServiceOptions,
 ) -> Result<Running, StartFailure> {
-    let notary =
-        triplicate_keys::SoftwareSigner::from_pem_file(&config.notary.key).map_err(|e| {
-            StartFailure::Config(format!("notary key {}: {e}", config.notary.key.display()))
-        })?;
+    let notary = open_notary(&config.notary).await?;
     let projection = config.projection_choice().map_err(StartFailure::Config)?;
     let (parts, ledger) = setup::open_parts(
         &config.data_dir,
         &config.origin,
-        std::sync::Arc::new(notary),
+        notary,
         &config.policy_dir,
         projection,
         options,

@@ -275,6 +275,13 @@ impl Service {
                 policy: registered.to_string(),
             });
         }
+        if notary.algorithm() != triplicate_core::Algorithm::Ed25519 {
+            return Err(StartError::NotaryCannotSign(format!(
+                "it is a {} key: {}",
+                notary.algorithm(),
+                crate::NOTARY_NEEDS_ED25519
+            )));
+        }
         notary
             .sign(b"triplicate/self-test/v1\n")
             .map_err(|e| StartError::NotaryCannotSign(e.to_string()))?;
