@@ -50,7 +50,12 @@ async fn start_with(dir: &std::path::Path, verification: Option<&str>) -> Harnes
         policy_dir: dev.policy_dir.clone(),
         restrict_reads: false,
         notary: NotaryConfig {
-            key: DevPaths::new(dir).keys.join("notary.pem"),
+            key: DevPaths::new(dir)
+                .keys
+                .join("notary.pem")
+                .to_string_lossy()
+                .into_owned(),
+            name: "triplicate-notary".into(),
         },
         projection: StoreConfig::default(),
         tokens: vec![

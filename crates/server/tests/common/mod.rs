@@ -27,7 +27,7 @@ pub fn decision(kind: &str, title: &str) -> Decision {
 }
 
 /// `key`'s approval of `d`, signed now.
-pub fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
+pub fn approve(d: &Decision, key: &dyn Signer) -> Approval {
     let signed_at = Timestamp::now();
     let msg = triplicate_core::digest::approval_message(
         &d.digest().unwrap(),
