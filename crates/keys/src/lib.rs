@@ -3,7 +3,9 @@
 //! Owns: [`PublicKey`] (Ed25519 and ECDSA P-256, as records carry them) and its verification,
 //! batch verification ([`verify_many`]), the [`Signer`] trait every signer implements (software
 //! keys now; YubiKey PIV and PKCS#11 tokens later), the development-only [`SoftwareSigner`] and
-//! its PKCS#8 key file, and C2SP signed notes ([`note`]) signed by any Ed25519 [`Signer`].
+//! its PKCS#8 key file, C2SP signed notes ([`note`]) signed by any Ed25519 [`Signer`], and
+//! verification of YubiKey PIV attestations ([`attest`]), the evidence that a key to be enrolled
+//! was generated on a YubiKey.
 //!
 //! Must not know: records, digests, ledgers, policies, HTTP or async runtimes. Callers hand this
 //! crate bytes and get back signatures or verdicts; what the bytes mean is `triplicate-core`'s
@@ -14,6 +16,7 @@
 //! [`PublicKey::verify`] (Ed25519 `verify_strict`, ECDSA P-256 via `ring`). [`verify_many`] is
 //! a faster route to the same verdicts, with one documented difference (see its docs).
 
+pub mod attest;
 mod batch;
 pub mod note;
 mod pkcs11;
@@ -26,6 +29,9 @@ mod verifier_key;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 
+pub use attest::{
+    read_pem_certificates, Attestation, AttestationError, TrustedRoots, VerifiedAttestation,
+};
 pub use batch::{verify_many, VerifyItem};
 pub use note::NoteError;
 pub use pkcs11::Pkcs11Signer;
