@@ -584,6 +584,16 @@ pub fn render_problem(status: u16, body: &Value) -> String {
                 list.join(", ")
             ));
         }
+        if let Some(un) = u["unattested_not_counted"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+        {
+            let list: Vec<String> = un.iter().map(|i| i.to_string()).collect();
+            out.push_str(&format!(
+                " (approvals {} are by keys without a verified attestation, which this group does not count)",
+                list.join(", ")
+            ));
+        }
     }
     if let (Some(id), Some(seq)) = (body["decision_id"].as_str(), body["seq"].as_u64()) {
         out.push_str(&format!(

@@ -82,6 +82,10 @@ pub struct UnmetRequirement {
     /// requires hardware keys and these keys are held in software.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub software_not_counted: Vec<usize>,
+    /// Approvals by members of the group that are sound but did not count because the group
+    /// requires attested keys and these keys have no verified attestation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unattested_not_counted: Vec<usize>,
 }
 
 /// A requirement of the quorum that the approvals met.
@@ -157,6 +161,14 @@ impl fmt::Display for Refusal {
                     } else {
                         "s"
                     }
+                )?;
+            }
+            if !u.unattested_not_counted.is_empty() {
+                let n = u.unattested_not_counted.len();
+                write!(
+                    f,
+                    " ({n} key{} without a verified attestation not counted: the group requires attested keys)",
+                    if n == 1 { "" } else { "s" }
                 )?;
             }
             sep = "; ";
@@ -349,8 +361,10 @@ impl Policy {
         let mut unmet = Vec::new();
         for r in &quorum.requirements {
             let require_hardware = self.group(&r.group).is_some_and(|g| g.require_hardware);
+            let require_attestation = self.group(&r.group).is_some_and(|g| g.require_attestation);
             let mut counted = Vec::new();
             let mut software_not_counted = Vec::new();
+            let mut unattested_not_counted = Vec::new();
             for (index, a) in approvals.iter().enumerate() {
                 if failed.contains(&index) {
                     continue;
@@ -360,6 +374,8 @@ impl Policy {
                 };
                 if require_hardware && !entry.held.is_hardware() {
                     software_not_counted.push(index);
+                } else if require_attestation && entry.attestation.is_none() {
+                    unattested_not_counted.push(index);
                 } else {
                     counted.push(index);
                 }
@@ -377,6 +393,7 @@ impl Policy {
                     needed: r.threshold,
                     got: counted.len(),
                     software_not_counted,
+                    unattested_not_counted,
                 });
             }
         }

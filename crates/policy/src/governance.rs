@@ -6,6 +6,11 @@
 //! [groups.board]
 //! description = "Board of directors"   # optional
 //! require_hardware = true              # optional, default false
+//! require_attestation = true           # optional, default false: only keys with a verified
+//!                                      # YubiKey attestation count
+//!
+//! [attestation]                        # needed when a group requires attestation
+//! roots = ["attestation-roots/yubico-piv-root.pem"]   # relative to the policy directory
 //!
 //! [kinds."budget.approval"]            # quote kinds: they contain dots
 //! description = "…"                    # optional
@@ -34,6 +39,9 @@ pub struct Group {
     /// Production groups set it; the development policy the service generates cannot, since
     /// its keys are software keys.
     pub require_hardware: bool,
+    /// When true, only keys whose YubiKey attestation verified against `[attestation] roots`
+    /// count for this group (see [`crate::KeyAttestation`]).
+    pub require_attestation: bool,
 }
 
 /// "At least `threshold` distinct approvers from `group`".
@@ -106,10 +114,15 @@ pub(crate) struct GovernanceFile {
     pub kinds: Vec<(String, QuorumDraft)>,
     /// `None` for refuse.
     pub default: Option<QuorumDraft>,
+    /// `[attestation] roots`: each root file as written, with its line.
+    pub attestation_roots: Vec<(String, usize)>,
+    /// The line of `[attestation]`, or of the first group requiring attestation, for problems.
+    pub attestation_line: usize,
 }
 
-const TOP_FIELDS: &[&str] = &["groups", "kinds", "default"];
-const GROUP_FIELDS: &[&str] = &["description", "require_hardware"];
+const TOP_FIELDS: &[&str] = &["groups", "kinds", "default", "attestation"];
+const GROUP_FIELDS: &[&str] = &["description", "require_hardware", "require_attestation"];
+const ATTESTATION_FIELDS: &[&str] = &["roots"];
 const KIND_FIELDS: &[&str] = &["description", "quorum"];
 const DEFAULT_FIELDS: &[&str] = &["action", "quorum"];
 const REQUIREMENT_FIELDS: &[&str] = &["group", "threshold"];
@@ -169,11 +182,44 @@ pub(crate) fn parse(
                 .get("require_hardware")
                 .and_then(|v| doc::boolean(doc, "require_hardware", v))
                 .unwrap_or(false);
+            let require_attestation = t
+                .get("require_attestation")
+                .and_then(|v| {
+                    let b = doc::boolean(doc, "require_attestation", v);
+                    if b == Some(true) && out.attestation_line == 0 {
+                        out.attestation_line = doc.line(v.span().start);
+                    }
+                    b
+                })
+                .unwrap_or(false);
             out.groups.push(Group {
                 name: name.to_owned(),
                 description,
                 require_hardware,
+                require_attestation,
             });
+        }
+    }
+
+    if let Some(t) = top
+        .get("attestation")
+        .and_then(|v| Table::from_value(doc, v, "[attestation]"))
+    {
+        t.deny_unknown(doc, ATTESTATION_FIELDS);
+        out.attestation_line = doc.line(t.span.start);
+        if let Some(v) = t.required(doc, "roots") {
+            if let Some(roots) = doc::string_array(doc, "roots", v) {
+                if roots.is_empty() {
+                    doc.at(
+                        v.span(),
+                        "`roots` is empty: name at least one root certificate file",
+                    );
+                }
+                for (r, span) in roots {
+                    out.attestation_roots
+                        .push((r.to_owned(), doc.line(span.start)));
+                }
+            }
         }
     }
 

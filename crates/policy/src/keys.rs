@@ -119,6 +119,31 @@ pub struct KeyEntry {
     /// First instant at which the key may no longer sign; `None` for no end.
     pub valid_until: Option<Timestamp>,
     pub revoked: Option<Revocation>,
+    /// What a verified YubiKey attestation says about the key (`attestation = "file.pem"`),
+    /// or `None` for keys without one. Groups with `require_attestation` count only keys that
+    /// have one.
+    pub attestation: Option<KeyAttestation>,
+}
+
+/// A key's verified attestation: the device that generated the key, as the device's own
+/// attestation certificate (chained to a configured root) states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct KeyAttestation {
+    /// The PEM bundle, as `keys.toml` names it.
+    pub file: String,
+    /// The YubiKey's serial number.
+    pub serial: u32,
+    /// The YubiKey's firmware version.
+    pub firmware: String,
+    /// The slot's PIN policy (`never`, `once`, `always`).
+    pub pin_policy: String,
+    /// The slot's touch policy (`never`, `always`, `cached`).
+    pub touch_policy: String,
+    /// The PIV slot, e.g. `9c`, when the certificate names it.
+    pub slot: Option<String>,
+    /// The trusted root the chain ends at.
+    pub root: String,
 }
 
 fn public_key_b64<S: Serializer>(k: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
@@ -206,6 +231,10 @@ pub(crate) struct KeyDraft {
     pub holder: Option<String>,
     pub held: Option<Held>,
     pub revoked: bool,
+    /// `attestation`: the bundle's path as written and the line it is on.
+    pub attestation: Option<(String, usize)>,
+    /// Whether that attestation verified (set by the policy loader, which knows the roots).
+    pub attested: bool,
 }
 
 /// What the loader read from `keys.toml`.
@@ -227,6 +256,7 @@ const KEY_FIELDS: &[&str] = &[
     "valid_from",
     "valid_until",
     "revoked",
+    "attestation",
 ];
 const REVOKED_FIELDS: &[&str] = &["at", "reason"];
 
@@ -424,6 +454,16 @@ fn parse_key(doc: &mut Doc<'_>, t: &Table<'_, '_>) -> KeyDraft {
             None => (None, false),
         },
     };
+    let attestation = t.get("attestation").and_then(|v| {
+        let file = doc::non_empty_string(doc, "attestation", v)?.to_owned();
+        if held.is_some_and(|h| h != Held::YubikeyPiv) {
+            doc.at(
+                v.span(),
+                "an attested key is held on a YubiKey: set held = \"yubikey-piv\"",
+            );
+        }
+        Some((file, doc.line(v.span().start)))
+    });
     let key_id = public_key.as_ref().map(PublicKey::key_id);
     let entry = match (public_key, &holder, held, valid_from) {
         (Some(public_key), Some(holder), Some(held), Some(valid_from))
@@ -438,6 +478,7 @@ fn parse_key(doc: &mut Doc<'_>, t: &Table<'_, '_>) -> KeyDraft {
                 valid_from,
                 valid_until,
                 revoked,
+                attestation: None,
             })
         }
         _ => None,
@@ -452,6 +493,8 @@ fn parse_key(doc: &mut Doc<'_>, t: &Table<'_, '_>) -> KeyDraft {
         held,
         // A `revoked` table that failed to parse still says the key is revoked.
         revoked: t.get("revoked").is_some(),
+        attestation,
+        attested: false,
     }
 }
 

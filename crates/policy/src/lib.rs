@@ -34,5 +34,5 @@ pub use evaluate::{
     ApprovalFault, ApprovalProblem, MetRequirement, QuorumOk, Refusal, UnmetRequirement,
 };
 pub use governance::{DefaultRule, Group, Quorum, Requirement};
-pub use keys::{Held, KeyEntry, NotaryKey, Revocation};
+pub use keys::{Held, KeyAttestation, KeyEntry, NotaryKey, Revocation};
 pub use policy::{Policy, RuleSource, GOVERNANCE_FILE, KEYS_FILE};

@@ -9,7 +9,7 @@ use triplicate_core::KeyId;
 use crate::doc::Doc;
 use crate::error::PolicyError;
 use crate::governance::{self, DefaultRule, GovernanceFile, Group, Quorum, QuorumDraft};
-use crate::keys::{self, Held, KeyEntry, KeysFile, NotaryKey};
+use crate::keys::{self, Held, KeyAttestation, KeyEntry, KeysFile, NotaryKey};
 
 /// The key registry's file name inside a policy directory.
 pub const KEYS_FILE: &str = "keys.toml";
@@ -82,7 +82,7 @@ impl Policy {
         gov_path: &Path,
         gov_text: Result<String, String>,
     ) -> Result<Policy, PolicyError> {
-        let (mut keys_doc, keys_file) = match &keys_text {
+        let (mut keys_doc, mut keys_file) = match &keys_text {
             Ok(text) => {
                 let (mut doc, root) = Doc::parse(keys_path, text);
                 let file = keys::parse(&mut doc, &root);
@@ -104,6 +104,15 @@ impl Policy {
                 GovernanceFile::default(),
             ),
         };
+        let base = keys_path.parent().unwrap_or(Path::new(""));
+        attestations(
+            base,
+            &mut keys_doc,
+            &mut keys_file,
+            &mut gov_doc,
+            &gov_file,
+            std::time::SystemTime::now(),
+        );
         cross_check(&mut keys_doc, &keys_file, &mut gov_doc, &gov_file);
         let mut problems = keys_doc.into_problems();
         problems.extend(gov_doc.into_problems());
@@ -199,9 +208,101 @@ struct Membership {
     keys: usize,
     revoked: usize,
     software: usize,
+    unattested: usize,
     /// Distinct holders of the keys that can count. A holder with two keys is one approver
     /// (see `ApprovalFault::DuplicateHolder`), so is counted once.
     holders: BTreeSet<String>,
+}
+
+/// Reads `[attestation] roots` and verifies every key's `attestation` bundle against them
+/// at `now`: the chain must reach a root, every certificate must be valid now, and the
+/// attested key must be the key registered. Verified keys get their [`KeyAttestation`];
+/// every failure is a problem on the line that names the file.
+///
+/// Attestations are checked when the policy is loaded (at start, on reload), not per
+/// submission: an attestation is a statement about how a key was generated, fixed once made.
+fn attestations(
+    base: &Path,
+    keys_doc: &mut Doc<'_>,
+    keys: &mut KeysFile,
+    gov_doc: &mut Doc<'_>,
+    gov: &GovernanceFile,
+    now: std::time::SystemTime,
+) {
+    use triplicate_keys::attest::{Attestation, TrustedRoots};
+    let any_key = keys.keys.iter().any(|d| d.attestation.is_some());
+    let required = gov.groups.iter().any(|g| g.require_attestation);
+    if gov.attestation_roots.is_empty() {
+        if required {
+            gov_doc.push(
+                gov.attestation_line,
+                "a group requires attestation but no [attestation] roots are configured: \
+                 add roots = [\"<Yubico PIV root CA certificate>.pem\"]",
+            );
+        }
+        if any_key {
+            for d in keys.keys.iter().filter(|d| d.attestation.is_some()) {
+                let line = d.attestation.as_ref().map_or(d.line, |a| a.1);
+                keys_doc.push(
+                    line,
+                    format!(
+                        "this key has an attestation but {GOVERNANCE_FILE} configures no \
+                         [attestation] roots to verify it against"
+                    ),
+                );
+            }
+        }
+        return;
+    }
+    let mut roots_der = Vec::new();
+    for (file, line) in &gov.attestation_roots {
+        let path = base.join(file);
+        match std::fs::read_to_string(&path) {
+            Err(e) => gov_doc.push(*line, format!("attestation root {}: {e}", path.display())),
+            Ok(text) => match triplicate_keys::attest::read_pem_certificates(&text) {
+                Ok(mut certs) => roots_der.append(&mut certs),
+                Err(e) => gov_doc.push(*line, format!("attestation root {}: {e}", path.display())),
+            },
+        }
+    }
+    let Ok(roots) = TrustedRoots::from_der(roots_der) else {
+        return; // every root file had a problem, already reported
+    };
+    for draft in &mut keys.keys {
+        let Some((file, line)) = draft.attestation.clone() else {
+            continue;
+        };
+        let path = base.join(&file);
+        let verified = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Attestation::from_pem_bundle(&text).map_err(|e| e.to_string()))
+            .and_then(|a| a.verify(&roots, now).map_err(|e| e.to_string()));
+        let v = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                keys_doc.push(line, format!("attestation {}: {e}", path.display()));
+                continue;
+            }
+        };
+        let Some(entry) = draft.entry.as_mut() else {
+            continue;
+        };
+        if let Err(e) = v.check_key(&entry.public_key) {
+            keys_doc.push(line, format!("attestation {}: {e}", path.display()));
+            continue;
+        }
+        draft.attested = true;
+        entry.attestation = Some(KeyAttestation {
+            file,
+            serial: v.serial,
+            firmware: v.firmware.to_string(),
+            pin_policy: format!("{:?}", v.pin_policy).to_lowercase(),
+            touch_policy: format!("{:?}", v.touch_policy).to_lowercase(),
+            slot: v.slot.map(|s| format!("{s:02x}")),
+            root: v.root_subject.clone(),
+        });
+        tracing::debug!(key_id = %entry.key_id, serial = v.serial, "verified key attestation");
+    }
 }
 
 /// Checks that need both files: unknown groups, and thresholds no set of keys could meet.
@@ -247,6 +348,8 @@ fn cross_check(
                 m.revoked += 1;
             } else if g.require_hardware && draft.held == Some(Held::Software) {
                 m.software += 1;
+            } else if g.require_attestation && !draft.attested {
+                m.unattested += 1;
             } else {
                 // A key whose holder failed to parse still counts, as its own holder, so one
                 // mistake does not also show up as a too-small group.
@@ -313,6 +416,13 @@ fn cross_check(
                         "{} held in software, which this group does not count \
                          (require_hardware = true)",
                         m.software
+                    ));
+                }
+                if m.unattested > 0 {
+                    why.push(format!(
+                        "{} without a verified attestation, which this group does not count \
+                         (require_attestation = true)",
+                        m.unattested
                     ));
                 }
                 gov_doc.push(

@@ -159,6 +159,7 @@ fn quorum_not_met() {
             needed: 2,
             got: 1,
             software_not_counted: vec![],
+            unattested_not_counted: vec![],
         }]
     );
     assert_eq!(
@@ -428,6 +429,7 @@ fn require_hardware_ignores_software_keys() {
             needed: 2,
             got: 1,
             software_not_counted: vec![1],
+            unattested_not_counted: vec![],
         }]
     );
     assert!(

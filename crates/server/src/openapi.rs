@@ -979,7 +979,8 @@ fn answer_schemas() -> Value {
                 "group": { "type": "string" },
                 "needed": { "type": "integer", "minimum": 1 },
                 "got": { "type": "integer", "minimum": 0 },
-                "software_not_counted": { "type": "array", "items": { "type": "integer", "minimum": 0 }, "description": "Sound approvals that did not count because the group requires hardware keys." }
+                "software_not_counted": { "type": "array", "items": { "type": "integer", "minimum": 0 }, "description": "Sound approvals that did not count because the group requires hardware keys." },
+                "unattested_not_counted": { "type": "array", "items": { "type": "integer", "minimum": 0 }, "description": "Sound approvals that did not count because the group requires keys with a verified YubiKey attestation and these keys have none." }
             }
         },
         "PolicyProblem": {
