@@ -53,6 +53,11 @@ pub struct DemoArgs {
     /// appends an audit record to the ledger, so the ledger then holds only the decisions).
     #[arg(long)]
     pub no_tamper: bool,
+    /// Sign with hardware keys: the notary on SoftHSM2 (Ed25519), the approvers on the PIV
+    /// card and on SoftHSM2, a board that requires hardware keys. Needs the stand-ins of
+    /// ../shared/tools/hwtoken up and their `env` sourced (or real tokens in HWTOKEN_*).
+    #[arg(long)]
+    pub hardware: bool,
 }
 
 /// What the tour established, for `--json`.
@@ -99,8 +104,43 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("start the async runtime")?;
     let tour = Tour { quiet: args.json };
     let summary = rt.block_on(async {
-        let running = start(&data_dir, &args.origin).await?;
-        let out = tour_over_http(&running, &data_dir, args.records, !args.no_tamper, &tour).await;
+        let (running, keys) = if args.hardware {
+            let hw = crate::demo_hardware::start(&data_dir, &args.origin).await?;
+            let keys = Keys {
+                notary: hw.notary_uri.clone(),
+                policy: data_dir.join("policies-hardware"),
+                approvers: hw.approvers,
+            };
+            (hw.running, keys)
+        } else {
+            let running = start(&data_dir, &args.origin).await?;
+            let paths = DevPaths::new(&data_dir);
+            let keys = Keys {
+                notary: paths.keys.join("notary.pem").display().to_string(),
+                policy: paths.policies.clone(),
+                approvers: (1..=running.approvers.len())
+                    .map(|i| {
+                        let path = paths.approver(i);
+                        let key = triplicate_keys::SoftwareSigner::from_pem_file(&path)
+                            .with_context(|| format!("read {}", path.display()))?;
+                        Ok((
+                            path.display().to_string(),
+                            std::sync::Arc::new(key) as std::sync::Arc<dyn Signer>,
+                        ))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            (running, keys)
+        };
+        let out = tour_over_http(
+            &running,
+            &keys,
+            &data_dir,
+            args.records,
+            !args.no_tamper,
+            &tour,
+        )
+        .await;
         // Stopping flushes the ledger's tiles and checkpoint, so `ledger checkpoint` and
         // `serve` see everything afterwards.
         let stopped = running.stop().await.context("stop the service");
@@ -170,46 +210,63 @@ async fn start(data_dir: &Path, origin: &str) -> anyhow::Result<Running> {
     .context("start the service")
 }
 
+/// The keys the tour signs with, and where they live (paths or URIs, PINs hidden).
+struct Keys {
+    notary: String,
+    policy: PathBuf,
+    approvers: Vec<(String, std::sync::Arc<dyn Signer>)>,
+}
+
 async fn tour_over_http(
     running: &Running,
+    keys: &Keys,
     data_dir: &Path,
     records: u64,
     tamper: bool,
     tour: &Tour,
 ) -> anyhow::Result<Summary> {
-    let paths = DevPaths::new(data_dir);
     let url = format!("http://{}", running.addr);
     let client = Client::new(&url, Some(Secret::new(running.admin_token.clone())))?;
     anyhow::ensure!(
-        running.approvers.len() >= 2,
-        "the development set-up has fewer than two approvers"
+        keys.approvers.len() >= 2,
+        "the set-up has fewer than two approvers"
     );
-    let signers = [&running.approvers[0], &running.approvers[1]];
+    let signers = [&keys.approvers[0].1, &keys.approvers[1].1];
+    let shown = |s: &str| match triplicate_keys::KeySpec::parse(s) {
+        Ok(spec) => spec.to_string(),
+        Err(_) => s.to_owned(),
+    };
 
-    tour.say(format!(
-        "1. Development set-up in {} (software keys: for development only)",
-        data_dir.display()
-    ));
     let notary = running.service.notary();
     let own_vkey = note_verifier_key(notary.name(), &notary.public_key())?;
     tour.say(format!(
-        "   notary       {}  key id {}",
-        paths.keys.join("notary.pem").display(),
-        notary.key_id()
+        "1. Set-up in {} ({})",
+        data_dir.display(),
+        if keys.notary.starts_with("pkcs11:") {
+            "hardware keys"
+        } else {
+            "software keys: for development only"
+        }
     ));
-    for (i, a) in running.approvers.iter().enumerate() {
+    tour.say(format!(
+        "   notary       {}  key id {} ({})",
+        shown(&keys.notary),
+        notary.key_id(),
+        notary.algorithm()
+    ));
+    for (i, (at, a)) in keys.approvers.iter().enumerate() {
         tour.say(format!(
-            "   approver {}   {}  key id {}",
+            "   approver {}   {}  key id {} ({})",
             i + 1,
-            paths.approver(i + 1).display(),
-            a.key_id()
+            shown(at),
+            a.key_id(),
+            a.algorithm()
         ));
     }
     tour.say(format!(
-        "   policy       {} (every kind: 2 of board; budget.approval also 1 of treasury)",
-        paths.policies.display()
+        "   policy       {} (every kind: 2 of board)",
+        keys.policy.display()
     ));
-    tour.say(format!("   admin token  {}", paths.token.display()));
 
     tour.say(format!(
         "2. The service is listening on {url} (ledger, stream and projection in {})",
@@ -244,7 +301,7 @@ async fn tour_over_http(
         let decision = crate::sample::decision(start_size + i)?;
         let approvals = signers
             .iter()
-            .map(|s| crate::sample::approve(&decision, *s))
+            .map(|s| crate::sample::approve(&decision, s.as_ref()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let body = serde_json::to_vec(&Submission {
             decision: decision.clone(),

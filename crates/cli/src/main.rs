@@ -17,6 +17,7 @@ mod client;
 mod crosscheck_cmd;
 mod demo;
 mod demo_crosscheck;
+mod demo_hardware;
 mod get_cmd;
 mod hwkey;
 mod keys_cmd;
