@@ -338,9 +338,11 @@ fn retries_left(ctx: &Pkcs11, slot: Slot) -> Option<u32> {
 
 /// The one slot whose token matches the URI.
 fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, SignError> {
-    let slots = ctx.get_slots_with_token().map_err(|e| SignError::Device {
-        detail: format!("list PKCS#11 slots: {e}"),
-    })?;
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| SignError::Device {
+            detail: format!("list PKCS#11 slots: {e}"),
+        })?;
     let mut seen = Vec::new();
     let mut found = Vec::new();
     for slot in slots {
