@@ -2,15 +2,16 @@
 //!
 //! Owns: [`PublicKey`] (Ed25519 and ECDSA P-256, as records carry them) and its verification,
 //! batch verification ([`verify_many`]), the [`Signer`] trait every signer implements (software
-//! keys now; YubiKey PIV and PKCS#11 tokens later), the development-only [`SoftwareSigner`] and
-//! its PKCS#8 key file, C2SP signed notes ([`note`]) signed by any Ed25519 [`Signer`], and
-//! verification of YubiKey PIV attestations ([`attest`]), the evidence that a key to be enrolled
-//! was generated on a YubiKey.
+//! keys, YubiKey PIV keys with the `yubikey` feature, PKCS#11 tokens), the
+//! development-only [`SoftwareSigner`] and its PKCS#8 key file, key specs ([`spec`]), C2SP
+//! signed notes ([`note`]) signed by any Ed25519 [`Signer`], and verification of YubiKey PIV
+//! attestations ([`attest`]), the evidence that a key to be enrolled was generated on a YubiKey.
 //!
 //! Must not know: records, digests, ledgers, policies, HTTP or async runtimes. Callers hand this
 //! crate bytes and get back signatures or verdicts; what the bytes mean is `triplicate-core`'s
 //! business. Signing may block (a hardware token waits for a touch), so async callers wrap
-//! [`Signer::sign`] in `spawn_blocking`; nothing here spawns threads or tasks.
+//! [`Signer::sign`] in `spawn_blocking`; nothing here spawns tasks, and only the PIV signer
+//! starts a thread (one per signature, to time out a touch; see `piv`).
 //!
 //! **Architecture invariant:** every acceptance decision about a single signature goes through
 //! [`PublicKey::verify`] (Ed25519 `verify_strict`, ECDSA P-256 via `ring`). [`verify_many`] is
@@ -25,6 +26,9 @@ mod signer;
 mod software;
 pub mod spec;
 mod verifier_key;
+
+#[cfg(feature = "yubikey")]
+pub mod piv;
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
@@ -85,3 +89,6 @@ fn open_piv(
         ),
     })
 }
+
+#[cfg(feature = "yubikey")]
+pub use piv::{PivAttestation, PivKeySource, PivSigner};

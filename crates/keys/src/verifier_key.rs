@@ -120,6 +120,11 @@ fn parse_spki_pem(block: &str) -> Result<PublicKey, String> {
     let (_, doc) = Document::from_pem(block).map_err(|e| format!("bad PEM: {e}"))?;
     let spki = SubjectPublicKeyInfoRef::try_from(doc.as_bytes())
         .map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
+    public_key_from_spki(spki)
+}
+
+/// The key in a SubjectPublicKeyInfo (a PEM file's, a certificate's, a PIV slot's metadata).
+pub(crate) fn public_key_from_spki(spki: SubjectPublicKeyInfoRef<'_>) -> Result<PublicKey, String> {
     let oid = spki.algorithm.oid.to_string();
     let params = spki.algorithm.parameters_oid().ok().map(|o| o.to_string());
     let alg = match (oid.as_str(), params.as_deref()) {
