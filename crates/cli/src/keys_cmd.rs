@@ -57,6 +57,11 @@ pub enum KeysCmd {
         /// Append the entry to this keys.toml instead of printing it.
         #[arg(long)]
         append: Option<PathBuf>,
+        /// For a yubikey: key, where to write its attestation (the slot's attestation
+        /// certificate and the card's f9 certificate, PEM). Default with --append:
+        /// `attestations/<key id>.pem` beside that keys.toml.
+        #[arg(long)]
+        attestation_out: Option<PathBuf>,
     },
 }
 
@@ -81,9 +86,10 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             valid_from,
             valid_until,
             append,
+            attestation_out,
         } => {
             let (spec, signer) = hwkey::open(&key, "approver")?;
-            let entry = enrol_entry(
+            let mut entry = enrol_entry(
                 &spec,
                 signer.as_ref(),
                 &holder,
@@ -91,6 +97,17 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 valid_from.as_deref(),
                 valid_until.as_deref(),
             )?;
+            if let KeySpec::YubikeyPiv(uri) = &spec {
+                let out = attestation_out.or_else(|| {
+                    append.as_ref().map(|k| {
+                        k.parent()
+                            .unwrap_or(std::path::Path::new("."))
+                            .join("attestations")
+                            .join(format!("{}.pem", signer.key_id()))
+                    })
+                });
+                entry.push_str(&attestation_line(uri, out.as_deref(), append.as_deref())?);
+            }
             match append {
                 None => print!("{entry}"),
                 Some(path) => {
@@ -112,6 +129,71 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a yubikey: key's attestation and writes it to `out`; the keys.toml line naming it
+/// (relative to the keys.toml being appended to), or a comment saying why there is none.
+#[cfg(feature = "yubikey")]
+fn attestation_line(
+    uri: &triplicate_keys::spec::PivUri,
+    out: Option<&std::path::Path>,
+    keys_toml: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    let a = triplicate_keys::piv::read_attestation(uri).context("read the attestation")?;
+    let (leaf, f9) = match (&a.slot_certificate, &a.attestation_certificate) {
+        (Ok(leaf), Ok(f9)) => (leaf, f9),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("note: no attestation recorded: {e}");
+            return Ok(format!("# no attestation: {}\n", e.replace('\n', " ")));
+        }
+    };
+    let Some(out) = out else {
+        anyhow::bail!(
+            "the card attests this key: give --attestation-out FILE (or --append) to keep the attestation"
+        );
+    };
+    let pem = format!("{}{}", pem_block(leaf), pem_block(f9));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(out, pem).with_context(|| format!("write {}", out.display()))?;
+    let named = keys_toml
+        .and_then(|k| k.parent())
+        .and_then(|d| out.strip_prefix(d).ok())
+        .unwrap_or(out);
+    eprintln!(
+        "wrote the attestation of YubiKey {} (firmware {}) slot {:02x} to {}",
+        a.serial,
+        a.firmware,
+        a.slot,
+        out.display()
+    );
+    Ok(format!(
+        "attestation = {}\n",
+        toml_str(&named.to_string_lossy())
+    ))
+}
+
+#[cfg(not(feature = "yubikey"))]
+fn attestation_line(
+    _uri: &triplicate_keys::spec::PivUri,
+    _out: Option<&std::path::Path>,
+    _keys_toml: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    Ok(String::new()) // opening a yubikey: key already failed in this build
+}
+
+#[cfg(feature = "yubikey")]
+fn pem_block(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 /// A TOML basic string.
