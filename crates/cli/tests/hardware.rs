@@ -13,19 +13,7 @@ use triplicate_core::{Decision, Submission, Timestamp};
 const BIN: &str = env!("CARGO_BIN_EXE_triplicate");
 
 fn hw(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) => Some(v),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set: in CI the hardware stand-ins must be up (scripts/test.sh runs ../shared/tools/hwtoken/up.sh)")
-        }
-        Err(_) => {
-            eprintln!(
-                "SKIPPED hardware CLI test: {var} is unset. Run ../shared/tools/hwtoken/up.sh DIR; \
-                 scripts/hwtoken-provision.sh DIR; source DIR/env; cargo test -p triplicate-cli --test hardware"
-            );
-            None
-        }
-    }
+    triplicate_keys::hwtoken::var(var, "cli hardware")
 }
 
 fn triplicate(args: &[&str]) -> Output {
@@ -69,16 +57,9 @@ fn piv() -> Option<(String, &'static str)> {
     }
 }
 
-fn card_lock() -> Option<std::fs::File> {
-    let pem = std::path::PathBuf::from(hw("HWTOKEN_PIV_9C_PUBKEY")?);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(pem.parent().unwrap().join("card.lock"))
-        .unwrap();
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
-    Some(f)
+/// Holds the emulated card for the test (other test binaries use it too).
+fn card_lock() -> Option<triplicate_keys::hwtoken::CardLock> {
+    triplicate_keys::hwtoken::card_lock("cli hardware")
 }
 
 #[test]

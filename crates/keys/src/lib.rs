@@ -32,6 +32,8 @@ pub mod piv;
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
+#[cfg(feature = "testkit")]
+pub mod hwtoken;
 
 pub use attest::{
     read_pem_certificates, Attestation, AttestationError, TrustedRoots, VerifiedAttestation,

@@ -11,11 +11,8 @@
 //! and spend at most one wrong PIN try, which the next correct PIN gives back.
 #![cfg(feature = "yubikey")]
 
-use std::env;
-use std::fs::{self, File};
-use std::io::{self, Write as _};
-use std::path::Path;
-use std::sync::{Arc, Mutex, Once};
+use std::io;
+use std::sync::{Arc, Mutex};
 
 use triplicate_keys::piv::read_attestation;
 use triplicate_keys::spec::PivUri;
@@ -27,44 +24,15 @@ use zeroize::Zeroizing;
 
 /// The card, held exclusively while the test runs.
 struct Card {
-    _lock: File,
+    _lock: triplicate_keys::hwtoken::CardLock,
     pin: String,
     key: PublicKey,
 }
 
 fn card() -> Option<Card> {
-    let Ok(pin) = env::var("HWTOKEN_PIV_PIN") else {
-        if env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "HWTOKEN_PIV_PIN is not set, but CI=true: the hardware-token stand-ins must be up \
-                 (../shared/tools/hwtoken/up.sh DIR; source DIR/env)"
-            );
-        }
-        static SAY_ONCE: Once = Once::new();
-        SAY_ONCE.call_once(|| {
-            // Straight to the process's stderr: libtest captures `eprintln!` of passing tests.
-            let _ = writeln!(
-                io::stderr(),
-                "!!!! hw_piv: SKIPPED, no PIV card: run ../shared/tools/hwtoken/up.sh DIR; source \
-                 DIR/env; cargo test -p triplicate-keys --features yubikey --test hw_piv !!!!"
-            );
-        });
-        return None;
-    };
-    let pem = env::var("HWTOKEN_PIV_9C_PUBKEY")
-        .unwrap_or_else(|_| panic!("HWTOKEN_PIV_PIN is set but HWTOKEN_PIV_9C_PUBKEY is not"));
-    let dir = Path::new(&pem)
-        .parent()
-        .unwrap_or_else(|| panic!("{pem} has no directory"));
-    let lock = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join("card.lock"))
-        .unwrap_or_else(|e| panic!("open {}/card.lock: {e}", dir.display()));
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .unwrap_or_else(|e| panic!("lock {}/card.lock: {e}", dir.display()));
+    let pin = triplicate_keys::hwtoken::var("HWTOKEN_PIV_PIN", "hw_piv")?;
+    let pem = triplicate_keys::hwtoken::var("HWTOKEN_PIV_9C_PUBKEY", "hw_piv")?;
+    let lock = triplicate_keys::hwtoken::card_lock("hw_piv")?;
     let key = VerifierKey::parse_or_read(&pem)
         .unwrap_or_else(|e| panic!("read {pem}: {e}"))
         .key;

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use triplicate_keys::{
@@ -12,22 +11,8 @@ use triplicate_keys::{
 };
 use zeroize::Zeroizing;
 
-/// The stand-ins' settings, or `None` (with one loud line) when they are not up. In CI they
-/// must be: the suite fails rather than skip.
 fn hw(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) => Some(v),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set: in CI the hardware stand-ins must be up (scripts/test.sh runs ../shared/tools/hwtoken/up.sh)")
-        }
-        Err(_) => {
-            eprintln!(
-                "SKIPPED hardware-signer test: {var} is unset. Run ../shared/tools/hwtoken/up.sh DIR; \
-                 source DIR/env; cargo test -p triplicate-keys --test hw_pkcs11 (scripts/test.sh does this)"
-            );
-            None
-        }
-    }
+    triplicate_keys::hwtoken::var(var, "hw_pkcs11")
 }
 
 fn softhsm(id: &str, pin: &str) -> Option<String> {
@@ -57,20 +42,8 @@ fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
 }
 
 /// Serialises tests that touch the one emulated PIV card, across test binaries too.
-struct CardLock(#[allow(dead_code)] fs::File);
-
-fn card_lock() -> Option<CardLock> {
-    let pem = PathBuf::from(hw("HWTOKEN_PIV_9C_PUBKEY")?);
-    let path = pem.parent().unwrap_or(&pem).join("card.lock");
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-        .unwrap_or_else(|e| panic!("flock {}: {e}", path.display()));
-    Some(CardLock(f))
+fn card_lock() -> Option<triplicate_keys::hwtoken::CardLock> {
+    triplicate_keys::hwtoken::card_lock("hw_pkcs11")
 }
 
 #[test]

@@ -23,19 +23,7 @@ const AUDITOR: &str = "tpl_hw_auditor";
 const SUBMITTER: &str = "tpl_hw_submitter";
 
 fn hw(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) => Some(v),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set: in CI the hardware stand-ins must be up (scripts/test.sh runs ../shared/tools/hwtoken/up.sh)")
-        }
-        Err(_) => {
-            eprintln!(
-                "SKIPPED hardware end-to-end test: {var} is unset. Run ../shared/tools/hwtoken/up.sh DIR; \
-                 scripts/hwtoken-provision.sh DIR; source DIR/env; cargo test -p triplicate-server --test hardware"
-            );
-            None
-        }
-    }
+    triplicate_keys::hwtoken::var(var, "server hardware")
 }
 
 fn open(uri: &str, name: &str) -> Arc<dyn Signer> {
@@ -57,16 +45,8 @@ fn piv_uri(pin: &str) -> Option<String> {
 }
 
 /// Holds the emulated card for the test (other test binaries use it too).
-fn card_lock() -> Option<std::fs::File> {
-    let pem = std::path::PathBuf::from(hw("HWTOKEN_PIV_9C_PUBKEY")?);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(pem.parent().unwrap().join("card.lock"))
-        .unwrap();
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
-    Some(f)
+fn card_lock() -> Option<triplicate_keys::hwtoken::CardLock> {
+    triplicate_keys::hwtoken::card_lock("server hardware")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
