@@ -124,6 +124,15 @@ fn perfect_root(hashes: &[Hash]) -> Hash {
 /// Runs the check. `verifier_key` defaults to the key pinned in `notary.vkey`; pass the key you
 /// trust from elsewhere to check the checkpoint against it instead.
 pub fn fsck(dir: &Path, verifier_key: Option<&str>) -> Result<FsckReport, FsckError> {
+    check(dir, verifier_key, true)
+}
+
+/// The check; a backup snapshot has no WAL (`with_wal` false).
+pub(crate) fn check(
+    dir: &Path,
+    verifier_key: Option<&str>,
+    with_wal: bool,
+) -> Result<FsckReport, FsckError> {
     let vkey = match verifier_key {
         Some(v) => v.trim().to_owned(),
         None => {
@@ -327,6 +336,17 @@ pub fn fsck(dir: &Path, verifier_key: Option<&str>) -> Result<FsckReport, FsckEr
     debug_assert_eq!(hashes_checked, stored_hash_count(size));
 
     let wal_path = dir.join(layout::WAL);
+    if !with_wal {
+        return Ok(FsckReport {
+            origin: cp.origin,
+            size,
+            root,
+            bundles_checked,
+            tiles_checked,
+            hashes_checked,
+            wal_pending: 0,
+        });
+    }
     let wal_pending = match wal::Wal::read(&wal_path) {
         Ok(c) => {
             let end = c.base_size

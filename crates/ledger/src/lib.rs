@@ -9,6 +9,7 @@
 //! verification parses a record, through `triplicate-core`), the other two stores, HTTP,
 //! async runtimes, or how the notary key is held (it is a `triplicate_keys::Signer`).
 
+pub mod backup;
 pub mod bound;
 pub mod bundle;
 pub mod checkpoint;
