@@ -1,0 +1,451 @@
+//! Checking a backup, and restoring it into empty stores.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use triplicate_core::digest::leaf_hash;
+use triplicate_core::{Hash, Record};
+use triplicate_keys::VerifierKey;
+use triplicate_ledger::{EmbeddedLedger, Ledger};
+use triplicate_projection::{Projection, ReportStore};
+use triplicate_stream::EventStream;
+use uuid::Uuid;
+
+use crate::export::{EventLine, ReportLine};
+use crate::fill::{fill_projection, fill_stream, FillOutcome};
+use crate::layout::{LEDGER_DIR, PROJECTION_RECORDS, PROJECTION_REPORTS, STREAM_EVENTS};
+use crate::manifest::{Manifest, SignedManifest, MANIFEST_FILE, MANIFEST_FORMAT};
+use crate::RecoveryError;
+
+/// Most seqs listed in a summary of disagreements (the counts are always complete).
+const LIST_CAP: usize = 100;
+
+/// How an export compared with the verified ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportCheck {
+    /// Entries that are exactly the ledger's record at their seq.
+    pub agreeing: u64,
+    /// Entries that differ from the ledger's record at their seq, or repeat a seq (the first
+    /// [`LIST_CAP`] seqs).
+    pub differing: Vec<u64>,
+    pub differing_count: u64,
+    /// Seqs below the tree size the export lacks (counted).
+    pub missing: u64,
+}
+
+impl ExportCheck {
+    fn differs(&mut self, seq: u64) {
+        self.differing_count += 1;
+        if self.differing.len() < LIST_CAP {
+            self.differing.push(seq);
+        }
+    }
+}
+
+/// A backup that passed every check, ready to restore.
+#[derive(Debug, Clone)]
+pub struct VerifiedBackup {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub stream: ExportCheck,
+    pub projection: ExportCheck,
+    /// The reports, checked (digest, body), oldest first.
+    pub reports: Vec<ReportLine>,
+    /// Reports whose digest the ledger's audit record at their `audit_seq` does not confirm.
+    pub reports_unconfirmed: Vec<Uuid>,
+}
+
+fn safe_rel(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.starts_with('/')
+        && !rel.contains('\\')
+        && rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+fn read_leaves(ledger: &EmbeddedLedger, size: u64) -> Result<Vec<Hash>, RecoveryError> {
+    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut s = 0u64;
+    while s < size {
+        let e = (s + 65_536).min(size);
+        out.extend(ledger.leaf_hashes(s, e)?);
+        s = e;
+    }
+    Ok(out)
+}
+
+fn check_export_lines(
+    path: &Path,
+    leaves: &[Hash],
+    mut each: impl FnMut(&str) -> Result<(u64, Hash), String>,
+) -> Result<ExportCheck, RecoveryError> {
+    let f = std::fs::File::open(path).map_err(RecoveryError::io("open export", path))?;
+    let mut check = ExportCheck::default();
+    let mut seen = vec![false; leaves.len()];
+    for (n, line) in BufReader::with_capacity(1 << 20, f).lines().enumerate() {
+        let line = line.map_err(RecoveryError::io("read export", path))?;
+        let (seq, got) = each(&line)
+            .map_err(|reason| RecoveryError::refused(path, format!("line {}: {reason}", n + 1)))?;
+        let Some(idx) = usize::try_from(seq).ok().filter(|&i| i < leaves.len()) else {
+            return Err(RecoveryError::refused(
+                path,
+                format!(
+                    "line {}: seq {seq} is past the ledger snapshot's {} entries",
+                    n + 1,
+                    leaves.len()
+                ),
+            ));
+        };
+        if seen[idx] || leaves[idx] != got {
+            check.differs(seq);
+        } else {
+            check.agreeing += 1;
+        }
+        seen[idx] = true;
+    }
+    check.missing = seen.iter().filter(|s| !**s).count() as u64;
+    Ok(check)
+}
+
+/// Checks a backup directory against the notary key the caller trusts, without writing
+/// anything anywhere:
+///
+/// 1. `manifest.json` parses, has this format, and its signature verifies with `trusted`
+///    (never with a key the backup carries);
+/// 2. every file it lists is a plain relative path, present, of the listed length and SHA-256;
+/// 3. the ledger snapshot re-derives, from its entry bundles, every tile, the stored-hash index
+///    and a root equal to the signed checkpoint's, which must verify with `trusted` and be the
+///    manifest's checkpoint, size and root;
+/// 4. each stream event and projection record is compared with the ledger's entry at its seq
+///    (counted: a store that was damaged when the backup was taken is a fact the backup
+///    records, not a fault of the backup), and each report's body re-derives its digest, which
+///    the ledger's audit record at its `audit_seq` should confirm.
+///
+/// Any failure of 1–3, or an export that cannot be parsed, is [`RecoveryError::Refused`]
+/// naming the file and the reason.
+pub async fn verify_backup(
+    dir: &Path,
+    trusted: &VerifierKey,
+) -> Result<VerifiedBackup, RecoveryError> {
+    let dir = dir.to_path_buf();
+    let trusted = trusted.clone();
+    tokio::task::spawn_blocking(move || verify_blocking(&dir, &trusted))
+        .await
+        .map_err(|e| RecoveryError::Task(e.to_string()))?
+}
+
+fn verify_blocking(dir: &Path, trusted: &VerifierKey) -> Result<VerifiedBackup, RecoveryError> {
+    let mpath = dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&mpath).map_err(|e| {
+        RecoveryError::refused(
+            &mpath,
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "missing: not a backup, or one that did not finish".to_owned()
+            } else {
+                e.to_string()
+            },
+        )
+    })?;
+    let signed = SignedManifest::parse(&bytes).map_err(|r| RecoveryError::refused(&mpath, r))?;
+    signed
+        .verify(trusted)
+        .map_err(|r| RecoveryError::refused(&mpath, r))?;
+    let m = signed.manifest;
+    if m.format != MANIFEST_FORMAT {
+        return Err(RecoveryError::refused(
+            &mpath,
+            format!(
+                "format {:?}, this version reads {MANIFEST_FORMAT:?}",
+                m.format
+            ),
+        ));
+    }
+    for f in &m.files {
+        if !safe_rel(&f.path) {
+            return Err(RecoveryError::refused(
+                &mpath,
+                format!("lists {:?}, which is not a plain relative path", f.path),
+            ));
+        }
+        let p = dir.join(&f.path);
+        let (digest, len) = triplicate_ledger::backup::file_digest(&p)
+            .map_err(|e| RecoveryError::refused(&p, e.to_string()))?;
+        if len != f.bytes || hex::encode(digest) != f.sha256 {
+            return Err(RecoveryError::refused(
+                &p,
+                format!(
+                    "SHA-256 {} ({len} bytes) but the manifest says {} ({} bytes)",
+                    hex::encode(digest),
+                    f.sha256,
+                    f.bytes
+                ),
+            ));
+        }
+    }
+    for needed in [STREAM_EVENTS, PROJECTION_RECORDS, PROJECTION_REPORTS] {
+        if !m.files.iter().any(|f| f.path == needed) {
+            return Err(RecoveryError::refused(
+                &mpath,
+                format!("does not list {needed}"),
+            ));
+        }
+    }
+    let vkey = trusted.note_string().map_err(|e| {
+        RecoveryError::refused(&mpath, format!("the trusted key cannot verify notes: {e}"))
+    })?;
+    let ldir = dir.join(LEDGER_DIR);
+    let report = triplicate_ledger::backup::verify_snapshot(&ldir, &vkey).map_err(|e| match e {
+        triplicate_ledger::fsck::FsckError::Unreadable { file, reason }
+        | triplicate_ledger::fsck::FsckError::Inconsistent { file, reason } => {
+            RecoveryError::refused(file, reason)
+        }
+        other => RecoveryError::refused(&ldir, other.to_string()),
+    })?;
+    let cp_path = ldir.join(triplicate_ledger::layout::CHECKPOINT);
+    let cp_text = std::fs::read_to_string(&cp_path)
+        .map_err(|e| RecoveryError::refused(&cp_path, e.to_string()))?;
+    if report.size != m.tree_size
+        || hex::encode(report.root) != m.root
+        || cp_text != m.checkpoint
+        || report.origin != m.origin
+    {
+        return Err(RecoveryError::refused(
+            &cp_path,
+            format!(
+                "the snapshot re-derives {} entries with root {} but the manifest says {} with {}",
+                report.size,
+                hex::encode(report.root),
+                m.tree_size,
+                m.root
+            ),
+        ));
+    }
+    let ledger_files: Vec<&str> = m
+        .files
+        .iter()
+        .filter_map(|f| f.path.strip_prefix("ledger/"))
+        .collect();
+    for needed in [
+        triplicate_ledger::layout::CHECKPOINT,
+        triplicate_ledger::layout::HASHES,
+    ] {
+        if !ledger_files.contains(&needed) {
+            return Err(RecoveryError::refused(
+                &mpath,
+                format!("does not list ledger/{needed}"),
+            ));
+        }
+    }
+
+    let ledger = EmbeddedLedger::open_read_only(&ldir, Some(&vkey))
+        .map_err(|e| RecoveryError::refused(&ldir, e.to_string()))?;
+    let leaves = read_leaves(&ledger, m.tree_size)?;
+
+    let stream = check_export_lines(&dir.join(STREAM_EVENTS), &leaves, |line| {
+        let e: EventLine = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let h = leaf_hash(e.data.as_bytes());
+        // The event's own leaf hash must be its data's; otherwise the event differs.
+        let declared = hex::decode(&e.leaf_hash).map_err(|e| e.to_string())?;
+        Ok((e.seq, if declared == h { h } else { [0u8; 32] }))
+    })?;
+    let projection = check_export_lines(&dir.join(PROJECTION_RECORDS), &leaves, |line| {
+        let r = Record::from_canonical_bytes(line.as_bytes()).map_err(|e| e.to_string())?;
+        Ok((r.seq, leaf_hash(line.as_bytes())))
+    })?;
+
+    let rpath = dir.join(PROJECTION_REPORTS);
+    let f =
+        std::fs::File::open(&rpath).map_err(|e| RecoveryError::refused(&rpath, e.to_string()))?;
+    let mut reports = Vec::new();
+    let mut unconfirmed = Vec::new();
+    for (n, line) in BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(RecoveryError::io("read export", &rpath))?;
+        let bad = |r: String| RecoveryError::refused(&rpath, format!("line {}: {r}", n + 1));
+        let r: ReportLine = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        let digest = triplicate_verifier::body_digest(r.body.as_bytes());
+        if hex::encode(digest) != r.digest {
+            return Err(bad(format!(
+                "report {}: its body's digest is {} but the line says {}",
+                r.run_id,
+                hex::encode(digest),
+                r.digest
+            )));
+        }
+        let confirmed = r.audit_seq.filter(|s| *s < m.tree_size).is_some_and(|s| {
+            ledger
+                .entry(s)
+                .ok()
+                .and_then(|b| Record::from_canonical_bytes(&b).ok())
+                .and_then(|rec| triplicate_verifier::audited_digest(&rec.decision))
+                == Some(digest)
+        });
+        if !confirmed {
+            unconfirmed.push(r.run_id);
+        }
+        reports.push(r);
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        tree_size = m.tree_size,
+        stream_agreeing = stream.agreeing,
+        stream_differing = stream.differing_count,
+        projection_agreeing = projection.agreeing,
+        projection_differing = projection.differing_count,
+        reports = reports.len(),
+        "backup verified"
+    );
+    Ok(VerifiedBackup {
+        dir: dir.to_path_buf(),
+        manifest: m,
+        stream,
+        projection,
+        reports,
+        reports_unconfirmed: unconfirmed,
+    })
+}
+
+/// Where a restore writes: the ledger directory (absent or empty) and the two stores (empty),
+/// already opened by the caller.
+pub struct RestoreTargets<'a, S, P> {
+    pub ledger_dir: &'a Path,
+    pub stream: &'a S,
+    pub projection: &'a P,
+}
+
+impl<S, P> std::fmt::Debug for RestoreTargets<'_, S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreTargets")
+            .field("ledger_dir", &self.ledger_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    pub tree_size: u64,
+    pub root: String,
+    pub stream: FillOutcome,
+    pub projection: FillOutcome,
+    pub reports: u64,
+    pub reviews: u64,
+    pub elapsed: Duration,
+}
+
+/// Restores a verified backup into empty targets: refuses ([`RecoveryError::TargetNotEmpty`],
+/// nothing written) when the ledger directory holds anything, the stream or the projection a
+/// record, or the projection a report; then installs the ledger snapshot (atomically), fills
+/// the stream and the projection from it through their ordinary append and apply (so every
+/// record they get is the ledger's, whatever the exports held: [`VerifiedBackup`] says how the
+/// exports compared), and stores the reports and reviews.
+pub async fn restore<S, P>(
+    backup: &VerifiedBackup,
+    targets: RestoreTargets<'_, S, P>,
+    trusted: &VerifierKey,
+) -> Result<RestoreOutcome, RecoveryError>
+where
+    S: EventStream,
+    P: Projection + ReportStore,
+{
+    let started = Instant::now();
+    let ldir = targets.ledger_dir;
+    if let Ok(mut entries) = std::fs::read_dir(ldir) {
+        if entries.next().is_some() {
+            return Err(RecoveryError::TargetNotEmpty {
+                path: ldir.to_path_buf(),
+                reason: "the ledger directory is not empty".into(),
+            });
+        }
+    }
+    if let Some(h) = targets.stream.highest_seq().await? {
+        return Err(RecoveryError::TargetNotEmpty {
+            path: ldir.parent().unwrap_or(ldir).to_path_buf(),
+            reason: format!("the stream holds records up to seq {h}"),
+        });
+    }
+    if let Some(h) = targets.projection.highest_seq().await? {
+        return Err(RecoveryError::TargetNotEmpty {
+            path: ldir.parent().unwrap_or(ldir).to_path_buf(),
+            reason: format!("the projection holds records up to seq {h}"),
+        });
+    }
+    if !targets.projection.reports(None, 1).await?.is_empty() {
+        return Err(RecoveryError::TargetNotEmpty {
+            path: ldir.parent().unwrap_or(ldir).to_path_buf(),
+            reason: "the projection holds verification reports".into(),
+        });
+    }
+
+    let m = &backup.manifest;
+    let files: Vec<String> = m
+        .files
+        .iter()
+        .filter_map(|f| f.path.strip_prefix("ledger/").map(str::to_owned))
+        .collect();
+    let vkey = trusted
+        .note_string()
+        .map_err(|e| RecoveryError::Notary(e.to_string()))?;
+    let ledger: Arc<dyn Ledger> = {
+        let src = backup.dir.join(LEDGER_DIR);
+        let dst = ldir.to_path_buf();
+        let size = m.tree_size;
+        let vkey = vkey.clone();
+        tokio::task::spawn_blocking(move || -> Result<EmbeddedLedger, RecoveryError> {
+            triplicate_ledger::backup::install_snapshot(&src, &files, size, &dst)?;
+            Ok(EmbeddedLedger::open_read_only(&dst, Some(&vkey))?)
+        })
+        .await
+        .map_err(|e| RecoveryError::Task(e.to_string()))?
+        .map(Arc::new)?
+    };
+    let (stream, projection) = tokio::join!(
+        fill_stream(ledger.clone(), targets.stream, m.tree_size),
+        fill_projection(ledger.clone(), targets.projection, m.tree_size),
+    );
+    let (stream, projection) = (stream?, projection?);
+
+    let mut reviews = 0u64;
+    for r in &backup.reports {
+        let report: triplicate_verifier::Report =
+            serde_json::from_str(&r.body).map_err(|e| RecoveryError::Damaged {
+                store: "backup",
+                reason: format!("report {}: {e}", r.run_id),
+            })?;
+        let mut stored = triplicate_verifier::to_stored(&report, r.audit_seq).map_err(|e| {
+            RecoveryError::Damaged {
+                store: "backup",
+                reason: format!("report {}: {e}", r.run_id),
+            }
+        })?;
+        // The body exactly as it was stored (its digest was checked against it).
+        stored.body = r.body.clone().into_bytes();
+        stored.digest = triplicate_verifier::body_digest(&stored.body);
+        targets.projection.store_report(stored).await?;
+        for review in &r.reviews {
+            let row = review.to_row().map_err(|reason| RecoveryError::Damaged {
+                store: "backup",
+                reason,
+            })?;
+            targets.projection.record_review(row).await?;
+            reviews += 1;
+        }
+    }
+    let outcome = RestoreOutcome {
+        tree_size: m.tree_size,
+        root: m.root.clone(),
+        stream,
+        projection,
+        reports: backup.reports.len() as u64,
+        reviews,
+        elapsed: started.elapsed(),
+    };
+    tracing::info!(
+        tree_size = outcome.tree_size,
+        reports = outcome.reports,
+        "restore finished"
+    );
+    Ok(outcome)
+}
