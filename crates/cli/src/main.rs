@@ -23,6 +23,7 @@ mod hwkey;
 mod keys_cmd;
 mod ledger_cmd;
 mod logging;
+mod recovery_cmd;
 mod sample;
 mod serve_cmd;
 mod sign_cmd;
@@ -82,6 +83,12 @@ enum Command {
     /// signatures, consistency with the last checkpoint seen, random entries re-hashed and proved
     /// included; metrics and alerts on failure.
     Audit(audit_cmd::AuditArgs),
+    /// Back up the three stores into a directory: the ledger's tiles (incrementally), the
+    /// stream and projection exports, and a manifest the notary signs.
+    Backup(recovery_cmd::BackupArgs),
+    /// Restore a backup into empty stores, after checking its signature, every file's digest and
+    /// the ledger's root against its signed checkpoint. Exit 1: the backup failed a check.
+    Restore(recovery_cmd::RestoreArgs),
 }
 
 /// The embedded defaults' data directory.
@@ -112,6 +119,8 @@ fn main() -> ExitCode {
         Command::Crosscheck(c) => crosscheck_cmd::run(c),
         Command::Admin(c) => admin_cmd::run(c),
         Command::Audit(a) => audit_cmd::run(a),
+        Command::Backup(a) => recovery_cmd::run_backup(a),
+        Command::Restore(a) => recovery_cmd::run_restore(a),
     };
     match result {
         Ok(code) => code,

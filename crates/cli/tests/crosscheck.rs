@@ -5,26 +5,10 @@
 
 mod common;
 
-use std::process::Command;
-
 use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
 use triplicate_server::{ServeConfig, ServiceOptions};
 
-const BIN: &str = env!("CARGO_BIN_EXE_triplicate");
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("TRIPLICATE_TOKEN")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::cli;
 
 /// Submits `n` decisions approved by two development approvers and waits for the stores.
 async fn populate(r: &triplicate_server::Running, n: usize) {

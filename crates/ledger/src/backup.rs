@@ -188,6 +188,11 @@ fn copy_hashes(src: &Path, dst: &Path, need: u64) -> Result<bool, LedgerError> {
         Err(_) => 0,
     };
     if have == need {
+        if !dst.exists() {
+            // An empty tree has an empty index, which must still be there.
+            File::create(dst).map_err(io("create backup hash index", dst))?;
+            return Ok(true);
+        }
         return Ok(false);
     }
     let mut from = File::open(src).map_err(io("open hash index", src))?;

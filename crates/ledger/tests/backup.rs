@@ -162,3 +162,20 @@ fn damaged_live_files_are_repaired_from_a_snapshot() {
     let l = EmbeddedLedger::open(LedgerConfig::new(&live, ORIGIN), signer).unwrap();
     assert_eq!(l.tree_size(), 900);
 }
+
+#[test]
+fn an_empty_ledger_snapshots_and_installs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live");
+    let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate("backup-notary"));
+    let l = EmbeddedLedger::open(LedgerConfig::new(&live, ORIGIN), signer.clone()).unwrap();
+    let snap = copy_snapshot(&live, &tmp.path().join("snap"), &vkey(&signer)).unwrap();
+    assert_eq!(snap.size, 0);
+    let names: Vec<String> = snap.files.iter().map(|f| f.path.clone()).collect();
+    assert_eq!(names, vec!["checkpoint", "hashes", "notary.vkey"]);
+    drop(l);
+    let target = tmp.path().join("t");
+    install_snapshot(&tmp.path().join("snap"), &names, 0, &target).unwrap();
+    let r = EmbeddedLedger::open(LedgerConfig::new(&target, ORIGIN), signer).unwrap();
+    assert_eq!(r.tree_size(), 0);
+}

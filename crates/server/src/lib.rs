@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod recovery;
 pub mod service;
 pub mod setup;
 pub mod stores;
@@ -113,7 +114,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartFailure> {
 
 /// Opens the notary signer `[notary]` names (a blocking call for hardware keys: module load,
 /// login), and refuses keys that cannot sign checkpoints.
-async fn open_notary(
+pub(crate) async fn open_notary(
     config: &config::NotaryConfig,
 ) -> Result<std::sync::Arc<dyn triplicate_keys::Signer>, StartFailure> {
     let spec = config.spec().map_err(StartFailure::Config)?;

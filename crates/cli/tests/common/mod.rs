@@ -57,3 +57,20 @@ pub async fn submit(r: &triplicate_server::Running, n: usize, title: &str) {
         assert_eq!(resp.status().as_u16(), 201);
     }
 }
+
+/// Runs the `triplicate` binary with `args` (warnings only in its log, no token or PostgreSQL
+/// URL from the environment): exit code, stdout, stderr.
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triplicate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("TRIPLICATE_TOKEN")
+        .env_remove("TRIPLICATE_POSTGRES_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

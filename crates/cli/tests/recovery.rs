@@ -1,0 +1,126 @@
+//! `triplicate backup` and `triplicate restore` as operators run them: exit codes, what they
+//! print, and a target left untouched when a backup is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use serde_json::Value;
+use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
+use triplicate_server::{ServeConfig, ServiceOptions};
+
+use common::cli;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(name));
+        } else {
+            std::fs::copy(&p, to.join(name)).unwrap();
+        }
+    }
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn backup_then_restore_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let r = triplicate_server::start(ServeConfig {
+            data_dir: a.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            projection: ProjectionChoice::Sqlite,
+            origin: DEV_ORIGIN.into(),
+            options: ServiceOptions::default(),
+        })
+        .await
+        .unwrap();
+        common::submit(&r, 12, "Adopt motion").await;
+        r.stop().await.unwrap();
+    });
+    let a_s = a.to_str().unwrap();
+    let out = tmp.path().join("backup");
+    let out_s = out.to_str().unwrap();
+
+    let (code, stdout, stderr) = cli(&["backup", "--data-dir", a_s, "--out", out_s, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["tree_size"], 12);
+    assert_eq!(v["stream_events"], 12);
+    assert_eq!(v["projection_records"], 12);
+    // Again: nothing new in the ledger, so no full tile or bundle is copied again.
+    let (code, stdout, stderr) = cli(&["backup", "--data-dir", a_s, "--out", out_s]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Backup of 12 records"), "{stdout}");
+
+    // Into a fresh data directory holding the deployment's keys.
+    let b = tmp.path().join("b");
+    copy_dir(&a.join("keys"), &b.join("keys"));
+    let b_s = b.to_str().unwrap();
+    let (code, stdout, stderr) = cli(&["restore", "--from", out_s, "--data-dir", b_s, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["tree_size"], 12);
+    assert_eq!(v["projection"]["written"], 12);
+    assert_eq!(v["stream"]["export_agreeing"], 12);
+    // Not empty any more: refused (2) unless forced.
+    let (code, _, stderr) = cli(&["restore", "--from", out_s, "--data-dir", b_s]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("not empty") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = cli(&["restore", "--from", out_s, "--data-dir", b_s, "--force"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("moved to"), "{stdout}");
+    let (code, stdout, stderr) = cli(&["ledger", "fsck", "--data-dir", b_s]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // A damaged backup: exit 1, naming the file, the target untouched.
+    let c = tmp.path().join("c");
+    copy_dir(&a.join("keys"), &c.join("keys"));
+    let before = listing(&c);
+    let bundle = out.join("ledger/tile/entries/000.p/12");
+    let mut d = std::fs::read(&bundle).unwrap();
+    d[5] ^= 1;
+    std::fs::write(&bundle, d).unwrap();
+    let c_s = c.to_str().unwrap();
+    let (code, stdout, stderr) = cli(&["restore", "--from", out_s, "--data-dir", c_s, "--json"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("tile/entries/000.p/12"), "{stderr}");
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert_eq!(listing(&c), before);
+
+    // Another deployment's notary: the manifest's signature is refused.
+    let d_dir = tmp.path().join("d");
+    triplicate_server::setup::dev_setup(&d_dir).unwrap();
+    let before = listing(&d_dir);
+    let (code, _, stderr) = cli(&[
+        "restore",
+        "--from",
+        out_s,
+        "--data-dir",
+        d_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("manifest.json") && stderr.contains("trusted notary key"),
+        "{stderr}"
+    );
+    assert_eq!(listing(&d_dir), before);
+}
