@@ -33,3 +33,16 @@ pub use timestamp::{Timestamp, TimestampError};
 /// refuses submissions of this kind, and the verifier accepts exactly one approval, the
 /// notary's, on records of this kind (DESIGN.md, Cross-verifier, step 4).
 pub const AUDIT_KIND: &str = "verification";
+
+/// The decision kind of a recovery drill's audit record: one per drill, carrying the drill
+/// report's digest, approved by the notary key alone. Reserved like [`AUDIT_KIND`].
+pub const DRILL_KIND: &str = "drill";
+
+/// The kinds only the service itself records, approved by its notary key alone
+/// ([`AUDIT_KIND`], [`DRILL_KIND`]).
+pub const SERVICE_KINDS: [&str; 2] = [AUDIT_KIND, DRILL_KIND];
+
+/// Whether `kind` is one only the service records.
+pub fn is_service_kind(kind: &str) -> bool {
+    SERVICE_KINDS.contains(&kind)
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use triplicate_core::digest::leaf_hash;
-use triplicate_core::{Hash, Record, Timestamp, AUDIT_KIND};
+use triplicate_core::{Hash, Record, Timestamp};
 use triplicate_keys::{verify_many, VerifyItem};
 use triplicate_ledger::Ledger;
 use triplicate_projection::{Projection, Rederived, RederivedRecord};
@@ -945,7 +945,7 @@ fn reverify(ctx: &Ctx, lo: u64, entries: &[Vec<u8>], findings: &mut Vec<Discrepa
             sigs.push(&r.notary.signature);
         }
         let digest = r.decision.digest();
-        if r.decision.kind == AUDIT_KIND {
+        if triplicate_core::is_service_kind(&r.decision.kind) {
             // The service's own audit record: approved by the notary key alone, no quorum.
             match r.approvals.as_slice() {
                 [a] if a.key_id == notary_id && a.alg == notary.alg() => {
@@ -966,8 +966,9 @@ fn reverify(ctx: &Ctx, lo: u64, entries: &[Vec<u8>], findings: &mut Vec<Discrepa
                 _ => findings.push(bad(
                     Kind::BadApproval,
                     format!(
-                        "record {seq} is an audit record ({AUDIT_KIND}) but is not approved by \
-                         the notary key {notary_id} alone"
+                        "record {seq} is an audit record ({}) but is not approved by \
+                         the notary key {notary_id} alone",
+                        r.decision.kind
                     ),
                 )),
             }

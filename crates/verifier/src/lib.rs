@@ -49,7 +49,10 @@ pub use compare::{verify_range, RangeFindings, RangeOptions, Stores, DEFAULT_BAT
 pub use error::VerifyError;
 pub use ledger_check::{check_checkpoint, fsck_finding, CheckpointRef, CompactRange};
 pub use model::{Class, Counts, Discrepancy, Kind, Store};
-pub use policy::{parse_duration, CronSchedule, VerificationPolicy, Webhook, VERIFICATION_FILE};
+pub use policy::{
+    parse_duration, CronSchedule, DrillSchedule, VerificationPolicy, Webhook, DRILL_SCENARIOS,
+    VERIFICATION_FILE,
+};
 pub use repair::{
     apply_approved, apply_repairs, plan_repairs, ActionStatus, ApplySummary, Authority, Operation,
     RepairAction,

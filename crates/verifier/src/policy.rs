@@ -63,6 +63,29 @@ pub struct VerificationPolicy {
     pub reverify_signatures: bool,
     /// Where alerts are posted.
     pub webhooks: Vec<Webhook>,
+    /// Scheduled recovery drills (`[drills.<scenario>]`), in scenario order.
+    pub drills: Vec<DrillSchedule>,
+}
+
+/// The recovery drill scenarios (`triplicate drill run --scenario`), as `[drills.<name>]`
+/// tables name them.
+pub const DRILL_SCENARIOS: [&str; 5] = [
+    "lose-projection",
+    "lose-stream",
+    "corrupt-ledger",
+    "restore-all",
+    "store-outage",
+];
+
+/// One scheduled drill scenario: when it runs, and how long it may go without a passed drill
+/// before the alert rules say so (`triplicate_drill_window_seconds`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DrillSchedule {
+    /// One of [`DRILL_SCENARIOS`].
+    pub scenario: String,
+    pub schedule: CronSchedule,
+    pub window: Duration,
 }
 
 impl Default for VerificationPolicy {
@@ -85,6 +108,7 @@ impl Default for VerificationPolicy {
             rolling_window: 1_000,
             reverify_signatures: false,
             webhooks: Vec::new(),
+            drills: Vec::new(),
         }
     }
 }
@@ -151,6 +175,7 @@ impl VerificationPolicy {
                 "repair",
                 "schedule",
                 "webhook",
+                "drills",
             ],
         );
         if let Some(v) = get(root, "grace_period") {
@@ -231,6 +256,44 @@ impl VerificationPolicy {
                 ),
             }
         }
+        if let Some(t) = get(root, "drills").and_then(|v| doc.table("[drills]", v)) {
+            doc.deny_unknown(t, "[drills]", &DRILL_SCENARIOS);
+            for name in DRILL_SCENARIOS {
+                let Some(v) = get(t, name) else { continue };
+                let table = format!("[drills.{name}]");
+                let Some(d) = doc.table(&table, v) else {
+                    continue;
+                };
+                doc.deny_unknown(d, &table, &["schedule", "window"]);
+                let schedule = match get(d, "schedule") {
+                    Some(v) => doc.cron("schedule", v),
+                    None => {
+                        doc.at(v.span(), format!("{table} needs a `schedule` (cron)"));
+                        None
+                    }
+                };
+                let window = match get(d, "window") {
+                    Some(v) => doc.duration("window", v),
+                    None => {
+                        doc.at(
+                            v.span(),
+                            format!(
+                                "{table} needs a `window`: how long it may go without a passed \
+                                 drill (e.g. \"8d\")"
+                            ),
+                        );
+                        None
+                    }
+                };
+                if let (Some(schedule), Some(window)) = (schedule, window) {
+                    p.drills.push(DrillSchedule {
+                        scenario: name.to_owned(),
+                        schedule,
+                        window,
+                    });
+                }
+            }
+        }
         let problems = doc.into_problems();
         if problems.is_empty() {
             Ok(p)
@@ -308,7 +371,17 @@ impl FromStr for CronSchedule {
     fn from_str(s: &str) -> Result<CronSchedule, String> {
         let fields = s.split_whitespace().count();
         let normalised = match fields {
-            5 => format!("0 {}", s.trim()),
+            5 => {
+                let f: Vec<&str> = s.split_whitespace().collect();
+                format!(
+                    "0 {} {} {} {} {}",
+                    f[0],
+                    f[1],
+                    f[2],
+                    f[3],
+                    classic_weekdays(f[4]).map_err(|e| format!("{s:?}: {e}"))?
+                )
+            }
             6 | 7 => s.trim().to_owned(),
             n => {
                 return Err(format!(
@@ -328,6 +401,50 @@ impl FromStr for CronSchedule {
             schedule,
         })
     }
+}
+
+/// The weekday field of a classic 5-field expression (0–7, 0 and 7 both Sunday) in the `cron`
+/// crate's numbering (1–7, 1 Sunday): each number in lists and ranges is moved up by one, 7
+/// becomes 1, and a range that ends at 7 is split (`5-7` is Friday to Sunday: `6-7,1`). Names
+/// (`MON-FRI`), `*`, `?` and step sizes (`*/2`) are left as written.
+fn classic_weekdays(field: &str) -> Result<String, String> {
+    let day = |t: &str| -> Result<Option<u32>, String> {
+        if t.chars().all(|c| c.is_ascii_digit()) && !t.is_empty() {
+            match t.parse::<u32>() {
+                Ok(n) if n <= 7 => Ok(Some(n)),
+                _ => Err(format!("weekday {t} is out of range 0-7")),
+            }
+        } else {
+            Ok(None)
+        }
+    };
+    let crate_day = |n: u32| if n == 7 { 1 } else { n + 1 };
+    let mut parts = Vec::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, st)) => (r, Some(st)),
+            None => (item, None),
+        };
+        let step = step.map(|st| format!("/{st}")).unwrap_or_default();
+        match range.split_once('-') {
+            Some((a, b)) => match (day(a)?, day(b)?) {
+                (Some(a), Some(7)) if a > 0 => {
+                    parts.push(format!("{}-7{step}", crate_day(a)));
+                    parts.push("1".to_owned());
+                }
+                (Some(_), Some(7)) => parts.push(format!("1-7{step}")),
+                (Some(a), Some(b)) => {
+                    parts.push(format!("{}-{}{step}", crate_day(a), crate_day(b)))
+                }
+                _ => parts.push(item.to_owned()),
+            },
+            None => match day(range)? {
+                Some(n) => parts.push(format!("{}{step}", crate_day(n))),
+                None => parts.push(item.to_owned()),
+            },
+        }
+    }
+    Ok(parts.join(","))
 }
 
 /// Parses `90s`, `5m`, `1h30m`, `2d`: whole numbers with units `s`, `m`, `h`, `d`.
@@ -651,6 +768,57 @@ mod tests {
             "2026-11-30T10:05:00Z"
         );
         assert!("* * *".parse::<CronSchedule>().is_err());
+        // Classic weekdays: 0 and 7 are Sunday, 1-5 Monday to Friday (the `cron` crate counts
+        // from 1 = Sunday; the 5-field form is translated).
+        let sunday: Timestamp = "2026-11-29T00:00:00Z".parse().unwrap();
+        let at = |e: &str, t: Timestamp| {
+            e.parse::<CronSchedule>()
+                .unwrap()
+                .next_after(t)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(at("0 3 * * 0", sunday), "2026-11-29T03:00:00Z");
+        assert_eq!(at("0 3 * * 7", sunday), "2026-11-29T03:00:00Z");
+        assert_eq!(at("0 3 * * 1", sunday), "2026-11-30T03:00:00Z");
+        assert_eq!(at("0 3 * * 1-5", sunday), "2026-11-30T03:00:00Z");
+        assert_eq!(at("0 3 * * 6", sunday), "2026-12-05T03:00:00Z");
+        assert_eq!(
+            at("0 3 * * 5-7", "2026-11-30T00:00:00Z".parse().unwrap()),
+            "2026-12-04T03:00:00Z"
+        );
+        assert_eq!(
+            at("0 3 * * 6,0", "2026-11-30T00:00:00Z".parse().unwrap()),
+            "2026-12-05T03:00:00Z"
+        );
+        assert_eq!(at("0 3 * * MON", sunday), "2026-11-30T03:00:00Z");
+        assert!("0 3 * * 8".parse::<CronSchedule>().is_err());
         assert!("61 * * * *".parse::<CronSchedule>().is_err());
+    }
+
+    #[test]
+    fn drill_schedules_parse_and_every_problem_is_named() {
+        let p = VerificationPolicy::from_toml(
+            "[drills.lose-projection]\nschedule = \"0 3 * * 0\"\nwindow = \"8d\"\n\
+             [drills.store-outage]\nschedule = \"0 0 4 1 * *\"\nwindow = \"40d\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.drills.len(), 2);
+        assert_eq!(p.drills[0].scenario, "lose-projection");
+        assert_eq!(p.drills[0].window, Duration::from_secs(8 * 86_400));
+        assert_eq!(p.drills[1].scenario, "store-outage");
+        assert!(VerificationPolicy::default().drills.is_empty());
+
+        let err = VerificationPolicy::from_toml(
+            "[drills.lose-everything]\nschedule = \"* * * * *\"\nwindow = \"1d\"\n\
+             [drills.lose-stream]\nwindow = \"1d\"\n\
+             [drills.corrupt-ledger]\nschedule = \"* * * * *\"\nwindow = \"soon\"\nextra = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lose-everything"), "{err}");
+        assert!(err.contains("needs a `schedule`"), "{err}");
+        assert!(err.contains("extra"), "{err}");
+        assert!(err.contains("window"), "{err}");
     }
 }
