@@ -74,6 +74,23 @@ pub enum ProjectionError {
     /// A review names an action that no stored report holds. Nothing was written.
     #[error("no stored verification report holds action {action_id}; only a stored action can be reviewed")]
     UnknownAction { action_id: uuid::Uuid },
+    /// A recovery drill's id is already stored with another digest (both lowercase hex).
+    /// Nothing was written.
+    #[error(
+        "drill {drill_id} is already stored with digest {stored}; this report has digest {offered}"
+    )]
+    DrillConflict {
+        drill_id: uuid::Uuid,
+        stored: String,
+        offered: String,
+    },
+    /// A recovery drill's report that cannot be stored as given (see [`crate::DrillStore`]).
+    /// Nothing was written.
+    #[error("drill report {drill_id} is invalid: {reason}")]
+    InvalidDrill {
+        drill_id: uuid::Uuid,
+        reason: String,
+    },
     /// Anything else the database reported.
     #[error("projection store failed to {what}: {reason}")]
     Storage { what: &'static str, reason: String },

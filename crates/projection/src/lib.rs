@@ -6,23 +6,27 @@
 //! (never from a stored copy); the readers' queries; the reconciler's repair entry point; the
 //! cross-verifier's reports and the auditors' reviews of proposed repairs ([`ReportStore`],
 //! tables `verification_reports`, `verification_discrepancies`, `verification_actions`,
-//! `verification_reviews`, append-only, each report's canonical JSON kept byte for byte); the
-//! PostgreSQL backend ([`PgProjection`], with the `triplicate_writer` / `triplicate_reader`
-//! roles and append-only triggers) and the embedded SQLite backend ([`SqliteProjection`],
-//! `<data-dir>/projection.db`); conformance suites for both traits and test fixtures (feature
-//! `testkit`).
+//! `verification_reviews`, append-only, each report's canonical JSON kept byte for byte);
+//! recovery drills' signed reports ([`DrillStore`], table `drill_reports`, append-only, each
+//! report's canonical JSON and the notary's signature kept byte for byte, and per scenario the
+//! newest and the newest passed drill, for the service's metrics); the PostgreSQL backend
+//! ([`PgProjection`], with the `triplicate_writer` / `triplicate_reader` roles and append-only
+//! triggers) and the embedded SQLite backend ([`SqliteProjection`], `<data-dir>/projection.db`);
+//! conformance suites for the first two traits and test fixtures (feature `testkit`).
 //!
 //! Must not know: the ledger or the event stream, HTTP, policies or signature verification (a
 //! record arrives here already verified and committed by the ledger; the projection checks
-//! only that its bytes are a canonical record), or how the verifier classifies what it finds
-//! (a report's classes, stores, kinds and statuses are the verifier's names, stored as given;
-//! its digest is the verifier's to compute). No SQL leaves this crate: callers speak records,
-//! seqs, filters, cursors and report rows.
+//! only that its bytes are a canonical record), how the verifier classifies what it finds (a
+//! report's classes, stores, kinds and statuses are the verifier's names, stored as given; its
+//! digest is the verifier's to compute), or what a drill's scenario means (a name, stored as
+//! given; a drill's digest and signature are the caller's to compute and check). No SQL leaves
+//! this crate: callers speak records, seqs, filters, cursors and report rows.
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
 #[cfg(feature = "testkit")]
 pub mod conformance_reports;
+pub mod drills;
 mod error;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fixtures;
@@ -44,6 +48,7 @@ use triplicate_core::digest::leaf_hash;
 use triplicate_core::{Hash, Record};
 use uuid::Uuid;
 
+pub use drills::{DrillStatus, DrillStore, DrillSummary, StoredDrill};
 pub use error::ProjectionError;
 pub use postgres::{PgOptions, PgProjection, PG_READER_ROLE, PG_WRITER_ROLE};
 pub use query::{Cursor, DecisionQuery, Page, TimeRange};

@@ -18,8 +18,11 @@
 //! blocking pool, on every core.
 //!
 //! The verifier's reports ([`crate::ReportStore`]) live in `postgres/reports.rs`: written with
-//! `COPY` as well, without the writer lock (they share no table with the records).
+//! `COPY` as well, without the writer lock (they share no table with the records). Recovery
+//! drills' reports ([`crate::DrillStore`]) live in `postgres/drills.rs`: one row each, one
+//! `INSERT`, no writer lock either.
 
+mod drills;
 mod reports;
 
 use std::str::FromStr;

@@ -251,7 +251,7 @@ fn no_nul(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn name(what: &str, s: &str) -> Result<(), String> {
+pub(crate) fn name(what: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err(format!("{what} is empty"));
     }
@@ -272,20 +272,20 @@ fn opt_text(what: &str, s: Option<&str>) -> Result<(), String> {
     }
 }
 
-fn fits(what: &str, v: u64) -> Result<(), String> {
+pub(crate) fn fits(what: &str, v: u64) -> Result<(), String> {
     if i64::try_from(v).is_err() {
         return Err(format!("{what} {v} does not fit a signed 64-bit column"));
     }
     Ok(())
 }
 
-fn opt_fits(what: &str, v: Option<u64>) -> Result<(), String> {
+pub(crate) fn opt_fits(what: &str, v: Option<u64>) -> Result<(), String> {
     v.map_or(Ok(()), |v| fits(what, v))
 }
 
 /// Whether the body is valid JSON (RFC 8259 syntax, UTF-8): what the backends' `json_valid`
 /// and `::json` checks accept, checked here so the refusal is clear.
-fn json_body(body: &[u8]) -> Result<(), String> {
+pub(crate) fn json_body(body: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| format!("body is not valid JSON: {e}"))?;

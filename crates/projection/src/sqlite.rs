@@ -18,8 +18,11 @@
 //!
 //! The verifier's reports ([`crate::ReportStore`]) live in `sqlite/reports.rs`, on the same
 //! connection; their tables' triggers refuse UPDATE and DELETE with no exception, and the
-//! writer connection turns on `PRAGMA foreign_keys` for them.
+//! writer connection turns on `PRAGMA foreign_keys` for them. Recovery drills' reports
+//! ([`crate::DrillStore`]) live in `sqlite/drills.rs`, on the same connection, behind triggers
+//! of the same kind.
 
+mod drills;
 mod reports;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +60,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../../migrations/sqlite/projection/0003_removals.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/projection/0004_drills.sql"),
     ),
 ];
 

@@ -270,7 +270,7 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_records() {
             .fetch_all(db.owner_pool())
             .await
             .unwrap();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     let p = writer(&db).await;
     assert_eq!(p.highest_seq().await.unwrap(), Some(24));
     assert_eq!(

@@ -144,7 +144,7 @@ async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
         c.execute_batch(
             "DROP TABLE verification_reviews; DROP TABLE verification_actions; \
              DROP TABLE verification_discrepancies; DROP TABLE verification_reports; \
-             DROP TABLE removals; PRAGMA user_version = 1;",
+             DROP TABLE removals; DROP TABLE drill_reports; PRAGMA user_version = 1;",
         )
         .unwrap();
         let left: i64 = c
@@ -165,7 +165,7 @@ async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
     let version: i64 = raw(dir.path())
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert_eq!(p.highest_seq().await.unwrap(), Some(24));
     assert_eq!(
         p.record_bytes(0, 25).await.unwrap()[24].bytes(),

@@ -41,11 +41,11 @@ const ACTION_COLUMNS: &str = "action_id, seq, seqs, store, class, kind, operatio
 const REVIEW_COLUMNS: &str = "v.action_id, v.verdict, v.key_id, v.alg, v.signature, \
      v.signed_at_s, v.signed_at_ns, v.reason, v.outcome, v.recorded_at_s, v.recorded_at_ns";
 
-fn uuid_text(u: &Uuid) -> String {
+pub(super) fn uuid_text(u: &Uuid) -> String {
     u.hyphenated().to_string()
 }
 
-fn parse_uuid(what: &str, s: &str) -> Result<Uuid, String> {
+pub(super) fn parse_uuid(what: &str, s: &str) -> Result<Uuid, String> {
     Uuid::try_parse(s).map_err(|e| format!("{what} {s:?}: {e}"))
 }
 
