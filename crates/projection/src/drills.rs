@@ -192,8 +192,9 @@ pub(crate) fn check_scenario_filter(scenario: Option<&str>) -> Result<(), Projec
     }
 }
 
-/// A drill's summary (its fields but the signature's and the body).
-#[cfg(test)]
+/// A drill's summary (its fields but the signature's and the body): the conformance suite's
+/// reference.
+#[cfg(any(test, feature = "testkit"))]
 pub(crate) fn summary_of(d: &StoredDrill) -> DrillSummary {
     DrillSummary {
         drill_id: d.drill_id,

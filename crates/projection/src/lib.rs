@@ -12,7 +12,7 @@
 //! newest and the newest passed drill, for the service's metrics); the PostgreSQL backend
 //! ([`PgProjection`], with the `triplicate_writer` / `triplicate_reader` roles and append-only
 //! triggers) and the embedded SQLite backend ([`SqliteProjection`], `<data-dir>/projection.db`);
-//! conformance suites for the first two traits and test fixtures (feature `testkit`).
+//! conformance suites for the three traits and test fixtures (feature `testkit`).
 //!
 //! Must not know: the ledger or the event stream, HTTP, policies or signature verification (a
 //! record arrives here already verified and committed by the ledger; the projection checks
@@ -24,6 +24,8 @@
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
+#[cfg(feature = "testkit")]
+pub mod conformance_drills;
 #[cfg(feature = "testkit")]
 pub mod conformance_reports;
 pub mod drills;

@@ -2,12 +2,12 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`): each test gets its own fresh database with
 //! the real migrations and drops it at the end. With no server the tests fail, saying why.
 //!
-//! The conformance suites (records and verification reports); roles and triggers over real
-//! connections as `triplicate_reader`, `triplicate_writer` and the owner, for the governance
-//! and the verification tables; every column feeds the re-derived hash; the payload column
-//! keeps what `jsonb` cannot; migrations on a cluster whose roles exist, and from version 1;
-//! a closed pool; concurrent appliers; repairs logged and restoring a lost row; random records
-//! round-trip.
+//! The conformance suites (records, verification reports and drill reports); roles and
+//! triggers over real connections as `triplicate_reader`, `triplicate_writer` and the owner,
+//! for the governance, the verification and the drill tables; every column feeds the
+//! re-derived hash; the payload column keeps what `jsonb` cannot; migrations on a cluster whose
+//! roles exist, and from versions 1 and 3; a closed pool; concurrent appliers; repairs logged
+//! and restoring a lost row; random records round-trip.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,11 +17,12 @@ use proptest::prelude::*;
 use sqlx::{ConnectOptions, PgConnection, Row};
 use triplicate_core::digest::leaf_hash;
 use triplicate_projection::conformance::{canonical, run, snapshot};
+use triplicate_projection::conformance_drills::{self, sample_drill};
 use triplicate_projection::conformance_reports::{self, sample_report, sample_review};
 use triplicate_projection::fixtures::{bytes, sample_record, tricky_records};
 use triplicate_projection::testkit::PgTestDb;
 use triplicate_projection::{
-    DecisionQuery, PgProjection, Projection, ProjectionError, Rederived, RepairRequest,
+    DecisionQuery, DrillStore, PgProjection, Projection, ProjectionError, Rederived, RepairRequest,
     ReportStore, PG_READER_ROLE, PG_WRITER_ROLE,
 };
 
@@ -279,11 +280,266 @@ async fn a_version_1_database_is_upgraded_and_keeps_its_records() {
     );
     let r = sample_report(1, 3, 2);
     assert!(p.store_report(r.clone()).await.unwrap());
+    let d = sample_drill(1, "projection-loss", true);
+    assert!(p.store_drill(d.clone()).await.unwrap());
     let reader = db.projection(Some(PG_READER_ROLE)).await;
     assert_eq!(reader.report(r.run_id).await.unwrap().unwrap().report, r);
+    assert_eq!(reader.drill(d.drill_id).await.unwrap(), Some(d));
     // Migrating again changes nothing.
     PgProjection::migrate(db.owner_pool()).await.unwrap();
 }
+
+/// A database migrated up to `version` only, as an older build left it.
+async fn migrated_up_to(db: &PgTestDb, version: i64) {
+    let mut m = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/postgres"
+    )))
+    .await
+    .unwrap();
+    m.migrations = m
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    m.run(db.owner_pool()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_database_is_upgraded_with_the_drill_table_and_keeps_everything() {
+    let db = PgTestDb::create_unmigrated().await;
+    migrated_up_to(&db, 3).await;
+    let p = writer(&db).await;
+    p.apply(batch(0..10)).await.unwrap();
+    let r = sample_report(1, 3, 2);
+    assert!(p.store_report(r.clone()).await.unwrap());
+    let d = sample_drill(1, "projection-loss", true);
+    assert!(
+        p.store_drill(d.clone()).await.is_err(),
+        "no drill table before 0004"
+    );
+
+    PgProjection::migrate(db.owner_pool()).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(db.owner_pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'drill_reports' ORDER BY 1",
+    )
+    .fetch_all(db.owner_pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "drill_reports_passed",
+            "drill_reports_pkey",
+            "drill_reports_scenario"
+        ]
+    );
+    assert_eq!(p.highest_seq().await.unwrap(), Some(9));
+    assert_eq!(p.report(r.run_id).await.unwrap().unwrap().report, r);
+    assert!(p.store_drill(d.clone()).await.unwrap());
+    let reader = db.projection(Some(PG_READER_ROLE)).await;
+    assert_eq!(reader.drill(d.drill_id).await.unwrap(), Some(d.clone()));
+    assert_eq!(reader.drill_status().await.unwrap().len(), 1);
+    // Migrating again changes nothing.
+    PgProjection::migrate(db.owner_pool()).await.unwrap();
+    assert_eq!(p.drills(None, 10, None).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_conformance() {
+    let db = PgTestDb::create().await;
+    conformance_drills::run(&writer(&db).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_reports_roles_and_triggers() {
+    let db = PgTestDb::create().await;
+    let p = writer(&db).await;
+    for (n, passed) in [(1, true), (2, false), (3, true)] {
+        assert!(p
+            .store_drill(sample_drill(n, "restore-stream", passed))
+            .await
+            .unwrap());
+    }
+    let before = conformance_drills::snapshot(&p).await;
+    assert_eq!(before.0.len(), 3);
+    let mut owner = connect_as(&db, None).await;
+
+    // Privileges: the reader reads; the writer reads and inserts; neither changes or removes.
+    for (role, privilege, held) in [
+        (PG_READER_ROLE, "SELECT", true),
+        (PG_READER_ROLE, "INSERT", false),
+        (PG_WRITER_ROLE, "SELECT", true),
+        (PG_WRITER_ROLE, "INSERT", true),
+        (PG_READER_ROLE, "UPDATE", false),
+        (PG_READER_ROLE, "DELETE", false),
+        (PG_READER_ROLE, "TRUNCATE", false),
+        (PG_WRITER_ROLE, "UPDATE", false),
+        (PG_WRITER_ROLE, "DELETE", false),
+        (PG_WRITER_ROLE, "TRUNCATE", false),
+        ("public", "SELECT", false),
+        ("public", "INSERT", false),
+    ] {
+        let got: bool = sqlx::query_scalar("SELECT has_table_privilege($1, 'drill_reports', $2)")
+            .bind(role)
+            .bind(privilege)
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+        assert_eq!(got, held, "{role} {privilege} on drill_reports");
+    }
+
+    // The reader: SELECT only, through SQL and through the trait.
+    let mut rd = connect_as(&db, Some(PG_READER_ROLE)).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM drill_reports WHERE passed")
+        .fetch_one(&mut rd)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    for sql in [
+        "INSERT INTO drill_reports SELECT * FROM drill_reports",
+        "UPDATE drill_reports SET passed = true",
+        "DELETE FROM drill_reports",
+        "TRUNCATE drill_reports",
+    ] {
+        let e = refused(&mut rd, sql).await;
+        assert!(e.contains("permission denied"), "reader: {sql}: {e}");
+    }
+    let reader = db.projection(Some(PG_READER_ROLE)).await;
+    assert_eq!(reader.drills(None, 10, None).await.unwrap(), before.0);
+    assert_eq!(reader.drill_status().await.unwrap(), before.2);
+    let other = sample_drill(4, "restore-stream", true);
+    assert!(matches!(
+        reader.store_drill(other.clone()).await,
+        Err(ProjectionError::PermissionDenied { .. })
+    ));
+
+    // The writer: no UPDATE, DELETE or TRUNCATE, and no way round the triggers.
+    let mut w = connect_as(&db, Some(PG_WRITER_ROLE)).await;
+    for sql in [
+        "UPDATE drill_reports SET passed = true",
+        "DELETE FROM drill_reports",
+        "TRUNCATE drill_reports",
+        "ALTER TABLE drill_reports DISABLE TRIGGER ALL",
+    ] {
+        let e = refused(&mut w, sql).await;
+        assert!(
+            e.contains("permission denied") || e.contains("must be owner"),
+            "writer: {sql}: {e}"
+        );
+    }
+
+    // Privileges are the first wall; the triggers are the second, for everyone (no repair
+    // exception here): the writer granted everything, and the owner.
+    sqlx::query("GRANT UPDATE, DELETE, TRUNCATE ON drill_reports TO triplicate_writer")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    for c in [&mut w, &mut owner] {
+        sqlx::query("SET triplicate.repair = 'on'")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+    for (who, c) in [("writer", &mut w), ("owner", &mut owner)] {
+        for (sql, what) in [
+            (
+                "UPDATE drill_reports SET passed = true",
+                "UPDATE on drill_reports refused",
+            ),
+            (
+                "UPDATE drill_reports SET body = '{}' WHERE NOT passed",
+                "UPDATE on drill_reports refused",
+            ),
+            (
+                "DELETE FROM drill_reports",
+                "DELETE on drill_reports refused",
+            ),
+            (
+                "DELETE FROM drill_reports WHERE NOT passed",
+                "DELETE on drill_reports refused",
+            ),
+            (
+                "TRUNCATE drill_reports",
+                "TRUNCATE on drill_reports refused",
+            ),
+        ] {
+            let e = refused(c, sql).await;
+            assert!(e.contains(what), "{who}: {sql}: {e}");
+        }
+    }
+    // The schema's own checks hold for rows written behind the projection's back.
+    for (what, column, value, says) in [
+        ("an empty scenario", "scenario", "''", "check"),
+        (
+            "a scenario over 64 bytes",
+            "scenario",
+            "repeat('s', 65)",
+            "check",
+        ),
+        ("a body that is not JSON", "body", "'{\"a\":'", "json"),
+        (
+            "a signature over 512 bytes",
+            "signature",
+            "decode(repeat('00', 513), 'hex')",
+            "check",
+        ),
+        ("an empty signature", "signature", "'\\x'::bytea", "check"),
+        ("a negative count", "records_after", "-1", "check"),
+        ("a short digest", "digest", "'\\x00'::bytea", "check"),
+    ] {
+        // A copy of a stored row under a new id, with one column replaced.
+        let select = DRILL_COLUMNS
+            .iter()
+            .map(|col| match *col {
+                "drill_id" => "gen_random_uuid()",
+                col if col == column => value,
+                col => col,
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO drill_reports ({}) SELECT {select} FROM drill_reports LIMIT 1",
+            DRILL_COLUMNS.join(", ")
+        );
+        let e = refused(&mut owner, &sql).await;
+        assert!(e.contains(says), "{what}: {e}");
+    }
+    assert!(conformance_drills::snapshot(&p).await == before);
+    assert_eq!(p.drill(other.drill_id).await.unwrap(), None);
+}
+
+/// Every column of `drill_reports`.
+const DRILL_COLUMNS: [&str; 20] = [
+    "drill_id",
+    "scenario",
+    "started_at",
+    "started_at_extra_ns",
+    "finished_at",
+    "finished_at_extra_ns",
+    "passed",
+    "in_place",
+    "records_before",
+    "records_after",
+    "detect_ms",
+    "recover_ms",
+    "discrepancies_left",
+    "digest",
+    "key_id",
+    "alg",
+    "signature",
+    "body",
+    "audit_seq",
+    "stored_at",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_hold_no_update_delete_or_truncate() {

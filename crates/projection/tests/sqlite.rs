@@ -1,8 +1,8 @@
-//! The embedded SQLite projection: the conformance suites (records and verification
-//! reports); every column feeds the re-derived hash; append-only triggers and the repair guard;
-//! the verification tables' triggers; read-only handles; reopening; upgrading a version-1 file;
-//! a closed database; concurrent appliers; repairs logged and restoring a lost row; random
-//! records round-trip byte for byte.
+//! The embedded SQLite projection: the conformance suites (records, verification reports and
+//! drill reports); every column feeds the re-derived hash; append-only triggers and the repair
+//! guard; the verification and drill tables' triggers; read-only handles; reopening; upgrading
+//! a version-1 and a version-3 file; a closed database; concurrent appliers; repairs logged and
+//! restoring a lost row; random records round-trip byte for byte.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,10 +13,11 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
 use triplicate_core::digest::leaf_hash;
 use triplicate_projection::conformance::{canonical, run, snapshot};
+use triplicate_projection::conformance_drills::{self, sample_drill};
 use triplicate_projection::conformance_reports::{self, sample_report, sample_review};
 use triplicate_projection::fixtures::{bytes, sample_record};
 use triplicate_projection::{
-    DecisionQuery, Projection, ProjectionError, Rederived, RepairRequest, ReportStore,
+    DecisionQuery, DrillStore, Projection, ProjectionError, Rederived, RepairRequest, ReportStore,
     SqliteProjection,
 };
 
@@ -174,8 +175,205 @@ async fn a_version_1_file_is_upgraded_and_keeps_its_records() {
     let r = sample_report(1, 3, 2);
     assert!(p.store_report(r.clone()).await.unwrap());
     assert_eq!(p.report(r.run_id).await.unwrap().unwrap().report, r);
+    let d = sample_drill(1, "projection-loss", true);
+    assert!(p.store_drill(d.clone()).await.unwrap());
+    assert_eq!(p.drill(d.drill_id).await.unwrap(), Some(d));
     let ro = SqliteProjection::open_read_only(dir.path()).await.unwrap();
     assert_eq!(ro.reports(None, 10).await.unwrap().len(), 1);
+    assert_eq!(ro.drills(None, 10, None).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = SqliteProjection::open(dir.path()).await.unwrap();
+    conformance_drills::run(&p).await;
+}
+
+/// Every column of `drill_reports`.
+const DRILL_COLUMNS: [&str; 20] = [
+    "drill_id",
+    "scenario",
+    "started_at_s",
+    "started_at_ns",
+    "finished_at_s",
+    "finished_at_ns",
+    "passed",
+    "in_place",
+    "records_before",
+    "records_after",
+    "detect_ms",
+    "recover_ms",
+    "discrepancies_left",
+    "digest",
+    "key_id",
+    "alg",
+    "signature",
+    "body",
+    "audit_seq",
+    "stored_at",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_reports_refuse_update_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = SqliteProjection::open(dir.path()).await.unwrap();
+    for (n, passed) in [(1, true), (2, false), (3, true)] {
+        assert!(p
+            .store_drill(sample_drill(n, "restore-stream", passed))
+            .await
+            .unwrap());
+    }
+    let before = conformance_drills::snapshot(&p).await;
+    assert_eq!(before.0.len(), 3);
+    // Any connection, with or without the repair guard: these triggers have no exception.
+    for c in [raw(dir.path()), raw_with_guard(dir.path(), 1)] {
+        for (sql, msg) in [
+            (
+                "UPDATE drill_reports SET passed = 1",
+                "UPDATE on drill_reports refused",
+            ),
+            (
+                "UPDATE drill_reports SET body = '{}' WHERE passed = 0",
+                "UPDATE on drill_reports refused",
+            ),
+            (
+                "DELETE FROM drill_reports",
+                "DELETE on drill_reports refused",
+            ),
+            (
+                "DELETE FROM drill_reports WHERE passed = 0",
+                "DELETE on drill_reports refused",
+            ),
+        ] {
+            let e = c.execute(sql, []).unwrap_err().to_string();
+            assert!(e.contains(msg), "{sql}: {e}");
+        }
+        // The schema's own checks hold for rows written behind the projection's back too.
+        for (what, column, value) in [
+            ("an empty scenario", "scenario", "''"),
+            (
+                "a scenario over 64 bytes",
+                "scenario",
+                "printf('%.65c', 's')",
+            ),
+            ("a body that is not JSON", "body", "'{\"a\":'"),
+            ("a signature over 512 bytes", "signature", "zeroblob(513)"),
+            ("an empty signature", "signature", "x''"),
+            ("passed neither 0 nor 1", "passed", "2"),
+            ("a negative count", "records_after", "-1"),
+            ("a short digest", "digest", "x'00'"),
+        ] {
+            // A copy of a stored row under a new id, with one column replaced.
+            let select = DRILL_COLUMNS
+                .iter()
+                .map(|col| match *col {
+                    "drill_id" => "'01900000-0000-7000-8000-000000000000'",
+                    col if col == column => value,
+                    col => col,
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO drill_reports ({}) SELECT {select} FROM drill_reports LIMIT 1",
+                DRILL_COLUMNS.join(", ")
+            );
+            let e = c.execute(&sql, []).unwrap_err().to_string();
+            assert!(e.contains("CHECK"), "{what}: {e}");
+        }
+    }
+    assert!(conformance_drills::snapshot(&p).await == before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_handle_reads_drills_and_cannot_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = SqliteProjection::open(dir.path()).await.unwrap();
+    let d = sample_drill(1, "ledger-tail-corruption", false);
+    w.store_drill(d.clone()).await.unwrap();
+    let ro = SqliteProjection::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(ro.drill(d.drill_id).await.unwrap(), Some(d.clone()));
+    assert_eq!(ro.drills(None, 5, None).await.unwrap().len(), 1);
+    assert_eq!(ro.drill_status().await.unwrap().len(), 1);
+    let other = sample_drill(2, "ledger-tail-corruption", true);
+    assert!(matches!(
+        ro.store_drill(other.clone()).await,
+        Err(ProjectionError::ReadOnly(_))
+    ));
+    // Not even a retry of a stored drill goes through a read-only handle.
+    assert!(matches!(
+        ro.store_drill(d.clone()).await,
+        Err(ProjectionError::ReadOnly(_))
+    ));
+    assert_eq!(w.drill(other.drill_id).await.unwrap(), None);
+    assert_eq!(w.drills(None, 5, None).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_file_is_upgraded_with_the_drill_table_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = sample_report(1, 3, 2);
+    {
+        let p = SqliteProjection::open(dir.path()).await.unwrap();
+        p.apply(batch(0..10)).await.unwrap();
+        p.store_report(r.clone()).await.unwrap();
+    }
+    // What a version-3 build left: no drill table (dropping it drops its indexes and
+    // triggers, and fires none), schema version 3.
+    {
+        let c = raw(dir.path());
+        c.execute_batch("DROP TABLE drill_reports; PRAGMA user_version = 3;")
+            .unwrap();
+        let left: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'drill%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+        let e = SqliteProjection::open_read_only(dir.path())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProjectionError::Schema(_)), "{e}");
+    }
+    let p = SqliteProjection::open(dir.path()).await.unwrap();
+    let c = raw(dir.path());
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4);
+    let mut objects: Vec<String> = c
+        .prepare(
+            "SELECT type || ' ' || name FROM sqlite_schema \
+             WHERE tbl_name = 'drill_reports' ORDER BY 1",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    objects.retain(|o| !o.starts_with("index sqlite_autoindex"));
+    assert_eq!(
+        objects,
+        [
+            "index drill_reports_passed",
+            "index drill_reports_scenario",
+            "table drill_reports",
+            "trigger drill_reports_no_delete",
+            "trigger drill_reports_no_update",
+        ]
+    );
+    assert_eq!(p.highest_seq().await.unwrap(), Some(9));
+    assert_eq!(p.report(r.run_id).await.unwrap().unwrap().report, r);
+    let d = sample_drill(1, "projection-loss", true);
+    assert!(p.store_drill(d.clone()).await.unwrap());
+    let ro = SqliteProjection::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(ro.drill(d.drill_id).await.unwrap(), Some(d));
+    // Opening again applies nothing more.
+    drop((p, ro));
+    let p = SqliteProjection::open(dir.path()).await.unwrap();
+    assert_eq!(p.drills(None, 10, None).await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
