@@ -13,6 +13,7 @@ use std::future::Future;
 
 use futures::stream::BoxStream;
 use triplicate_core::Record;
+use triplicate_projection::drills::{DrillStatus, DrillStore, DrillSummary, StoredDrill};
 use triplicate_projection::reports::{
     ActionRecord, FullReport, ReportStore, ReportSummary, ReviewRow, StoredReport,
 };
@@ -268,5 +269,82 @@ impl ReportStore for ProjectionBackend {
                 ProjectionBackend::Postgres(p) => p.record_review(review).await,
             }
         }
+    }
+}
+
+impl DrillStore for ProjectionBackend {
+    fn store_drill(
+        &self,
+        drill: StoredDrill,
+    ) -> impl Future<Output = Result<bool, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.store_drill(drill).await,
+                ProjectionBackend::Postgres(p) => p.store_drill(drill).await,
+            }
+        }
+    }
+
+    fn drills(
+        &self,
+        before: Option<Uuid>,
+        limit: u32,
+        scenario: Option<String>,
+    ) -> impl Future<Output = Result<Vec<DrillSummary>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.drills(before, limit, scenario).await,
+                ProjectionBackend::Postgres(p) => p.drills(before, limit, scenario).await,
+            }
+        }
+    }
+
+    fn drill(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<StoredDrill>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.drill(id).await,
+                ProjectionBackend::Postgres(p) => p.drill(id).await,
+            }
+        }
+    }
+
+    fn drill_status(
+        &self,
+    ) -> impl Future<Output = Result<Vec<DrillStatus>, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.drill_status().await,
+                ProjectionBackend::Postgres(p) => p.drill_status().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use triplicate_projection::conformance_drills;
+    use triplicate_projection::testkit::PgTestDb;
+    use triplicate_projection::PG_WRITER_ROLE;
+
+    use super::*;
+
+    // The dispatch passes every call and its arguments through: the drill conformance suite,
+    // through the enum, on each backend.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drills_dispatch_to_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProjectionBackend::Sqlite(SqliteProjection::open(dir.path()).await.unwrap());
+        conformance_drills::run(&p).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drills_dispatch_to_postgres() {
+        let db = PgTestDb::create().await;
+        let p = ProjectionBackend::Postgres(db.projection(Some(PG_WRITER_ROLE)).await);
+        conformance_drills::run(&p).await;
     }
 }
