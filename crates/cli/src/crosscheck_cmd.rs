@@ -124,7 +124,7 @@ pub fn run(cmd: CrosscheckCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn with_runtime(
+pub(crate) fn with_runtime(
     json_out: bool,
     f: impl std::future::Future<Output = Result<ExitCode, String>>,
 ) -> ExitCode {
@@ -139,7 +139,7 @@ fn with_runtime(
 }
 
 /// One request to the service; a problem answer becomes `Err` with the problem described.
-async fn call(
+pub(crate) async fn call(
     method: reqwest::Method,
     url: &str,
     token: &str,
@@ -171,7 +171,7 @@ async fn call(
     }
 }
 
-fn base(url: &str) -> &str {
+pub(crate) fn base(url: &str) -> &str {
     url.trim_end_matches('/')
 }
 
@@ -345,7 +345,7 @@ async fn verdict(
     })
 }
 
-fn could_not_run(msg: &str, json_out: bool) -> ExitCode {
+pub(crate) fn could_not_run(msg: &str, json_out: bool) -> ExitCode {
     eprintln!("error: {msg}");
     if json_out {
         println!("{}", json!({ "error": msg, "exit": 2 }));

@@ -72,6 +72,8 @@ struct Summary {
     receipts: Vec<PathBuf>,
     /// The cross-check runs of the tamper tour.
     runs: Vec<serde_json::Value>,
+    /// The closing recovery drill's report.
+    drill: Option<serde_json::Value>,
 }
 
 /// Prints tour lines unless `--json` asked for the summary only.
@@ -162,6 +164,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 },
                 "agree": true,
                 "runs": summary.runs,
+                "drill": summary.drill,
                 "url": summary.url,
                 "data_dir": args.data_dir,
                 "receipts": if args.data_dir.is_some() { json!(summary.receipts) } else { json!([]) },
@@ -370,8 +373,64 @@ async fn tour_over_http(
     ));
     if tamper {
         summary.runs = crate::demo_crosscheck::tour(running, data_dir, tour).await?;
+        summary.drill = Some(drill(running, data_dir, tour).await?);
     }
     Ok(summary)
+}
+
+/// The closing recovery drill: `lose-projection` on a scratch copy of the demo's stores.
+async fn drill(
+    running: &Running,
+    data_dir: &Path,
+    tour: &Tour,
+) -> anyhow::Result<serde_json::Value> {
+    use triplicate_server::drill::{DrillOptions, Scenario};
+    tour.say(
+        "\nA recovery drill (lose-projection): the stores backed up, restored to a scratch copy, \
+         the copy's projection removed, the loss detected by a cross-check, the projection \
+         rebuilt from the ledger, and a full cross-check of the copy",
+    );
+    let options = DrillOptions {
+        scratch_dir: Some(data_dir.join("drills")),
+        ..DrillOptions::new(Scenario::LoseProjection)
+    };
+    std::fs::create_dir_all(data_dir.join("drills"))?;
+    let out = running
+        .drills
+        .run(options)
+        .await
+        .context("run the lose-projection drill")?;
+    let r = &out.report;
+    for st in &r.steps {
+        tour.say(format!(
+            "   [{}] {:<44} {:>8.3} s  {}",
+            if st.ok { "ok" } else { "!!" },
+            st.name,
+            st.seconds,
+            st.detail
+        ));
+    }
+    tour.say(format!(
+        "   drill {}: {} of {} records back, detected in {}, recovered in {}, {} discrepancies \
+         left: {}",
+        r.drill_id,
+        r.records_after,
+        r.records_before,
+        r.detect_seconds
+            .map_or_else(|| "-".into(), |s| format!("{s:.3} s")),
+        r.recover_seconds
+            .map_or_else(|| "-".into(), |s| format!("{s:.3} s")),
+        r.discrepancies_left,
+        if r.passed { "PASSED" } else { "FAILED" }
+    ));
+    tour.say(format!(
+        "   its report is signed by the notary, stored (GET /v1/drills/{}, /ui/drills) and its \
+         digest is in the ledger at seq {}",
+        r.drill_id,
+        out.audit_seq.map_or_else(|| "-".into(), |s| s.to_string())
+    ));
+    anyhow::ensure!(r.passed, "the drill failed: {:?}", r.failure);
+    Ok(serde_json::to_value(r)?)
 }
 
 /// Waits (up to 30 s) until the stream and the projection hold `size` records. The committer

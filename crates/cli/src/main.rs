@@ -18,6 +18,7 @@ mod crosscheck_cmd;
 mod demo;
 mod demo_crosscheck;
 mod demo_hardware;
+mod drill_cmd;
 mod get_cmd;
 mod hwkey;
 mod keys_cmd;
@@ -89,6 +90,9 @@ enum Command {
     /// Restore a backup into empty stores, after checking its signature, every file's digest and
     /// the ledger's root against its signed checkpoint. Exit 1: the backup failed a check.
     Restore(recovery_cmd::RestoreArgs),
+    /// Recovery drills: lose a store on a scratch copy, detect, recover, verify; signed reports.
+    #[command(subcommand)]
+    Drill(drill_cmd::DrillCmd),
 }
 
 /// The embedded defaults' data directory.
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Audit(a) => audit_cmd::run(a),
         Command::Backup(a) => recovery_cmd::run_backup(a),
         Command::Restore(a) => recovery_cmd::run_restore(a),
+        Command::Drill(c) => drill_cmd::run(c),
     };
     match result {
         Ok(code) => code,

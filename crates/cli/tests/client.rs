@@ -599,7 +599,18 @@ fn demo_json_prints_the_counts() {
     for class in ["lag", "minor", "major", "critical"] {
         assert_eq!(count(6, class), 0, "the last run is clean");
     }
-    // Every run but the critical one appended its audit record: 4 decisions + 6 audit records.
+    // Every run but the critical one appended its audit record: 4 decisions + 6 audit records,
+    // then the closing lose-projection drill: its audit record makes 11.
+    let drill = &v["drill"];
+    assert_eq!(drill["scenario"], "lose-projection", "{drill}");
+    assert_eq!(drill["passed"], true, "{drill}");
+    assert_eq!(drill["records_before"], 10);
+    assert_eq!(drill["records_after"], 10);
+    assert_eq!(drill["discrepancies_left"], 0);
+    assert!(
+        !d.join("drills").read_dir().unwrap().any(|_| true),
+        "the scratch copy is removed"
+    );
 
     // Again on the same data: it continues, and the stores still agree.
     let o = triplicate(&state, &["demo", "--data-dir", s(&d), "--json"]);
@@ -608,9 +619,9 @@ fn demo_json_prints_the_counts() {
     assert_eq!(v["records_submitted"], 3);
     assert_eq!(
         v["stores"],
-        json!({"ledger": 13, "stream": 13, "projection": 13})
+        json!({"ledger": 14, "stream": 14, "projection": 14})
     );
-    assert!(d.join("receipts/12.json").is_file());
+    assert!(d.join("receipts/13.json").is_file());
 
     // The data is kept for `serve`, its guards intact after the tamper tour.
     let server = Server::start(&d, "127.0.0.1:0");

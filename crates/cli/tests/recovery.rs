@@ -124,3 +124,125 @@ fn backup_then_restore_through_the_cli() {
     );
     assert_eq!(listing(&d_dir), before);
 }
+
+#[test]
+fn drills_through_the_cli_on_a_stopped_deployment_and_a_running_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let start = || {
+        triplicate_server::start(ServeConfig {
+            data_dir: a.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            projection: ProjectionChoice::Sqlite,
+            origin: DEV_ORIGIN.into(),
+            options: ServiceOptions::default(),
+        })
+    };
+    rt.block_on(async {
+        let r = start().await.unwrap();
+        common::submit(&r, 6, "Adopt motion").await;
+        r.stop().await.unwrap();
+    });
+    let (a_s, scratch_s) = (a.to_str().unwrap(), scratch.to_str().unwrap());
+    let (code, stdout, stderr) = cli(&[
+        "drill",
+        "run",
+        "--scenario",
+        "corrupt-ledger",
+        "--data-dir",
+        a_s,
+        "--scratch-dir",
+        scratch_s,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["scenario"], "corrupt-ledger");
+    assert_eq!(v["records_before"], 6);
+    assert!(v["detected_by"].as_str().unwrap().contains("fsck"), "{v}");
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "scratch left behind"
+    );
+    let (code, _, stderr) = cli(&[
+        "drill",
+        "run",
+        "--scenario",
+        "lose-it-all",
+        "--data-dir",
+        a_s,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+
+    // A running service holds the ledger: --data-dir is refused, --url runs it there.
+    rt.block_on(async {
+        let r = start().await.unwrap();
+        let (code, _, stderr) = tokio::task::spawn_blocking({
+            let a_s = a_s.to_owned();
+            move || {
+                cli(&[
+                    "drill",
+                    "run",
+                    "--scenario",
+                    "lose-stream",
+                    "--data-dir",
+                    &a_s,
+                ])
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("--url"), "{stderr}");
+        let url = format!("http://{}", r.addr);
+        let token = r.admin_token.clone();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking({
+            let (url, token) = (url.clone(), token.clone());
+            move || {
+                cli(&[
+                    "drill",
+                    "run",
+                    "--scenario",
+                    "lose-stream",
+                    "--url",
+                    &url,
+                    "--token",
+                    &token,
+                ])
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains("PASSED"), "{stdout}");
+        let (code, stdout, stderr) = tokio::task::spawn_blocking({
+            let (url, token) = (url.clone(), token.clone());
+            move || cli(&["drill", "reports", "--url", &url, "--token", &token])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.contains("lose-stream") && stdout.contains("corrupt-ledger"),
+            "{stdout}"
+        );
+        let id = stdout.split_whitespace().next().unwrap().to_owned();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            cli(&["drill", "show", &id, "--url", &url, "--token", &token])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.contains("notary signature") && stdout.contains("valid"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("carries this digest"), "{stdout}");
+        r.stop().await.unwrap();
+    });
+}

@@ -419,8 +419,8 @@ pub fn install_snapshot(
 
 /// Replaces each file of a live ledger directory `dir` whose SHA-256 differs from the
 /// snapshot's (a damaged tile, bundle or index) with the snapshot's copy, for the files the
-/// snapshot lists that are immutable in the ledger (full tiles and bundles) or a prefix of it
-/// (the stored-hash index). Returns the files replaced. The caller holds no writer open on
+/// snapshot lists whose content is fixed once written: full tiles and bundles, partial ones the
+/// live ledger still holds at the same width, and the stored-hash index (its prefix). Returns the files replaced. The caller holds no writer open on
 /// `dir`, and re-checks it (`fsck`) afterwards.
 pub fn repair_from_snapshot(
     dir: &Path,
@@ -429,10 +429,16 @@ pub fn repair_from_snapshot(
 ) -> Result<Vec<String>, LedgerError> {
     let mut replaced = Vec::new();
     for f in files {
-        if is_partial(&f.path) || f.path == layout::CHECKPOINT || f.path == layout::NOTARY_VKEY {
+        if f.path == layout::CHECKPOINT || f.path == layout::NOTARY_VKEY {
             continue;
         }
         let live = dir.join(&f.path);
+        // A partial tile or bundle of a given width has the same content in every copy of the
+        // ledger, but the live ledger may have moved past it (and removed it): only one that
+        // is still there is put back.
+        if is_partial(&f.path) && !live.exists() {
+            continue;
+        }
         if f.path == layout::HASHES {
             // The live index may be longer (entries after the snapshot); compare the prefix.
             let mut prefix = Vec::new();

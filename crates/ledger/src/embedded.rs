@@ -755,6 +755,15 @@ fn check_right_edge(
 }
 
 impl Ledger for EmbeddedLedger {
+    /// [`EmbeddedLedger::flush`]; nothing for a read-only handle (its files are another
+    /// writer's).
+    fn flush(&self) -> Result<(), LedgerError> {
+        if self.writer.is_none() {
+            return Ok(());
+        }
+        EmbeddedLedger::flush(self)
+    }
+
     #[tracing::instrument(skip_all, fields(first_index, count = entries.len()))]
     fn append(&self, first_index: u64, entries: &[Vec<u8>]) -> Result<AppendOutcome, LedgerError> {
         let Some(w) = &self.writer else {

@@ -87,6 +87,12 @@ pub trait Ledger: Send + Sync {
     fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, LedgerError>;
     /// Consistency proof (RFC 9162 §2.1.4) from the tree of `old_size` to that of `new_size`.
     fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LedgerError>;
+    /// Makes the files on disk (tiles, bundles, the `checkpoint` file) show every committed
+    /// entry, for readers of the files such as backups. Entries are durable before this (an
+    /// append returns once they are); a backend without such files does nothing.
+    fn flush(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
 }
 
 /// Why a ledger operation failed.

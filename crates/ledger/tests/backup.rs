@@ -179,3 +179,21 @@ fn an_empty_ledger_snapshots_and_installs() {
     let r = EmbeddedLedger::open(LedgerConfig::new(&target, ORIGIN), signer).unwrap();
     assert_eq!(r.tree_size(), 0);
 }
+
+#[test]
+fn a_damaged_partial_tile_is_repaired_while_the_ledger_still_has_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live");
+    let signer: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate("backup-notary"));
+    let l = EmbeddedLedger::open(LedgerConfig::new(&live, ORIGIN), signer.clone()).unwrap();
+    fill(&l, 62);
+    l.flush().unwrap();
+    let snap = copy_snapshot(&live, &tmp.path().join("snap"), &vkey(&signer)).unwrap();
+    drop(l);
+    flip(&live.join("tile/0/000.p/62"), 40);
+    flip(&live.join("tile/entries/000.p/62"), 40);
+    assert!(fsck(&live, None).is_err());
+    let replaced = repair_from_snapshot(&live, &tmp.path().join("snap"), &snap.files).unwrap();
+    assert_eq!(replaced, vec!["tile/0/000.p/62", "tile/entries/000.p/62"]);
+    fsck(&live, None).unwrap();
+}

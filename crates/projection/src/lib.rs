@@ -28,6 +28,7 @@ pub mod conformance;
 pub mod conformance_drills;
 #[cfg(feature = "testkit")]
 pub mod conformance_reports;
+pub mod drill_faults;
 pub mod drills;
 mod error;
 #[cfg(any(test, feature = "testkit"))]

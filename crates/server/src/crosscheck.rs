@@ -311,6 +311,7 @@ impl CrossCheck {
         };
         let mut report = triplicate_verifier::run(stores(), &self.policy, &trust, &request).await?;
         self.repair(stores(), &mut report).await;
+        self.check_drill_reports(&mut report).await;
         if let Some(reason) = critical_summary(&report) {
             self.service.freeze_writes(reason);
         }
@@ -340,6 +341,92 @@ impl CrossCheck {
         });
         *self.last.write().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
         Ok(record)
+    }
+
+    /// Checks every stored recovery-drill report against the notary's signature over it and
+    /// the digest its `drill` audit record in the ledger carries. A report that fails either
+    /// is evidence someone changed: a `major` discrepancy in the projection (kind
+    /// `report_tampered`), with no repair proposed (the report can be restored from a backup,
+    /// never re-derived).
+    async fn check_drill_reports(&self, report: &mut Report) {
+        use triplicate_projection::DrillStore as _;
+        let projection = self.service.projection();
+        let notary = triplicate_keys::VerifierKey::of(self.service.notary().as_ref());
+        let size = self.service.ledger().tree_size();
+        let mut before = None;
+        loop {
+            let page = match projection.drills(before, 1_000, None).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(target: "triplicate::verifier", error = %e, "the stored drill reports could not be read");
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            before = Some(last.drill_id);
+            for summary in &page {
+                let Ok(Some(stored)) = projection.drill(summary.drill_id).await else {
+                    continue;
+                };
+                let body_digest =
+                    crate::drill::verify_report(&stored.body, &stored.signature, &notary);
+                let mut problems = Vec::new();
+                match &body_digest {
+                    Ok(d) if *d != stored.digest => {
+                        problems.push("its stored digest is not its body's".to_owned())
+                    }
+                    Ok(_) => {}
+                    Err(why) => problems.push(why.clone()),
+                }
+                let mut ledger_digest = None;
+                if let Some(seq) = stored.audit_seq.filter(|s| *s < size) {
+                    let audited = self.service.receipt(seq).ok().and_then(|r| {
+                        (r.record.decision.id == stored.drill_id)
+                            .then(|| crate::drill::audited_drill_digest(&r.record.decision))
+                            .flatten()
+                    });
+                    ledger_digest = audited;
+                    let ok = match (&body_digest, audited) {
+                        (Ok(d), Some(a)) => *d == a,
+                        _ => false,
+                    };
+                    if !ok {
+                        problems.push(format!(
+                            "the drill audit record at seq {seq} does not carry its digest"
+                        ));
+                    }
+                }
+                if problems.is_empty() {
+                    continue;
+                }
+                let d = triplicate_verifier::Discrepancy {
+                    seq: stored.audit_seq,
+                    decision_id: Some(stored.drill_id),
+                    store: triplicate_verifier::Store::Projection,
+                    class: triplicate_verifier::Class::Major,
+                    kind: triplicate_verifier::Kind::ReportTampered,
+                    expected_hash: ledger_digest,
+                    actual_hash: body_digest.ok(),
+                    file: None,
+                    detail: format!(
+                        "the stored report of drill {}: {}",
+                        stored.drill_id,
+                        problems.join("; ")
+                    ),
+                };
+                tracing::warn!(
+                    target: "triplicate::verifier",
+                    drill_id = %stored.drill_id,
+                    detail = %d.detail,
+                    "a stored drill report does not check out"
+                );
+                report.counts.major += 1;
+                report.discrepancies.push(d);
+            }
+            if page.len() < 1_000 {
+                break;
+            }
+        }
     }
 
     /// Posts the report's findings to the webhook targets whose classes it has, in the

@@ -67,6 +67,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/verification/repairs/{id}"),
     ("POST", "/v1/verification/repairs/{id}/approve"),
     ("POST", "/v1/verification/repairs/{id}/reject"),
+    ("GET", "/v1/drills"),
+    ("GET", "/v1/drills/{id}"),
+    ("POST", "/v1/drills/runs"),
     ("POST", "/v1/ui/tickets"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -85,6 +88,8 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("POST", "/ui/logout"),
     ("GET", "/ui/reports"),
     ("GET", "/ui/reports/{id}"),
+    ("GET", "/ui/drills"),
+    ("GET", "/ui/drills/{id}"),
     ("GET", "/ui/repairs/{id}/approve"),
     ("GET", "/ui/repairs/{id}/reject"),
     ("POST", "/ui/repairs/{id}/approve"),
@@ -100,6 +105,8 @@ pub struct AppState {
     pub restrict_reads: bool,
     /// The cross-verifier, when the service runs one.
     pub crosscheck: Option<Arc<crate::crosscheck::CrossCheck>>,
+    /// The recovery drills, when the service runs them.
+    pub drills: Option<Arc<crate::drill::Drills>>,
     /// The review pages' sign-in tickets and sessions.
     pub ui: Arc<crate::ui::UiSessions>,
 }
@@ -119,6 +126,9 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/v1/admin/crosscheck") => post(crosscheck_run),
         ("POST", "/v1/admin/resume") => post(resume_writes),
         ("GET", "/v1/crosscheck/last") => get(crosscheck_last),
+        ("GET", "/v1/drills") => get(crate::drills_http::list_drills),
+        ("GET", "/v1/drills/{id}") => get(crate::drills_http::get_drill),
+        ("POST", "/v1/drills/runs") => post(crate::drills_http::run_drill),
         ("GET", "/v1/verification/reports") => get(crate::verification_http::list_reports),
         ("GET", "/v1/verification/reports/{id}") => get(crate::verification_http::get_report),
         ("POST", "/v1/verification/runs") => post(crate::verification_http::post_run),

@@ -5,10 +5,15 @@
 //! Must not know: SQL, file formats or key storage — it drives the store traits (through the
 //! backend enums in `stores`), the policy and the `Signer` trait. Only this crate knows HTTP.
 
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "256"]
+
 pub mod auth;
 pub mod catchup;
 pub mod config;
 pub mod crosscheck;
+pub mod drill;
+mod drills_http;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
@@ -57,6 +62,8 @@ pub struct Running {
     pub auditor: Option<triplicate_keys::SoftwareSigner>,
     /// The cross-verifier (its loop runs on the `verification.toml` schedule).
     pub crosscheck: std::sync::Arc<crosscheck::CrossCheck>,
+    /// The recovery drills (their loop runs on the `[drills.*]` schedules).
+    pub drills: std::sync::Arc<drill::Drills>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -206,6 +213,8 @@ async fn launch(
             .map_err(|e| StartFailure::Config(e.to_string()))?,
     );
     checker.resume_from_store().await;
+    let drills =
+        std::sync::Arc::new(drill::Drills::new(service.clone(), checker.policy().clone()).await);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -215,11 +224,13 @@ async fn launch(
     let catchup = catchup::spawn(&service, stopped(stop_rx.clone()));
     let flusher = spawn_flusher(ledger, stopped(stop_rx.clone()));
     let verifier = checker.clone().spawn(stopped(stop_rx.clone()));
+    let drill_loop = drills.clone().spawn(stopped(stop_rx.clone()));
     let state = http::AppState {
         service: service.clone(),
         tokens: std::sync::Arc::new(tokens),
         restrict_reads,
         crosscheck: Some(checker.clone()),
+        drills: Some(drills.clone()),
         ui: Default::default(),
     };
     let server = tokio::spawn(async move {
@@ -227,6 +238,7 @@ async fn launch(
         let _ = catchup.await;
         let _ = flusher.await;
         let _ = verifier.await;
+        let _ = drill_loop.await;
         out
     });
     tracing::info!(%addr, "serving");
@@ -238,6 +250,7 @@ async fn launch(
         auditor_token: dev.auditor_token,
         auditor: dev.auditor,
         crosscheck: checker,
+        drills,
         stop: Some(stop_tx),
         server,
     })

@@ -135,6 +135,90 @@ impl CrossCheckMetrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScenarioLabel {
+    scenario: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DrillRunLabels {
+    scenario: &'static str,
+    result: &'static str,
+}
+
+/// Recovery drills' metrics (`triplicate_drill_*`, by scenario); `ops/prometheus/` alerts when
+/// a scheduled scenario has not passed within its window.
+#[derive(Debug)]
+struct DrillMetrics {
+    runs: Family<DrillRunLabels, Counter>,
+    last_run: Family<ScenarioLabel, FloatGauge>,
+    last_success: Family<ScenarioLabel, FloatGauge>,
+    last_result: Family<ScenarioLabel, IntGauge>,
+    window: Family<ScenarioLabel, FloatGauge>,
+    detect: Family<ScenarioLabel, FloatGauge>,
+    recover: Family<ScenarioLabel, FloatGauge>,
+}
+
+impl DrillMetrics {
+    fn register(registry: &mut Registry) -> DrillMetrics {
+        let m = DrillMetrics {
+            runs: Family::default(),
+            last_run: Family::default(),
+            last_success: Family::default(),
+            last_result: Family::default(),
+            window: Family::default(),
+            detect: Family::default(),
+            recover: Family::default(),
+        };
+        registry.register(
+            "drill_runs",
+            "Recovery drills by scenario and result (pass, fail, error)",
+            m.runs.clone(),
+        );
+        registry.register(
+            "drill_last_run_timestamp_seconds",
+            "When the last drill of a scenario finished",
+            m.last_run.clone(),
+        );
+        registry.register(
+            "drill_last_success_timestamp_seconds",
+            "When the last passed drill of a scenario finished",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "drill_last_result",
+            "1 when the last drill of a scenario passed, 0 when it failed",
+            m.last_result.clone(),
+        );
+        registry.register(
+            "drill_window_seconds",
+            "How long a scheduled scenario may go without a passed drill (verification.toml)",
+            m.window.clone(),
+        );
+        registry.register(
+            "drill_detect_seconds",
+            "How long the last drill of a scenario took to detect its damage",
+            m.detect.clone(),
+        );
+        registry.register(
+            "drill_recover_seconds",
+            "How long the last drill of a scenario took to recover",
+            m.recover.clone(),
+        );
+        for scenario in crate::drill::Scenario::ALL {
+            for result in ["pass", "fail", "error"] {
+                m.runs
+                    .get_or_create(&DrillRunLabels {
+                        scenario: scenario.name(),
+                        result,
+                    })
+                    .inc_by(0);
+            }
+        }
+        m
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabel {
     store: &'static str,
 }
@@ -151,6 +235,7 @@ pub struct Metrics {
     store_healthy: Family<StoreLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     ledger_size: Gauge<u64, AtomicU64>,
     crosscheck: CrossCheckMetrics,
+    drills: DrillMetrics,
 }
 
 impl Default for Metrics {
@@ -199,8 +284,10 @@ impl Default for Metrics {
             ledger_size.clone(),
         );
         let crosscheck = CrossCheckMetrics::register(&mut registry);
+        let drills = DrillMetrics::register(&mut registry);
         Metrics {
             crosscheck,
+            drills,
             registry,
             submissions,
             submit_seconds,
@@ -292,6 +379,72 @@ impl Metrics {
             m.discrepancies.get_or_create(&l).inc_by(n);
         }
         m.records.inc_by(report.records_compared);
+    }
+
+    /// Records a finished drill.
+    pub fn drill_finished(&self, report: &crate::drill::DrillReport) {
+        let scenario = report.scenario.name();
+        let l = ScenarioLabel { scenario };
+        let m = &self.drills;
+        let result = if report.passed { "pass" } else { "fail" };
+        m.runs
+            .get_or_create(&DrillRunLabels { scenario, result })
+            .inc();
+        let finished = report.finished_at.unix_nanos() as f64 / 1e9;
+        m.last_run.get_or_create(&l).set(finished);
+        m.last_result
+            .get_or_create(&l)
+            .set(i64::from(report.passed));
+        if report.passed {
+            m.last_success.get_or_create(&l).set(finished);
+        }
+        if let Some(d) = report.detect_seconds {
+            m.detect.get_or_create(&l).set(d);
+        }
+        if let Some(r) = report.recover_seconds {
+            m.recover.get_or_create(&l).set(r);
+        }
+    }
+
+    /// Records a drill that could not run.
+    pub fn drill_error(&self, scenario: crate::drill::Scenario) {
+        self.drills
+            .runs
+            .get_or_create(&DrillRunLabels {
+                scenario: scenario.name(),
+                result: "error",
+            })
+            .inc();
+    }
+
+    /// The window a scheduled scenario must pass within.
+    pub fn set_drill_window(&self, scenario: crate::drill::Scenario, window: Duration) {
+        self.drills
+            .window
+            .get_or_create(&ScenarioLabel {
+                scenario: scenario.name(),
+            })
+            .set(window.as_secs_f64());
+    }
+
+    /// The last drill and last passed drill of a scenario, as stored (at start-up, so the
+    /// gauges survive restarts).
+    pub fn restore_drill(
+        &self,
+        scenario: crate::drill::Scenario,
+        last_run: f64,
+        last_passed: bool,
+        last_success: Option<f64>,
+    ) {
+        let l = ScenarioLabel {
+            scenario: scenario.name(),
+        };
+        let m = &self.drills;
+        m.last_run.get_or_create(&l).set(last_run);
+        m.last_result.get_or_create(&l).set(i64::from(last_passed));
+        if let Some(s) = last_success {
+            m.last_success.get_or_create(&l).set(s);
+        }
     }
 
     /// Sets the number of proposed repairs waiting for an auditor.

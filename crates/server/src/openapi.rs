@@ -40,6 +40,7 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     ProblemType::new("internal", 500, "Internal"),
     ProblemType::new("review-closed", 409, "ReviewClosed"),
     ProblemType::new("review-refused", 422, "ReviewRefused"),
+    ProblemType::new("drill-running", 409, "DrillRunning"),
 ];
 
 /// One stable problem type.
@@ -87,6 +88,7 @@ pub fn document() -> Value {
             { "name": "ledger", "description": "The verified ledger, public by design: checkpoint, tiles, proofs, the notary key." },
             { "name": "admin", "description": "Operating the service." },
             { "name": "verification", "description": "Cross-check reports, on-demand runs and auditors' verdicts on proposed repairs." },
+            { "name": "drills", "description": "Recovery drills: a store lost and rebuilt on a scratch copy, with signed reports." },
             { "name": "ui", "description": "Signing a browser in to the review pages (`/ui/reports`), which are HTML and not described here." },
             { "name": "operations", "description": "Health, readiness, metrics and this document." }
         ],
@@ -359,6 +361,69 @@ fn paths() -> Value {
                     "401": response("Unauthorized"),
                     "403": response("Forbidden"),
                     "404": response("NotFound"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/drills": {
+            "get": {
+                "operationId": "listDrills",
+                "tags": ["drills"],
+                "summary": "Stored recovery-drill reports, newest first",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "parameters": [
+                    { "name": "scenario", "in": "query", "description": "Only this scenario.", "schema": schema("DrillScenario") },
+                    { "name": "before", "in": "query", "description": "Drills older than this one (the previous page's `next`).", "schema": schema("Uuid") },
+                    { "name": "limit", "in": "query", "description": "Drills per page (default 50).", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }
+                ],
+                "responses": {
+                    "200": json_body("A page of drill summaries.", "DrillPage"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/drills/{id}": {
+            "get": {
+                "operationId": "getDrill",
+                "tags": ["drills"],
+                "summary": "One drill report, with the notary's signature and the ledger's audit record checked",
+                "security": [{ "bearer": ["auditor"] }, { "bearer": ["admin"] }],
+                "parameters": [{ "name": "id", "in": "path", "required": true, "description": "The drill id.", "schema": schema("Uuid") }],
+                "responses": {
+                    "200": json_body("The report, its digest, signature and audit record.", "StoredDrill"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "404": response("NotFound"),
+                    "500": response("Internal"),
+                    "503": response("Unavailable")
+                }
+            }
+        },
+        "/v1/drills/runs": {
+            "post": {
+                "operationId": "runDrill",
+                "tags": ["drills"],
+                "summary": "Run one drill now on a scratch copy; its signed report is stored and its digest appended to the ledger",
+                "security": [{ "bearer": ["admin"] }],
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": {
+                        "type": "object",
+                        "required": ["scenario"],
+                        "additionalProperties": false,
+                        "properties": { "scenario": schema("DrillScenario") }
+                    } } }
+                },
+                "responses": {
+                    "201": json_body("The drill's report (passed or not).", "DrillRun"),
+                    "400": response("BadRequest"),
+                    "401": response("Unauthorized"),
+                    "403": response("Forbidden"),
+                    "409": response("DrillRunning"),
                     "503": response("Unavailable")
                 }
             }
@@ -823,6 +888,91 @@ fn answer_schemas() -> Value {
                 "minor": { "type": "integer" },
                 "major": { "type": "integer" },
                 "critical": { "type": "integer" }
+            }
+        },
+        "DrillScenario": { "enum": ["lose-projection", "lose-stream", "corrupt-ledger", "restore-all", "store-outage"] },
+        "DrillSummary": {
+            "type": "object",
+            "required": ["drill_id", "scenario", "started_at", "finished_at", "passed", "in_place", "records_before", "records_after", "recover_ms", "discrepancies_left", "digest"],
+            "properties": {
+                "drill_id": schema("Uuid"),
+                "scenario": schema("DrillScenario"),
+                "started_at": schema("Timestamp"),
+                "finished_at": schema("Timestamp"),
+                "passed": { "type": "boolean" },
+                "in_place": { "type": "boolean" },
+                "records_before": { "type": "integer" },
+                "records_after": { "type": "integer" },
+                "detect_ms": { "type": ["integer", "null"] },
+                "recover_ms": { "type": "integer" },
+                "discrepancies_left": { "type": "integer" },
+                "digest": { "type": "string", "description": "Base64 SHA-256 of `triplicate/drill-report/v1\\n` and the report's canonical JSON." },
+                "audit_seq": { "type": ["integer", "null"] }
+            }
+        },
+        "DrillPage": {
+            "type": "object",
+            "required": ["drills", "next"],
+            "properties": {
+                "drills": { "type": "array", "items": schema("DrillSummary") },
+                "next": { "type": ["string", "null"], "description": "Pass as `before` for older drills." }
+            }
+        },
+        "DrillReport": {
+            "type": "object",
+            "description": "What a drill did and found: records before and after, checkpoints, times to detect and recover, every step, the final full cross-check, pass or fail.",
+            "required": ["version", "drill_id", "scenario", "started_at", "finished_at", "records_before", "records_after", "records_lost", "steps", "discrepancies_left", "passed"],
+            "properties": {
+                "version": { "type": "integer" },
+                "drill_id": schema("Uuid"),
+                "scenario": schema("DrillScenario"),
+                "in_place": { "type": "boolean" },
+                "started_at": schema("Timestamp"),
+                "finished_at": schema("Timestamp"),
+                "records_before": { "type": "integer" },
+                "records_after": { "type": "integer" },
+                "records_lost": { "type": "integer" },
+                "detect_seconds": { "type": ["number", "null"] },
+                "detected_by": { "type": ["string", "null"] },
+                "recover_seconds": { "type": ["number", "null"] },
+                "steps": { "type": "array", "items": { "type": "object" } },
+                "final_check": { "type": ["object", "null"] },
+                "discrepancies_left": { "type": "integer" },
+                "passed": { "type": "boolean" },
+                "failure": { "type": ["string", "null"] }
+            }
+        },
+        "StoredDrill": {
+            "type": "object",
+            "required": ["drill_id", "report", "digest", "signature", "audit_seq", "audit_record_matches"],
+            "properties": {
+                "drill_id": schema("Uuid"),
+                "report": schema("DrillReport"),
+                "digest": { "type": "string" },
+                "signature": {
+                    "type": "object",
+                    "required": ["key_id", "alg", "value", "valid"],
+                    "properties": {
+                        "key_id": schema("KeyId"),
+                        "alg": { "type": "string" },
+                        "value": { "type": "string" },
+                        "valid": { "type": "boolean" },
+                        "problem": { "type": ["string", "null"] }
+                    }
+                },
+                "audit_seq": { "type": ["integer", "null"] },
+                "audit_record_matches": { "type": ["boolean", "null"] }
+            }
+        },
+        "DrillRun": {
+            "type": "object",
+            "required": ["drill_id", "report", "digest", "audit_seq", "stored"],
+            "properties": {
+                "drill_id": schema("Uuid"),
+                "report": schema("DrillReport"),
+                "digest": { "type": "string" },
+                "audit_seq": { "type": ["integer", "null"] },
+                "stored": { "type": "boolean" }
             }
         },
         "VerificationReportPage": {

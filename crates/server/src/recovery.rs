@@ -154,15 +154,7 @@ impl Deployment {
             )),
             ProjectionChoice::Postgres { url } => {
                 if write {
-                    let owner = sqlx::postgres::PgPoolOptions::new()
-                        .max_connections(1)
-                        .connect(&url)
-                        .await
-                        .map_err(|e| f(e.to_string()))?;
-                    PgProjection::migrate(&owner)
-                        .await
-                        .map_err(|e| f(e.to_string()))?;
-                    owner.close().await;
+                    crate::setup::migrate_postgres_url(&url).await.map_err(&f)?;
                 }
                 let role = if write {
                     PG_WRITER_ROLE

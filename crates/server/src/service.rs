@@ -457,6 +457,12 @@ impl Service {
         self.inner.ledger_dir.as_deref()
     }
 
+    /// The policy directory (`keys.toml`, `governance.toml`, `verification.toml`), when the
+    /// policy was loaded from one.
+    pub fn policy_dir(&self) -> Option<&std::path::Path> {
+        self.inner.policy_dir.as_deref()
+    }
+
     /// The notary signer.
     pub fn notary(&self) -> &Arc<dyn Signer> {
         &self.inner.notary
@@ -550,12 +556,13 @@ impl Service {
             "decision_id",
             tracing::field::display(submission.decision.id),
         );
-        if submission.decision.kind == AUDIT_KIND {
+        if triplicate_core::is_service_kind(&submission.decision.kind) {
             return Err(SubmitError::Invalid(ValidationError::one(
                 "decision.kind",
                 format!(
-                    "{AUDIT_KIND:?} is reserved for the service's own audit records (one per \
-                     cross-verification run); choose another kind"
+                    "{:?} is reserved for the service's own audit records (one per \
+                     cross-verification run or recovery drill); choose another kind",
+                    submission.decision.kind
                 ),
             )));
         }
@@ -582,7 +589,8 @@ impl Service {
             .map_err(|_| SubmitError::Internal("the committer dropped the submission".into()))?
     }
 
-    /// Records one of the service's own audit records (kind [`AUDIT_KIND`]): `decision`, approved
+    /// Records one of the service's own audit records (kind [`AUDIT_KIND`] or
+    /// [`triplicate_core::DRILL_KIND`]): `decision`, approved
     /// by the notary key alone (no quorum policy applies), through the same committer as every
     /// submission, so it gets a seq, reaches the stream and the projection, and is covered by
     /// the next cross-check like any record. Idempotent by decision id like [`Service::submit`],
@@ -591,9 +599,10 @@ impl Service {
         if let Some(reason) = self.writes_frozen() {
             return Err(SubmitError::Frozen(reason));
         }
-        if decision.kind != AUDIT_KIND {
+        if !triplicate_core::is_service_kind(&decision.kind) {
             return Err(SubmitError::Internal(format!(
-                "an audit record must be of kind {AUDIT_KIND:?}, not {:?}",
+                "an audit record must be of kind {AUDIT_KIND:?} or {:?}, not {:?}",
+                triplicate_core::DRILL_KIND,
                 decision.kind
             )));
         }

@@ -289,6 +289,15 @@ async fn migrate_postgres(url: &str) -> Result<(), MigrateError> {
     out
 }
 
+/// Applies the projection's migrations as the owner role of `url` (a restore target, a drill's
+/// scratch database).
+pub async fn migrate_postgres_url(url: &str) -> Result<(), String> {
+    migrate_postgres(url).await.map_err(|e| match e {
+        MigrateError::Unreachable(why) => format!("PostgreSQL is unreachable: {why}"),
+        MigrateError::Failed(e) => e.to_string(),
+    })
+}
+
 /// Opens the embedded ledger and stream and the chosen projection under `data_dir`.
 pub async fn open_parts(
     data_dir: &Path,

@@ -384,6 +384,8 @@ pub(crate) fn endpoint(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/ui/logout") => post(logout),
         ("GET", "/ui/reports") => get(reports),
         ("GET", "/ui/reports/{id}") => get(report),
+        ("GET", "/ui/drills") => get(drills),
+        ("GET", "/ui/drills/{id}") => get(drill),
         ("GET", "/ui/repairs/{id}/approve") => get(approve_form),
         ("GET", "/ui/repairs/{id}/reject") => get(reject_form),
         ("POST", "/ui/repairs/{id}/approve") => post(approve_submit),
@@ -527,7 +529,8 @@ fn page(title: &str, viewer: Option<&Viewer>, main: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{} · Triplicate</title>\
          <style>{STYLE}</style></head><body><header><a href=\"/ui/reports\">Triplicate · \
-         review</a>",
+         review</a><a href=\"/ui/reports\">Verification runs</a><a href=\"/ui/drills\">\
+         Recovery drills</a>",
         e(title)
     );
     if let Some(v) = viewer {
@@ -866,6 +869,170 @@ fn render_list(runs: &[ReportSummary], next: Option<Uuid>, older: bool) -> Strin
     }
     out.push_str("</p>");
     out
+}
+
+/// `GET /ui/drills`: stored recovery-drill reports, newest first.
+async fn drills(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, Response> {
+    let v = viewer(&s, &headers).ok_or_else(|| sign_in_first(&uri))?;
+    let shown = |p: Problem| problem_page(&p, Some(&v));
+    let Query(params) = params.map_err(|r| shown(Problem::bad_request(r.body_text())))?;
+    let before = params
+        .before
+        .as_deref()
+        .map(|b| vh::parse_id("drill id", b))
+        .transpose()
+        .map_err(shown)?;
+    let (page_rows, next) = crate::drills_http::drills_page(&s, None, before, DEFAULT_REPORTS_PAGE)
+        .await
+        .map_err(shown)?;
+    let mut out = String::from("<h1>Recovery drills</h1>");
+    if page_rows.is_empty() {
+        out.push_str(
+            "<p>No drill is stored yet. Run one with <code>triplicate drill run --scenario \
+             lose-projection</code>, or schedule them in <code>verification.toml</code>.</p>",
+        );
+    } else {
+        out.push_str(
+            "<table class=\"wide drills\"><thead><tr><th>drill</th><th>scenario</th>\
+             <th>result</th><th>records before</th><th>records after</th><th>detect</th>\
+             <th>recover</th><th>discrepancies left</th><th>finished</th><th>audit seq</th>\
+             </tr></thead><tbody>",
+        );
+        for d in &page_rows {
+            let _ = write!(
+                out,
+                "<tr><td><a href=\"/ui/drills/{0}\"><code>{0}</code></a></td><td>{1}</td>\
+                 <td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td><td>{6} ms</td><td>{7}</td>\
+                 <td>{8}</td><td>{9}</td></tr>",
+                e(d.drill_id),
+                e(&d.scenario),
+                pass_badge(d.passed),
+                d.records_before,
+                d.records_after,
+                d.detect_ms
+                    .map_or_else(|| "—".to_owned(), |m| format!("{m} ms")),
+                d.recover_ms,
+                d.discrepancies_left,
+                e(d.finished_at),
+                opt(d.audit_seq),
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("<p>");
+    if before.is_some() {
+        out.push_str("<a href=\"/ui/drills\">Newest drills</a> ");
+    }
+    if let Some(n) = next {
+        let _ = write!(
+            out,
+            "<a href=\"/ui/drills?before={}\">Older drills</a>",
+            e(n)
+        );
+    }
+    out.push_str("</p>");
+    Ok(html(
+        StatusCode::OK,
+        page("Recovery drills", Some(&v), &out),
+    ))
+}
+
+fn pass_badge(passed: bool) -> &'static str {
+    if passed {
+        "<span class=\"badge b-clean\">passed</span>"
+    } else {
+        "<span class=\"badge b-critical\">FAILED</span>"
+    }
+}
+
+/// `GET /ui/drills/{id}`: one drill report, its steps, and whether its signature and audit
+/// record check out.
+async fn drill(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
+    let v = viewer(&s, &headers).ok_or_else(|| sign_in_first(&uri))?;
+    let shown =
+        |p: Problem| problem_page_with(&p, Some(&v), Some(("/ui/drills", "Back to the drills")));
+    let id = vh::parse_id("drill id", &id).map_err(shown)?;
+    let d = crate::drills_http::load_drill(&s, id)
+        .await
+        .map_err(shown)?;
+    let r = &d.report;
+    let secs = |x: Option<f64>| x.map_or_else(|| "—".to_owned(), |x| format!("{x:.3} s"));
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<h1>Drill <code>{}</code> {}</h1><table class=\"kv\">\
+         <tr><th>scenario</th><td>{}</td></tr>\
+         <tr><th>started / finished</th><td>{} / {}</td></tr>\
+         <tr><th>records before / after / lost</th><td>{} / {} / {}</td></tr>\
+         <tr><th>checkpoint before</th><td>size {}, root <code>{}</code></td></tr>\
+         <tr><th>checkpoint after</th><td>size {}, root <code>{}</code></td></tr>\
+         <tr><th>time to detect</th><td>{} {}</td></tr>\
+         <tr><th>time to recover</th><td>{}</td></tr>\
+         <tr><th>discrepancies left</th><td>{}</td></tr>\
+         <tr><th>failure</th><td>{}</td></tr>\
+         <tr><th>digest</th><td><code>{}</code></td></tr>\
+         <tr><th>notary signature</th><td>{}</td></tr>\
+         <tr><th>audit record</th><td>{}</td></tr></table>",
+        e(r.drill_id),
+        pass_badge(r.passed),
+        e(r.scenario),
+        e(r.started_at),
+        e(r.finished_at),
+        r.records_before,
+        r.records_after,
+        r.records_lost,
+        r.checkpoint_before.size,
+        e(&r.checkpoint_before.root),
+        r.checkpoint_after.size,
+        e(&r.checkpoint_after.root),
+        secs(r.detect_seconds),
+        e(r.detected_by.as_deref().unwrap_or("")),
+        secs(r.recover_seconds),
+        r.discrepancies_left,
+        e(r.failure.as_deref().unwrap_or("—")),
+        e(b64(&d.stored.digest)),
+        match &d.signature {
+            Ok(()) => format!("valid (key <code>{}</code>)", e(&d.stored.key_id)),
+            Err(why) => format!("<span class=\"error\">INVALID: {}</span>", e(why)),
+        },
+        match (d.stored.audit_seq, d.audit_record_matches) {
+            (Some(seq), Some(true)) => format!("seq {seq}, carries this digest"),
+            (Some(seq), _) =>
+                format!("<span class=\"error\">seq {seq} does NOT carry this digest</span>"),
+            _ => "<span class=\"muted\">none (writes were frozen, or the append failed)</span>"
+                .to_owned(),
+        },
+    );
+    out.push_str(
+        "<h2>Steps</h2><table class=\"wide steps\"><thead><tr><th>step</th><th>ok</th>\
+         <th>seconds</th><th>detail</th></tr></thead><tbody>",
+    );
+    for st in &r.steps {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td></tr>",
+            e(&st.name),
+            if st.ok {
+                "ok"
+            } else {
+                "<span class=\"error\">failed</span>"
+            },
+            st.seconds,
+            e(&st.detail)
+        );
+    }
+    out.push_str("</tbody></table><p><a href=\"/ui/drills\">All drills</a></p>");
+    Ok(html(StatusCode::OK, page("Recovery drill", Some(&v), &out)))
 }
 
 /// `GET /ui/reports/{id}`.

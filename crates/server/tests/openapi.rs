@@ -577,6 +577,7 @@ impl Harness {
             tokens: Arc::new(tokens),
             restrict_reads,
             crosscheck: None,
+            drills: None,
             ui: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

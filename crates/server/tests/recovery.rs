@@ -9,22 +9,10 @@ mod common;
 
 use std::path::Path;
 
+use common::{pg_url, start};
 use triplicate_projection::testkit::PgTestDb;
 use triplicate_server::recovery::{self, Deployment, RecoveryFailure, RestoreOptions};
-use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
-use triplicate_server::{Running, ServeConfig, ServiceOptions};
-
-async fn start(dir: &Path, projection: ProjectionChoice) -> Running {
-    triplicate_server::start(ServeConfig {
-        data_dir: dir.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        projection,
-        origin: DEV_ORIGIN.into(),
-        options: ServiceOptions::default(),
-    })
-    .await
-    .unwrap()
-}
+use triplicate_server::setup::ProjectionChoice;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -37,17 +25,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&p, to.join(e.file_name())).unwrap();
         }
     }
-}
-
-fn pg_url(db: &PgTestDb) -> String {
-    let o = db.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        o.get_username(),
-        o.get_host(),
-        o.get_port(),
-        db.name()
-    )
 }
 
 /// Back up a running service, stop it, back up again (incrementally), restore into a fresh

@@ -315,6 +315,7 @@ async fn an_expired_ticket_signs_nobody_in() {
         tokens: Arc::new(triplicate_server::auth::Tokens::new(&dev.tokens).unwrap()),
         restrict_reads: false,
         crosscheck: None,
+        drills: None,
         ui: Arc::new(UiSessions::new(
             Duration::from_millis(200),
             SESSION_LIFETIME,

@@ -123,6 +123,10 @@ pub enum Kind {
     LeafMismatch,
     /// A ledger file is missing, unreadable, or disagrees with the others (fsck, or a read).
     LedgerFiles,
+    /// A report the projection stores (a recovery drill's) does not match the digest its
+    /// audit record in the ledger carries, or its notary signature does not verify: someone
+    /// changed the evidence.
+    ReportTampered,
 }
 
 impl Kind {
@@ -145,6 +149,7 @@ impl Kind {
             Kind::RootMismatch => "root_mismatch",
             Kind::LeafMismatch => "leaf_mismatch",
             Kind::LedgerFiles => "ledger_files",
+            Kind::ReportTampered => "report_tampered",
         }
     }
 }

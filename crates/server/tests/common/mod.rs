@@ -228,3 +228,31 @@ pub async fn full_run(
     assert_eq!(status, 201, "{out}");
     out
 }
+
+/// A development service on `dir` (127.0.0.1, any port) with `projection`.
+pub async fn start(
+    dir: &std::path::Path,
+    projection: triplicate_server::setup::ProjectionChoice,
+) -> triplicate_server::Running {
+    triplicate_server::start(triplicate_server::ServeConfig {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        projection,
+        origin: triplicate_server::setup::DEV_ORIGIN.into(),
+        options: triplicate_server::ServiceOptions::default(),
+    })
+    .await
+    .unwrap()
+}
+
+/// The owner URL of a test database.
+pub fn pg_url(db: &triplicate_projection::testkit::PgTestDb) -> String {
+    let o = db.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        o.get_username(),
+        o.get_host(),
+        o.get_port(),
+        db.name()
+    )
+}

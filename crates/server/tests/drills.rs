@@ -1,0 +1,291 @@
+//! Recovery drills end to end: every scenario on a running service's scratch copy, with the
+//! embedded stores and with PostgreSQL projections; the signed report stored, served and
+//! audited in the ledger; the metrics; a tampered drill report caught by the cross-verifier;
+//! one drill at a time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{pg_url, start};
+use serde_json::Value;
+use triplicate_projection::testkit::PgTestDb;
+use triplicate_server::drill::{DrillOptions, Scenario};
+use triplicate_server::setup::ProjectionChoice;
+use triplicate_server::Running;
+
+/// Runs `scenario` on a service holding `n` decisions and checks the report and what it left.
+async fn drill_passes(r: &Running, scratch: &Path, scenario: Scenario, scratch_pg: Option<String>) {
+    let before = r.service.ledger().tree_size();
+    let out = r
+        .drills
+        .run(DrillOptions {
+            scratch_dir: Some(scratch.to_owned()),
+            scratch_postgres_url: scratch_pg,
+            ..DrillOptions::new(scenario)
+        })
+        .await
+        .unwrap();
+    let rep = &out.report;
+    assert!(rep.passed, "{scenario}: {:#?}", rep);
+    assert_eq!(rep.scenario, scenario);
+    assert!(rep.records_before > 0 && rep.records_before <= before);
+    assert_eq!(rep.records_after, rep.records_before, "{scenario}");
+    assert_eq!(rep.records_lost, 0);
+    assert_eq!(rep.discrepancies_left, 0);
+    let fc = rep.final_check.as_ref().unwrap();
+    assert!(
+        fc.clean && fc.records_compared >= rep.records_before,
+        "{fc:?}"
+    );
+    assert!(rep.recover_seconds.is_some(), "{scenario}");
+    if scenario == Scenario::RestoreAll {
+        assert!(rep.detect_seconds.is_none());
+    } else {
+        assert!(rep.detect_seconds.is_some(), "{scenario}: {:?}", rep.steps);
+        assert!(rep.detected_by.is_some());
+    }
+    // Evidence: signed, stored, its digest in the source's ledger; the scratch copy removed.
+    assert!(out.stored);
+    let seq = out.audit_seq.expect("an audit record");
+    assert!(seq >= before);
+    assert!(!scratch
+        .join(format!("triplicate-drill-{}", rep.drill_id))
+        .exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_passes_on_embedded_stores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = start(&tmp.path().join("data"), ProjectionChoice::Sqlite).await;
+    let http = reqwest::Client::new();
+    // More than one full tile, so corrupt-ledger damages a full one.
+    common::populate(&r, &http, 300).await;
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for s in Scenario::ALL {
+        drill_passes(&r, &scratch, s, None).await;
+    }
+    let base = format!("http://{}", r.addr);
+    // The reports over HTTP, newest first, each signed and audited.
+    let (status, page) = common::call(
+        &http,
+        &base,
+        "GET",
+        "/v1/drills",
+        Some(&r.auditor_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let drills = page["drills"].as_array().unwrap();
+    assert_eq!(drills.len(), 5);
+    assert_eq!(drills[0]["scenario"], "store-outage");
+    for d in drills {
+        assert_eq!(d["passed"], true);
+        let id = d["drill_id"].as_str().unwrap();
+        let (status, one) = common::call(
+            &http,
+            &base,
+            "GET",
+            &format!("/v1/drills/{id}"),
+            Some(&r.auditor_token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{one}");
+        assert_eq!(one["signature"]["valid"], true, "{one}");
+        assert_eq!(one["audit_record_matches"], true, "{one}");
+        assert_eq!(one["report"]["drill_id"], d["drill_id"]);
+    }
+    let (status, _) = common::call(
+        &http,
+        &base,
+        "GET",
+        "/v1/drills?scenario=lose-everything",
+        Some(&r.auditor_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Metrics: the last result per scenario.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for s in Scenario::ALL {
+        let line = format!(
+            "triplicate_drill_last_result{{scenario=\"{}\"}} 1",
+            s.name()
+        );
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+        assert!(metrics.contains(&format!(
+            "triplicate_drill_runs_total{{scenario=\"{}\",result=\"pass\"}} 1",
+            s.name()
+        )));
+    }
+    // The source is intact and a full cross-check of it is clean (the drills' audit records
+    // included).
+    let run = r.crosscheck.run_now(true).await.unwrap();
+    assert!(run.report.is_clean(), "{:?}", run.report.discrepancies);
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_passes_with_postgresql_projections() {
+    let src = PgTestDb::create().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let r = start(
+        &tmp.path().join("data"),
+        ProjectionChoice::Postgres { url: pg_url(&src) },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    common::populate(&r, &http, 60).await;
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for s in Scenario::ALL {
+        let db = PgTestDb::create_unmigrated().await;
+        drill_passes(&r, &scratch, s, Some(pg_url(&db))).await;
+    }
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_drill_report_is_caught_by_the_cross_verifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let r = start(&data, ProjectionChoice::Sqlite).await;
+    let http = reqwest::Client::new();
+    common::populate(&r, &http, 20).await;
+    let out = r
+        .drills
+        .run(DrillOptions {
+            scratch_dir: Some(tmp.path().to_owned()),
+            ..DrillOptions::new(Scenario::LoseStream)
+        })
+        .await
+        .unwrap();
+    assert!(out.report.passed);
+    common::settle(&r.service).await;
+    let clean = r.crosscheck.run_now(true).await.unwrap();
+    assert!(clean.report.is_clean(), "{:?}", clean.report.discrepancies);
+
+    // Someone with the database file turns the failed-looking numbers into better ones.
+    {
+        let c = rusqlite::Connection::open(data.join("projection.db")).unwrap();
+        let triggers: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'drill_reports'")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            !triggers.is_empty(),
+            "drill_reports has no append-only triggers"
+        );
+        for t in triggers {
+            c.execute(&format!("DROP TRIGGER {t}"), []).unwrap();
+        }
+        let body: String = c
+            .query_row(
+                "SELECT CAST(body AS TEXT) FROM drill_reports WHERE drill_id = ?1",
+                [out.report.drill_id.to_string()],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let mut v: Value = serde_json::from_str(&body).unwrap();
+        v["recover_seconds"] = serde_json::json!(0.001);
+        let forged = serde_json::to_string(&v).unwrap();
+        let n = c
+            .execute(
+                "UPDATE drill_reports SET body = ?1 WHERE drill_id = ?2",
+                rusqlite::params![forged, out.report.drill_id.to_string()],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let run = r.crosscheck.run_now(false).await.unwrap();
+    let found: Vec<_> = run
+        .report
+        .discrepancies
+        .iter()
+        .filter(|d| d.kind == triplicate_verifier::Kind::ReportTampered)
+        .collect();
+    assert_eq!(found.len(), 1, "{:?}", run.report.discrepancies);
+    assert_eq!(found[0].class, triplicate_verifier::Class::Major);
+    assert_eq!(found[0].decision_id, Some(out.report.drill_id));
+    assert_eq!(found[0].seq, out.audit_seq);
+    // And the API says so too.
+    let (status, one) = common::call(
+        &http,
+        &format!("http://{}", r.addr),
+        "GET",
+        &format!("/v1/drills/{}", out.report.drill_id),
+        Some(&r.auditor_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["signature"]["valid"], false, "{one}");
+    r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drills_run_one_at_a_time_and_need_an_admin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = start(&tmp.path().join("data"), ProjectionChoice::Sqlite).await;
+    let http = reqwest::Client::new();
+    common::populate(&r, &http, 5).await;
+    let base = format!("http://{}", r.addr);
+    let body = serde_json::json!({ "scenario": "lose-projection" });
+    let (status, _) = common::call(
+        &http,
+        &base,
+        "POST",
+        "/v1/drills/runs",
+        Some(&r.auditor_token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, p) = common::call(
+        &http,
+        &base,
+        "POST",
+        "/v1/drills/runs",
+        Some(&r.admin_token),
+        Some(&serde_json::json!({ "scenario": "lose-everything" })),
+    )
+    .await;
+    assert_eq!(status, 400, "{p}");
+    let (a, b) = tokio::join!(
+        common::call(
+            &http,
+            &base,
+            "POST",
+            "/v1/drills/runs",
+            Some(&r.admin_token),
+            Some(&body)
+        ),
+        common::call(
+            &http,
+            &base,
+            "POST",
+            "/v1/drills/runs",
+            Some(&r.admin_token),
+            Some(&body)
+        ),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{} {}", a.1, b.1);
+    let done = if a.0 == 201 { a.1 } else { b.1 };
+    assert_eq!(done["report"]["passed"], true, "{done}");
+    r.stop().await.unwrap();
+}
