@@ -142,6 +142,7 @@ pub fn run_backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
                 "projection_records": m.projection.records,
                 "projection_damaged": m.projection.damaged,
                 "reports": m.projection.reports,
+                "drills": m.projection.drills,
                 "files": m.files.len(),
                 "ledger_files_copied": m.ledger_files_copied,
                 "signed_by": out.manifest.signature.key_id,
@@ -158,8 +159,8 @@ pub fn run_backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         println!("  ledger:     tree size {}, root {}", m.tree_size, m.root);
         println!("  stream:     {} events exported", m.stream.events);
         println!(
-            "  projection: {} records, {} verification reports exported",
-            m.projection.records, m.projection.reports
+            "  projection: {} records, {} verification reports, {} drill reports exported",
+            m.projection.records, m.projection.reports, m.projection.drills
         );
         if !m.projection.damaged.is_empty() {
             println!(
@@ -223,6 +224,8 @@ pub fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
                 "reports": o.reports,
                 "reviews": o.reviews,
                 "reports_unconfirmed": b.reports_unconfirmed,
+                "drills": o.drills,
+                "drills_unconfirmed": b.drills_unconfirmed,
                 "moved_aside": r.moved_aside,
                 "seconds": o.elapsed.as_secs_f64(),
             })
@@ -258,9 +261,15 @@ pub fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "  reports:    {} restored with {} reviews",
-            o.reports, o.reviews
+            "  reports:    {} verification reports with {} reviews, {} drill reports restored",
+            o.reports, o.reviews, o.drills
         );
+        if !b.drills_unconfirmed.is_empty() {
+            println!(
+                "  WARNING: the ledger does not confirm the digest of drill reports {:?}",
+                b.drills_unconfirmed
+            );
+        }
         if !b.reports_unconfirmed.is_empty() {
             println!(
                 "  WARNING: the ledger does not confirm the digest of reports {:?}",

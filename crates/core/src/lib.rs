@@ -38,6 +38,10 @@ pub const AUDIT_KIND: &str = "verification";
 /// report's digest, approved by the notary key alone. Reserved like [`AUDIT_KIND`].
 pub const DRILL_KIND: &str = "drill";
 
+/// Prefix of a drill report's digest and of the notary's signature over it:
+/// `SHA-256("triplicate/drill-report/v1\n" || JCS(report))`.
+pub const DRILL_REPORT_DOMAIN: &[u8] = b"triplicate/drill-report/v1\n";
+
 /// The kinds only the service itself records, approved by its notary key alone
 /// ([`AUDIT_KIND`], [`DRILL_KIND`]).
 pub const SERVICE_KINDS: [&str; 2] = [AUDIT_KIND, DRILL_KIND];

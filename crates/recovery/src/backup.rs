@@ -8,12 +8,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use triplicate_core::{Hash, Timestamp};
 use triplicate_keys::{Signer, VerifierKey};
-use triplicate_projection::{Projection, Rederived, ReportStore, MAX_RANGE};
+use triplicate_projection::{DrillStore, Projection, Rederived, ReportStore, MAX_RANGE};
 use triplicate_stream::EventStream;
 use uuid::Uuid;
 
-use crate::export::{EventLine, ReportLine, ReviewLine};
-use crate::layout::{LEDGER_DIR, PROJECTION_RECORDS, PROJECTION_REPORTS, STREAM_EVENTS};
+use crate::export::{DrillLine, EventLine, ReportLine, ReviewLine};
+use crate::layout::{
+    LEDGER_DIR, PROJECTION_DRILLS, PROJECTION_RECORDS, PROJECTION_REPORTS, STREAM_EVENTS,
+};
 use crate::manifest::{
     FileEntry, Manifest, ProjectionPart, SignedManifest, StreamPart, MANIFEST_FILE, MANIFEST_FORMAT,
 };
@@ -139,7 +141,7 @@ pub async fn backup<S, P>(
 ) -> Result<BackupOutcome, RecoveryError>
 where
     S: EventStream,
-    P: Projection + ReportStore,
+    P: Projection + ReportStore + DrillStore,
 {
     let started = Instant::now();
     tokio::fs::create_dir_all(out)
@@ -278,6 +280,28 @@ where
     }
     let reports_file = reports.finish().await?;
 
+    let mut drill_ids: Vec<Uuid> = Vec::new();
+    let mut before = None;
+    loop {
+        let page = src.projection.drills(before, 1_000, None).await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.drill_id);
+        drill_ids.extend(page.iter().map(|d| d.drill_id));
+    }
+    drill_ids.reverse();
+    let mut drills = LineFile::create(out, PROJECTION_DRILLS).await?;
+    for id in &drill_ids {
+        let Some(d) = src.projection.drill(*id).await? else {
+            continue;
+        };
+        let line = DrillLine::from_stored(&d).map_err(|reason| RecoveryError::Damaged {
+            store: "projection",
+            reason,
+        })?;
+        drills.line(&json_line(&line)?).await?;
+    }
+    let drills_file = drills.finish().await?;
+
     let mut files: Vec<FileEntry> = snapshot
         .files
         .iter()
@@ -287,7 +311,7 @@ where
             bytes: f.len,
         })
         .collect();
-    files.extend([events_file, records_file, reports_file]);
+    files.extend([events_file, records_file, reports_file, drills_file]);
     files.sort_by(|a, b| a.path.cmp(&b.path));
 
     let manifest = Manifest {
@@ -306,6 +330,7 @@ where
             records: record_count,
             damaged,
             reports: ids.len() as u64,
+            drills: drill_ids.len() as u64,
         },
         ledger_files_copied: snapshot.copied() as u64,
         files,

@@ -3,7 +3,7 @@
 //!
 //! Owns: the backup directory's layout and formats (`manifest.json` signed by the notary, the
 //! ledger snapshot under `ledger/`, `stream/events.jsonl`, `projection/records.jsonl`,
-//! `projection/reports.jsonl`), [`backup`], [`verify_backup`], [`restore`], and the batched
+//! `projection/reports.jsonl`, `projection/drills.jsonl`), [`backup`], [`verify_backup`], [`restore`], and the batched
 //! fills [`fill_stream`] and [`fill_projection`] that rebuild a store through its ordinary
 //! idempotent append or apply.
 //!
@@ -26,7 +26,7 @@ mod restore;
 
 pub use backup::{backup, BackupOutcome, BackupSources};
 pub use error::RecoveryError;
-pub use export::{EventLine, ReportLine, ReviewLine};
+pub use export::{DrillLine, EventLine, ReportLine, ReviewLine};
 pub use fill::{fill_projection, fill_stream, FillOutcome};
 pub use manifest::{
     FileEntry, Manifest, ProjectionPart, SignedManifest, StreamPart, MANIFEST_DOMAIN,
@@ -46,4 +46,6 @@ pub mod layout {
     pub const PROJECTION_RECORDS: &str = "projection/records.jsonl";
     /// Every stored verification report with its reviews ([`crate::ReportLine`]).
     pub const PROJECTION_REPORTS: &str = "projection/reports.jsonl";
+    /// Every stored recovery-drill report ([`crate::DrillLine`]).
+    pub const PROJECTION_DRILLS: &str = "projection/drills.jsonl";
 }

@@ -51,6 +51,8 @@ pub struct ProjectionPart {
     pub damaged: Vec<u64>,
     /// Verification reports exported.
     pub reports: u64,
+    /// Recovery-drill reports exported.
+    pub drills: u64,
 }
 
 /// What a backup holds.

@@ -1,6 +1,8 @@
 //! Checking a backup, and restoring it into empty stores.
 
 use std::io::{BufRead, BufReader};
+
+use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,13 +11,15 @@ use triplicate_core::digest::leaf_hash;
 use triplicate_core::{Hash, Record};
 use triplicate_keys::VerifierKey;
 use triplicate_ledger::{EmbeddedLedger, Ledger};
-use triplicate_projection::{Projection, ReportStore};
+use triplicate_projection::{DrillStore, Projection, ReportStore};
 use triplicate_stream::EventStream;
 use uuid::Uuid;
 
-use crate::export::{EventLine, ReportLine};
+use crate::export::{DrillLine, EventLine, ReportLine};
 use crate::fill::{fill_projection, fill_stream, FillOutcome};
-use crate::layout::{LEDGER_DIR, PROJECTION_RECORDS, PROJECTION_REPORTS, STREAM_EVENTS};
+use crate::layout::{
+    LEDGER_DIR, PROJECTION_DRILLS, PROJECTION_RECORDS, PROJECTION_REPORTS, STREAM_EVENTS,
+};
 use crate::manifest::{Manifest, SignedManifest, MANIFEST_FILE, MANIFEST_FORMAT};
 use crate::RecoveryError;
 
@@ -55,6 +59,10 @@ pub struct VerifiedBackup {
     pub reports: Vec<ReportLine>,
     /// Reports whose digest the ledger's audit record at their `audit_seq` does not confirm.
     pub reports_unconfirmed: Vec<Uuid>,
+    /// The recovery-drill reports, checked (digest, notary signature), oldest first.
+    pub drills: Vec<DrillLine>,
+    /// Drill reports whose digest the ledger's `drill` audit record does not confirm.
+    pub drills_unconfirmed: Vec<Uuid>,
 }
 
 fn safe_rel(rel: &str) -> bool {
@@ -185,7 +193,12 @@ fn verify_blocking(dir: &Path, trusted: &VerifierKey) -> Result<VerifiedBackup, 
             ));
         }
     }
-    for needed in [STREAM_EVENTS, PROJECTION_RECORDS, PROJECTION_REPORTS] {
+    for needed in [
+        STREAM_EVENTS,
+        PROJECTION_RECORDS,
+        PROJECTION_REPORTS,
+        PROJECTION_DRILLS,
+    ] {
         if !m.files.iter().any(|f| f.path == needed) {
             return Err(RecoveryError::refused(
                 &mpath,
@@ -256,6 +269,18 @@ fn verify_blocking(dir: &Path, trusted: &VerifierKey) -> Result<VerifiedBackup, 
         Ok((r.seq, leaf_hash(line.as_bytes())))
     })?;
 
+    let confirmed_by_ledger = |seq: Option<u64>, id: Uuid, digest: &Hash| {
+        seq.filter(|s| *s < m.tree_size).is_some_and(|s| {
+            ledger
+                .entry(s)
+                .ok()
+                .and_then(|b| Record::from_canonical_bytes(&b).ok())
+                .filter(|rec| rec.decision.id == id)
+                .and_then(|rec| triplicate_verifier::audited_digest(&rec.decision))
+                .as_ref()
+                == Some(digest)
+        })
+    };
     let rpath = dir.join(PROJECTION_REPORTS);
     let f =
         std::fs::File::open(&rpath).map_err(|e| RecoveryError::refused(&rpath, e.to_string()))?;
@@ -274,18 +299,44 @@ fn verify_blocking(dir: &Path, trusted: &VerifierKey) -> Result<VerifiedBackup, 
                 r.digest
             )));
         }
-        let confirmed = r.audit_seq.filter(|s| *s < m.tree_size).is_some_and(|s| {
-            ledger
-                .entry(s)
-                .ok()
-                .and_then(|b| Record::from_canonical_bytes(&b).ok())
-                .and_then(|rec| triplicate_verifier::audited_digest(&rec.decision))
-                == Some(digest)
-        });
-        if !confirmed {
+        if !confirmed_by_ledger(r.audit_seq, r.run_id, &digest) {
             unconfirmed.push(r.run_id);
         }
         reports.push(r);
+    }
+    let dpath = dir.join(PROJECTION_DRILLS);
+    let f =
+        std::fs::File::open(&dpath).map_err(|e| RecoveryError::refused(&dpath, e.to_string()))?;
+    let mut drills = Vec::new();
+    let mut drills_unconfirmed = Vec::new();
+    for (n, line) in BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(RecoveryError::io("read export", &dpath))?;
+        let bad = |r: String| RecoveryError::refused(&dpath, format!("line {}: {r}", n + 1));
+        let d: DrillLine = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        let stored = d.to_stored().map_err(&bad)?;
+        let mut msg = triplicate_core::DRILL_REPORT_DOMAIN.to_vec();
+        msg.extend_from_slice(&stored.body);
+        let digest: Hash = sha2::Sha256::digest(&msg).into();
+        if digest != stored.digest {
+            return Err(bad(format!(
+                "drill {}: its body's digest is {} but the line says {}",
+                d.drill_id,
+                hex::encode(digest),
+                d.digest
+            )));
+        }
+        if stored.key_id != trusted.key.key_id().to_string()
+            || trusted.key.verify(&msg, &stored.signature).is_err()
+        {
+            return Err(bad(format!(
+                "drill {}: the report is not signed by the trusted notary key",
+                d.drill_id
+            )));
+        }
+        if !confirmed_by_ledger(stored.audit_seq, stored.drill_id, &digest) {
+            drills_unconfirmed.push(d.drill_id);
+        }
+        drills.push(d);
     }
     tracing::info!(
         dir = %dir.display(),
@@ -304,6 +355,8 @@ fn verify_blocking(dir: &Path, trusted: &VerifierKey) -> Result<VerifiedBackup, 
         projection,
         reports,
         reports_unconfirmed: unconfirmed,
+        drills,
+        drills_unconfirmed,
     })
 }
 
@@ -332,6 +385,7 @@ pub struct RestoreOutcome {
     pub projection: FillOutcome,
     pub reports: u64,
     pub reviews: u64,
+    pub drills: u64,
     pub elapsed: Duration,
 }
 
@@ -348,7 +402,7 @@ pub async fn restore<S, P>(
 ) -> Result<RestoreOutcome, RecoveryError>
 where
     S: EventStream,
-    P: Projection + ReportStore,
+    P: Projection + ReportStore + DrillStore,
 {
     let started = Instant::now();
     let ldir = targets.ledger_dir;
@@ -372,10 +426,12 @@ where
             reason: format!("the projection holds records up to seq {h}"),
         });
     }
-    if !targets.projection.reports(None, 1).await?.is_empty() {
+    if !targets.projection.reports(None, 1).await?.is_empty()
+        || !targets.projection.drills(None, 1, None).await?.is_empty()
+    {
         return Err(RecoveryError::TargetNotEmpty {
             path: ldir.parent().unwrap_or(ldir).to_path_buf(),
-            reason: "the projection holds verification reports".into(),
+            reason: "the projection holds verification or drill reports".into(),
         });
     }
 
@@ -433,6 +489,13 @@ where
             reviews += 1;
         }
     }
+    for d in &backup.drills {
+        let stored = d.to_stored().map_err(|reason| RecoveryError::Damaged {
+            store: "backup",
+            reason,
+        })?;
+        targets.projection.store_drill(stored).await?;
+    }
     let outcome = RestoreOutcome {
         tree_size: m.tree_size,
         root: m.root.clone(),
@@ -440,6 +503,7 @@ where
         projection,
         reports: backup.reports.len() as u64,
         reviews,
+        drills: backup.drills.len() as u64,
         elapsed: started.elapsed(),
     };
     tracing::info!(

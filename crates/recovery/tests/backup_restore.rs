@@ -107,7 +107,7 @@ async fn round_trip_restores_every_record_into_fresh_stores() {
         .any(|f| f.path == "stream/events.jsonl"));
     assert_eq!(
         m.manifest.ledger_files_copied,
-        m.manifest.files.len() as u64 - 3
+        m.manifest.files.len() as u64 - 4
     );
 
     let verified = verify_backup(&out, &trusted).await.unwrap();

@@ -40,8 +40,7 @@ use crate::crosscheck::CrossCheck;
 use crate::service::{Service, ServiceOptions, ServiceParts};
 use crate::stores::{ProjectionBackend, StreamBackend};
 
-/// Prefix of a drill report's digest and of the notary's signature over it.
-pub const DRILL_REPORT_DOMAIN: &[u8] = b"triplicate/drill-report/v1\n";
+pub use triplicate_core::DRILL_REPORT_DOMAIN;
 /// The report format this module writes.
 pub const DRILL_REPORT_VERSION: u32 = 1;
 
@@ -291,16 +290,10 @@ pub fn audit_decision(report: &DrillReport, digest: &Hash) -> Decision {
 
 /// The report digest a `drill` audit decision commits to, if `decision` is one.
 pub fn audited_drill_digest(decision: &Decision) -> Option<Hash> {
-    use base64::Engine as _;
     if decision.kind != DRILL_KIND {
         return None;
     }
-    let s = decision.payload.get("report_digest")?.as_str()?;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .ok()?
-        .try_into()
-        .ok()
+    triplicate_verifier::audited_digest(decision)
 }
 
 /// The scratch copy's stores and service.

@@ -38,6 +38,20 @@ async fn round_trip(src_projection: ProjectionChoice, dst_projection: Projection
     common::populate(&r, &http, 60).await;
     let first = r.crosscheck.run_now(true).await.unwrap();
     assert!(first.report.is_clean());
+    // A drill's signed report: backed up and restored with the rest.
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let drill = r
+        .drills
+        .run(triplicate_server::drill::DrillOptions {
+            scratch_dir: Some(scratch),
+            ..triplicate_server::drill::DrillOptions::new(
+                triplicate_server::drill::Scenario::LoseStream,
+            )
+        })
+        .await
+        .unwrap();
+    assert!(drill.report.passed);
     common::settle(&r.service).await;
 
     let dep_a = Deployment::DataDir {
@@ -56,6 +70,7 @@ async fn round_trip(src_projection: ProjectionChoice, dst_projection: Projection
     assert_eq!(m.stream.events, size);
     assert_eq!(m.projection.records, size);
     assert_eq!(m.projection.reports, 1);
+    assert_eq!(m.projection.drills, 1);
 
     let b = tmp.path().join("b");
     copy_dir(&a.join("keys"), &b.join("keys"));
@@ -72,6 +87,8 @@ async fn round_trip(src_projection: ProjectionChoice, dst_projection: Projection
     assert_eq!(restored.outcome.reports, 1);
     assert_eq!(restored.backup.projection.agreeing, size);
     assert!(restored.backup.reports_unconfirmed.is_empty());
+    assert_eq!(restored.outcome.drills, 1);
+    assert!(restored.backup.drills_unconfirmed.is_empty());
 
     // A second restore into the same target is refused, naming every non-empty store.
     match recovery::restore(&dep_b, &out, RestoreOptions::default()).await {
@@ -92,6 +109,13 @@ async fn round_trip(src_projection: ProjectionChoice, dst_projection: Projection
     );
     let check = r.crosscheck.run_now(true).await.unwrap();
     assert!(check.report.is_clean(), "{:?}", check.report.discrepancies);
+    // The restored drill report still checks out against its signature and audit record.
+    let stored =
+        triplicate_projection::DrillStore::drill(r.service.projection(), drill.report.drill_id)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.body, drill.body);
     assert_eq!(check.report.records_compared, size);
     r.stop().await.unwrap();
 }

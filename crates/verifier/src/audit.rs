@@ -81,9 +81,11 @@ fn mode_name(report: &Report) -> &'static str {
     }
 }
 
-/// The report digest an audit decision commits to, if `decision` is one.
+/// The report digest an audit decision commits to, if `decision` is one: a verification
+/// run's (kind `verification`) or a recovery drill's (kind `drill`); both carry it as
+/// `payload.report_digest` in standard base64.
 pub fn audited_digest(decision: &Decision) -> Option<Hash> {
-    if decision.kind != AUDIT_KIND {
+    if !triplicate_core::is_service_kind(&decision.kind) {
         return None;
     }
     let s = decision.payload.get("report_digest")?.as_str()?;
