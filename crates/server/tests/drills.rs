@@ -289,3 +289,62 @@ async fn drills_run_one_at_a_time_and_need_an_admin() {
     assert_eq!(done["report"]["passed"], true, "{done}");
     r.stop().await.unwrap();
 }
+
+async fn metrics(r: &Running) -> String {
+    reqwest::get(format!("http://{}/metrics", r.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_drills_run_and_their_results_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dev = triplicate_server::setup::dev_setup(&data).unwrap();
+    std::fs::write(
+        dev.policy_dir.join("verification.toml"),
+        "[drills.lose-stream]\nschedule = \"*/2 * * * * *\"\nwindow = \"1d\"\n",
+    )
+    .unwrap();
+    let r = start(&data, ProjectionChoice::Sqlite).await;
+    let m = metrics(&r).await;
+    assert!(
+        m.contains("triplicate_drill_window_seconds{scenario=\"lose-stream\"} 86400"),
+        "{m}"
+    );
+    common::populate(&r, &reqwest::Client::new(), 5).await;
+    let pass = "triplicate_drill_runs_total{scenario=\"lose-stream\",result=\"pass\"} ";
+    let mut passed = false;
+    for _ in 0..120 {
+        let m = metrics(&r).await;
+        if m.lines().any(|l| l.starts_with(pass) && !l.ends_with(" 0")) {
+            passed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        passed,
+        "no scheduled drill passed within 30 s:\n{}",
+        metrics(&r).await
+    );
+    r.stop().await.unwrap();
+
+    // After a restart the last results come from the stored reports.
+    let r = start(&data, ProjectionChoice::Sqlite).await;
+    let m = metrics(&r).await;
+    assert!(
+        m.contains("triplicate_drill_last_result{scenario=\"lose-stream\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l.starts_with(
+            "triplicate_drill_last_success_timestamp_seconds{scenario=\"lose-stream\"} "
+        )),
+        "{m}"
+    );
+    r.stop().await.unwrap();
+}

@@ -953,3 +953,52 @@ async fn the_report_page_renders_in_headless_chromium() {
     assert!(distinct.len() > 50, "{} distinct colours", distinct.len());
     h.r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_pages_list_and_show_a_signed_drill() {
+    let h = start(PROPOSE_ONLY).await;
+    h.submit(5).await;
+    // Signed out: to the sign-in page.
+    let a = h.get("/ui/drills", None).await;
+    assert_eq!(a.status, 303, "{}", a.text);
+    let cookie = h.session(&h.r.auditor_token).await;
+    let a = h.get("/ui/drills", Some(&cookie)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(a.text.contains("No drill is stored yet"), "{}", a.text);
+
+    let scratch = h.dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let out =
+        h.r.drills
+            .run(triplicate_server::drill::DrillOptions {
+                scratch_dir: Some(scratch),
+                ..triplicate_server::drill::DrillOptions::new(
+                    triplicate_server::drill::Scenario::LoseProjection,
+                )
+            })
+            .await
+            .unwrap();
+    let id = out.report.drill_id.to_string();
+    let a = h.get("/ui/drills", Some(&cookie)).await;
+    assert_eq!(a.status, 200);
+    assert_hardened(&a, "the drill list");
+    assert!(a.text.contains(&format!("/ui/drills/{id}")), "{}", a.text);
+    assert!(
+        a.text.contains("lose-projection") && a.text.contains("passed"),
+        "{}",
+        a.text
+    );
+    let a = h.get(&format!("/ui/drills/{id}"), Some(&cookie)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_hardened(&a, "a drill");
+    for needle in [
+        "valid (key",
+        "carries this digest",
+        "rebuild the projection from the ledger",
+        "final full cross-check",
+    ] {
+        assert!(a.text.contains(needle), "{needle} in {}", a.text);
+    }
+    let a = h.get("/ui/drills/not-a-uuid", Some(&cookie)).await;
+    assert_eq!(a.status, 400);
+}
