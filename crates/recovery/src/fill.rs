@@ -166,3 +166,59 @@ pub async fn fill_projection<P: Projection>(
     );
     Ok(outcome)
 }
+
+/// Applies the stream's events to the projection from the projection's highest seq + 1 up to
+/// `to`, in global order, in batches of up to 5,000: the projection rebuilt from the stream
+/// when the ledger cannot be read (the ledger stays the judge: a cross-check afterwards
+/// compares what this wrote with it). An event out of seq order, or a gap, stops the fill with
+/// the projection's own refusal; nothing past it is written.
+pub async fn fill_projection_from_stream<S: EventStream, P: Projection>(
+    stream: &S,
+    projection: &P,
+    to: u64,
+) -> Result<FillOutcome, RecoveryError> {
+    let started = Instant::now();
+    let from = projection.highest_seq().await?.map_or(0, |h| h + 1);
+    let mut after = None;
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let (mut written, mut count) = (0u64, 0u64);
+    loop {
+        let page = stream.read_all(after, 1_000).await?;
+        after = page.next_after(after);
+        for e in page.events {
+            let seq = e.event.seq;
+            if seq < from {
+                continue;
+            }
+            if seq >= to {
+                break;
+            }
+            batch.push(e.event.record_bytes);
+            if batch.len() as u64 >= CHUNK {
+                written += projection.apply(std::mem::take(&mut batch)).await?.applied;
+                count += 1;
+            }
+        }
+        if page.end {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        written += projection.apply(batch).await?.applied;
+        count += 1;
+    }
+    let outcome = FillOutcome {
+        from,
+        to: from + written,
+        written,
+        batches: count,
+        elapsed: started.elapsed(),
+    };
+    tracing::info!(
+        from,
+        written,
+        rate = outcome.rate(),
+        "projection filled from the stream"
+    );
+    Ok(outcome)
+}

@@ -27,7 +27,7 @@ mod restore;
 pub use backup::{backup, BackupOutcome, BackupSources};
 pub use error::RecoveryError;
 pub use export::{DrillLine, EventLine, ReportLine, ReviewLine};
-pub use fill::{fill_projection, fill_stream, FillOutcome};
+pub use fill::{fill_projection, fill_projection_from_stream, fill_stream, FillOutcome};
 pub use manifest::{
     FileEntry, Manifest, ProjectionPart, SignedManifest, StreamPart, MANIFEST_DOMAIN,
     MANIFEST_FILE, MANIFEST_FORMAT,

@@ -349,3 +349,25 @@ async fn a_store_damaged_at_backup_time_is_reported_and_restored_from_the_ledger
     let got = projection.record_bytes(42, 43).await.unwrap();
     assert_eq!(got[0].bytes().unwrap(), src.ledger.entry(42).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_rebuilds_from_the_stream_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notary: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate("recovery-notary"));
+    let src = stores(&tmp.path().join("src"), &notary, 7_000).await;
+    let dir = tmp.path().join("fresh");
+    let fresh = SqliteProjection::open(&dir).await.unwrap();
+    // Half of it first, then the rest: a fill continues from the projection's highest seq.
+    let half = triplicate_recovery::fill_projection_from_stream(&src.stream, &fresh, 1_000)
+        .await
+        .unwrap();
+    assert_eq!((half.from, half.written), (0, 1_000));
+    let rest = triplicate_recovery::fill_projection_from_stream(&src.stream, &fresh, u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!((rest.from, rest.written), (1_000, 6_000));
+    assert_eq!(rest.batches, 2);
+    let a = fresh.record_bytes(0, 7_000).await.unwrap();
+    let b = src.projection.record_bytes(0, 7_000).await.unwrap();
+    assert_eq!(a, b);
+}
