@@ -42,7 +42,7 @@ use zeroize::Zeroizing;
 
 use crate::public_key::PublicKey;
 use crate::signer::{SignError, Signer};
-use crate::spec::{OpenOptions, Pkcs11Uri};
+use crate::spec::{OpenOptions, PinSource, Pkcs11Uri};
 
 /// DER of the OID 1.3.101.112 (Ed25519), as `CKA_EC_PARAMS` may carry it.
 const EC_PARAMS_ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
@@ -135,12 +135,21 @@ impl Pkcs11Signer {
     /// Loads the module, finds the token and the key, logs in with the URI's PIN (or the
     /// interaction's) and reads the public key. Fails if the key cannot be used for signing.
     pub fn open(uri: &Pkcs11Uri, opts: &OpenOptions) -> Result<Pkcs11Signer, SignError> {
+        // A PIN from a file, the environment or the URI is checked (a world-readable PIN file
+        // refused) before the module is even loaded; a prompt waits until the token is found.
+        let early = match uri.pin {
+            PinSource::Ask => None,
+            _ => Some(uri.pin.resolve(&uri.describe(), None)?),
+        };
         let path = module_path(uri);
         let module = load_module(&path)?;
         let slot = find_slot(&module.ctx, uri)?;
-        let pin = uri
-            .pin
-            .resolve(&uri.describe(), opts.interaction.as_deref())?;
+        let pin = match early {
+            Some(pin) => pin,
+            None => uri
+                .pin
+                .resolve(&uri.describe(), opts.interaction.as_deref())?,
+        };
         let token_lock = lock(&module.tokens).entry(slot.id()).or_default().clone();
         let (open, public) = {
             let _token = lock(&token_lock);
@@ -338,11 +347,29 @@ fn retries_left(ctx: &Pkcs11, slot: Slot) -> Option<u32> {
 
 /// The one slot whose token matches the URI.
 fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, SignError> {
-    let slots = ctx
-        .get_slots_with_initialized_token()
-        .map_err(|e| SignError::Device {
-            detail: format!("list PKCS#11 slots: {e}"),
-        })?;
+    // SoftHSM2 answers CKR_GENERAL_ERROR while another process rewrites the token's files;
+    // other modules do on transient device errors. Three tries, 50 ms apart.
+    let mut tries = 0;
+    let slots = loop {
+        match ctx.get_slots_with_initialized_token() {
+            Ok(s) => break s,
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::GeneralError, _))
+                if tries < 2 =>
+            {
+                tries += 1;
+                tracing::debug!(
+                    tries,
+                    "PKCS#11 slot list failed with a general error; retrying"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(SignError::Device {
+                    detail: format!("list PKCS#11 slots: {e}"),
+                })
+            }
+        }
+    };
     let mut seen = Vec::new();
     let mut found = Vec::new();
     for slot in slots {
@@ -597,5 +624,27 @@ mod tests {
             curve(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22], None),
             None
         );
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_world_readable_pin_file_is_refused_before_the_module_is_loaded() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "123456\n").unwrap();
+        std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let spec = format!(
+            "pkcs11:id=%01?module-path={}&pin-source=file:{}",
+            dir.path().join("no-such-module.so").display(),
+            pin.display()
+        );
+        let crate::KeySpec::Pkcs11(uri) = crate::KeySpec::parse(&spec).unwrap() else {
+            panic!("not a PKCS#11 spec");
+        };
+        let err = Pkcs11Signer::open(&uri, &OpenOptions::named("t")).unwrap_err();
+        // The PIN file, not the missing module: nothing was loaded.
+        assert!(matches!(err, SignError::Pin(_)), "{err}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }
