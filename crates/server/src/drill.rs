@@ -1177,7 +1177,8 @@ pub struct Drills {
     service: Service,
     policy: VerificationPolicy,
     running: tokio::sync::Mutex<()>,
-    /// Scratch copies go here (the system's temporary directory when `None`).
+    /// Scratch copies go here (`[drills] scratch_dir`; the system's temporary directory when
+    /// `None`), unless a run's options say otherwise.
     pub scratch_dir: Option<PathBuf>,
 }
 
@@ -1216,10 +1217,10 @@ impl Drills {
             Err(e) => tracing::warn!(error = %e, "the stored drills' results could not be read"),
         }
         Drills {
+            scratch_dir: policy.drill_scratch_dir.clone(),
             service,
             policy,
             running: tokio::sync::Mutex::new(()),
-            scratch_dir: None,
         }
     }
 

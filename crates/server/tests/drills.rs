@@ -304,12 +304,19 @@ async fn scheduled_drills_run_and_their_results_survive_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let dev = triplicate_server::setup::dev_setup(&data).unwrap();
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
     std::fs::write(
         dev.policy_dir.join("verification.toml"),
-        "[drills.lose-stream]\nschedule = \"*/2 * * * * *\"\nwindow = \"1d\"\n",
+        format!(
+            "[drills]\nscratch_dir = {:?}\n[drills.lose-stream]\nschedule = \"*/2 * * * * *\"\n\
+             window = \"1d\"\n",
+            scratch.display().to_string()
+        ),
     )
     .unwrap();
     let r = start(&data, ProjectionChoice::Sqlite).await;
+    assert_eq!(r.drills.scratch_dir.as_deref(), Some(scratch.as_path()));
     let m = metrics(&r).await;
     assert!(
         m.contains("triplicate_drill_window_seconds{scenario=\"lose-stream\"} 86400"),
@@ -332,6 +339,9 @@ async fn scheduled_drills_run_and_their_results_survive_a_restart() {
         metrics(&r).await
     );
     r.stop().await.unwrap();
+    // The scratch copies were made under [drills] scratch_dir, and removed.
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 
     // After a restart the last results come from the stored reports.
     let r = start(&data, ProjectionChoice::Sqlite).await;

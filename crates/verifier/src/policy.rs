@@ -65,6 +65,10 @@ pub struct VerificationPolicy {
     pub webhooks: Vec<Webhook>,
     /// Scheduled recovery drills (`[drills.<scenario>]`), in scenario order.
     pub drills: Vec<DrillSchedule>,
+    /// Where drills make their scratch copies (`[drills] scratch_dir`, an absolute path); the
+    /// system's temporary directory when unset. A copy needs room for one backup and one copy
+    /// of the stores.
+    pub drill_scratch_dir: Option<std::path::PathBuf>,
 }
 
 /// The recovery drill scenarios (`triplicate drill run --scenario`), as `[drills.<name>]`
@@ -109,6 +113,7 @@ impl Default for VerificationPolicy {
             reverify_signatures: false,
             webhooks: Vec::new(),
             drills: Vec::new(),
+            drill_scratch_dir: None,
         }
     }
 }
@@ -257,7 +262,19 @@ impl VerificationPolicy {
             }
         }
         if let Some(t) = get(root, "drills").and_then(|v| doc.table("[drills]", v)) {
-            doc.deny_unknown(t, "[drills]", &DRILL_SCENARIOS);
+            let mut keys: Vec<&str> = DRILL_SCENARIOS.to_vec();
+            keys.push("scratch_dir");
+            doc.deny_unknown(t, "[drills]", &keys);
+            if let Some(v) = get(t, "scratch_dir") {
+                if let Some(dir) = doc.string("scratch_dir", v) {
+                    let path = std::path::PathBuf::from(dir);
+                    if path.is_absolute() {
+                        p.drill_scratch_dir = Some(path);
+                    } else {
+                        doc.at(v.span(), "`scratch_dir` must be an absolute path");
+                    }
+                }
+            }
             for name in DRILL_SCENARIOS {
                 let Some(v) = get(t, name) else { continue };
                 let table = format!("[drills.{name}]");
@@ -808,6 +825,16 @@ mod tests {
         assert_eq!(p.drills[0].window, Duration::from_secs(8 * 86_400));
         assert_eq!(p.drills[1].scenario, "store-outage");
         assert!(VerificationPolicy::default().drills.is_empty());
+        let p =
+            VerificationPolicy::from_toml("[drills]\nscratch_dir = \"/var/tmp/drills\"\n").unwrap();
+        assert_eq!(
+            p.drill_scratch_dir.as_deref(),
+            Some(std::path::Path::new("/var/tmp/drills"))
+        );
+        let err = VerificationPolicy::from_toml("[drills]\nscratch_dir = \"tmp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absolute"), "{err}");
 
         let err = VerificationPolicy::from_toml(
             "[drills.lose-everything]\nschedule = \"* * * * *\"\nwindow = \"1d\"\n\
