@@ -512,7 +512,7 @@ pub async fn run_drill(
         ..ServiceOptions::default()
     };
     let mut phase = Phase::default();
-    let mut checkpoint_before = CheckpointSummary {
+    let checkpoint_before = CheckpointSummary {
         size: m.tree_size,
         root: m.root.clone(),
     };
@@ -563,7 +563,6 @@ pub async fn run_drill(
     let mut checkpoint_after = checkpoint_before.clone();
     let mut final_check = None;
     if let Some((svc, cc)) = &after {
-        checkpoint_before.size = checkpoint_before.size.min(records_before);
         let t = Instant::now();
         // The drill's own records (audit records of the detection run, outage records) are in
         // the scratch ledger too: every store must hold all of it.
