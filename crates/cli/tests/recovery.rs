@@ -35,24 +35,32 @@ fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A development service's data directory `dir` holding `n` decisions, the service stopped.
+fn populated(rt: &tokio::runtime::Runtime, dir: &Path, n: usize) {
+    rt.block_on(async {
+        let r = start(dir).await.unwrap();
+        common::submit(&r, n, "Adopt motion").await;
+        r.stop().await.unwrap();
+    });
+}
+
+async fn start(dir: &Path) -> Result<triplicate_server::Running, triplicate_server::StartFailure> {
+    triplicate_server::start(ServeConfig {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        projection: ProjectionChoice::Sqlite,
+        origin: DEV_ORIGIN.into(),
+        options: ServiceOptions::default(),
+    })
+    .await
+}
+
 #[test]
 fn backup_then_restore_through_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let r = triplicate_server::start(ServeConfig {
-            data_dir: a.clone(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            projection: ProjectionChoice::Sqlite,
-            origin: DEV_ORIGIN.into(),
-            options: ServiceOptions::default(),
-        })
-        .await
-        .unwrap();
-        common::submit(&r, 12, "Adopt motion").await;
-        r.stop().await.unwrap();
-    });
+    populated(&rt, &a, 12);
     let a_s = a.to_str().unwrap();
     let out = tmp.path().join("backup");
     let out_s = out.to_str().unwrap();
@@ -132,20 +140,7 @@ fn drills_through_the_cli_on_a_stopped_deployment_and_a_running_service() {
     let scratch = tmp.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let start = || {
-        triplicate_server::start(ServeConfig {
-            data_dir: a.clone(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            projection: ProjectionChoice::Sqlite,
-            origin: DEV_ORIGIN.into(),
-            options: ServiceOptions::default(),
-        })
-    };
-    rt.block_on(async {
-        let r = start().await.unwrap();
-        common::submit(&r, 6, "Adopt motion").await;
-        r.stop().await.unwrap();
-    });
+    populated(&rt, &a, 6);
     let (a_s, scratch_s) = (a.to_str().unwrap(), scratch.to_str().unwrap());
     let (code, stdout, stderr) = cli(&[
         "drill",
@@ -181,7 +176,7 @@ fn drills_through_the_cli_on_a_stopped_deployment_and_a_running_service() {
 
     // A running service holds the ledger: --data-dir is refused, --url runs it there.
     rt.block_on(async {
-        let r = start().await.unwrap();
+        let r = start(&a).await.unwrap();
         let (code, _, stderr) = tokio::task::spawn_blocking({
             let a_s = a_s.to_owned();
             move || {
@@ -252,19 +247,7 @@ fn backup_and_restore_a_configured_deployment() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let r = triplicate_server::start(ServeConfig {
-            data_dir: a.clone(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            projection: ProjectionChoice::Sqlite,
-            origin: DEV_ORIGIN.into(),
-            options: ServiceOptions::default(),
-        })
-        .await
-        .unwrap();
-        common::submit(&r, 7, "Adopt motion").await;
-        r.stop().await.unwrap();
-    });
+    populated(&rt, &a, 7);
     // The same stores described by configuration files, as production runs them.
     let config = |name: &str, data: &Path| {
         let path = tmp.path().join(name);
