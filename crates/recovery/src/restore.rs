@@ -74,47 +74,89 @@ fn safe_rel(rel: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-fn read_leaves(ledger: &EmbeddedLedger, size: u64) -> Result<Vec<Hash>, RecoveryError> {
-    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    let mut s = 0u64;
-    while s < size {
-        let e = (s + 65_536).min(size);
-        out.extend(ledger.leaf_hashes(s, e)?);
-        s = e;
-    }
-    Ok(out)
+/// Leaf hashes read from the ledger a window at a time, for exports in seq order: memory stays
+/// flat however large the ledger is.
+struct Leaves<'a> {
+    ledger: &'a EmbeddedLedger,
+    size: u64,
+    base: u64,
+    window: Vec<Hash>,
 }
 
+const LEAF_WINDOW: u64 = 65_536;
+
+impl<'a> Leaves<'a> {
+    fn new(ledger: &'a EmbeddedLedger, size: u64) -> Leaves<'a> {
+        Leaves {
+            ledger,
+            size,
+            base: 0,
+            window: Vec::new(),
+        }
+    }
+
+    /// The leaf at `seq`, moving the window forward as needed; `None` for a seq behind the
+    /// window (an export out of order) or past the tree.
+    fn get(&mut self, seq: u64) -> Result<Option<Hash>, RecoveryError> {
+        if seq >= self.size || seq < self.base {
+            return Ok(None);
+        }
+        if seq >= self.base + self.window.len() as u64 {
+            self.base = seq - seq % LEAF_WINDOW;
+            let end = (self.base + LEAF_WINDOW).min(self.size);
+            self.window = self.ledger.leaf_hashes(self.base, end)?;
+        }
+        Ok(usize::try_from(seq - self.base)
+            .ok()
+            .and_then(|i| self.window.get(i).copied()))
+    }
+}
+
+/// Compares an export, line by line, with the ledger's leaves. An export lists seqs in
+/// increasing order (the stream's global order, the projection's seqs); a line whose seq is
+/// not above the previous one (a duplicate, or out of order) counts as differing.
 fn check_export_lines(
     path: &Path,
-    leaves: &[Hash],
+    ledger: &EmbeddedLedger,
+    size: u64,
     mut each: impl FnMut(&str) -> Result<(u64, Hash), String>,
 ) -> Result<ExportCheck, RecoveryError> {
     let f = std::fs::File::open(path).map_err(RecoveryError::io("open export", path))?;
     let mut check = ExportCheck::default();
-    let mut seen = vec![false; leaves.len()];
+    let mut leaves = Leaves::new(ledger, size);
+    let mut next = 0u64;
+    let mut named = 0u64;
     for (n, line) in BufReader::with_capacity(1 << 20, f).lines().enumerate() {
         let line = line.map_err(RecoveryError::io("read export", path))?;
         let (seq, got) = each(&line)
             .map_err(|reason| RecoveryError::refused(path, format!("line {}: {reason}", n + 1)))?;
-        let Some(idx) = usize::try_from(seq).ok().filter(|&i| i < leaves.len()) else {
+        if seq >= size {
             return Err(RecoveryError::refused(
                 path,
                 format!(
-                    "line {}: seq {seq} is past the ledger snapshot's {} entries",
-                    n + 1,
-                    leaves.len()
+                    "line {}: seq {seq} is past the ledger snapshot's {size} entries",
+                    n + 1
                 ),
             ));
-        };
-        if seen[idx] || leaves[idx] != got {
-            check.differs(seq);
-        } else {
-            check.agreeing += 1;
         }
-        seen[idx] = true;
+        if seq < next {
+            check.differs(seq);
+            continue;
+        }
+        next = seq + 1;
+        match leaves.get(seq)? {
+            Some(leaf) if leaf == got => {
+                check.agreeing += 1;
+                named += 1;
+            }
+            _ => {
+                check.differs(seq);
+                named += 1;
+            }
+        }
     }
-    check.missing = seen.iter().filter(|s| !**s).count() as u64;
+    // Every seq below the size that no line named in order.
+    check.missing = size - named;
     Ok(check)
 }
 
@@ -255,19 +297,23 @@ fn verify_blocking(dir: &Path, trusted: &VerifierKey) -> Result<VerifiedBackup, 
 
     let ledger = EmbeddedLedger::open_read_only(&ldir, Some(&vkey))
         .map_err(|e| RecoveryError::refused(&ldir, e.to_string()))?;
-    let leaves = read_leaves(&ledger, m.tree_size)?;
 
-    let stream = check_export_lines(&dir.join(STREAM_EVENTS), &leaves, |line| {
+    let stream = check_export_lines(&dir.join(STREAM_EVENTS), &ledger, m.tree_size, |line| {
         let e: EventLine = serde_json::from_str(line).map_err(|e| e.to_string())?;
         let h = leaf_hash(e.data.as_bytes());
         // The event's own leaf hash must be its data's; otherwise the event differs.
         let declared = hex::decode(&e.leaf_hash).map_err(|e| e.to_string())?;
         Ok((e.seq, if declared == h { h } else { [0u8; 32] }))
     })?;
-    let projection = check_export_lines(&dir.join(PROJECTION_RECORDS), &leaves, |line| {
-        let r = Record::from_canonical_bytes(line.as_bytes()).map_err(|e| e.to_string())?;
-        Ok((r.seq, leaf_hash(line.as_bytes())))
-    })?;
+    let projection = check_export_lines(
+        &dir.join(PROJECTION_RECORDS),
+        &ledger,
+        m.tree_size,
+        |line| {
+            let r = Record::from_canonical_bytes(line.as_bytes()).map_err(|e| e.to_string())?;
+            Ok((r.seq, leaf_hash(line.as_bytes())))
+        },
+    )?;
 
     let confirmed_by_ledger = |seq: Option<u64>, id: Uuid, digest: &Hash| {
         seq.filter(|s| *s < m.tree_size).is_some_and(|s| {
@@ -512,4 +558,58 @@ where
         "restore finished"
     );
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use triplicate_keys::{Signer, SoftwareSigner};
+    use triplicate_ledger::LedgerConfig;
+
+    #[test]
+    fn exports_are_compared_in_order_with_a_window_of_leaves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let notary: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate("t"));
+        let l =
+            EmbeddedLedger::open(LedgerConfig::new(tmp.path().join("l"), "t/log"), notary).unwrap();
+        let n = 70_000u64;
+        let mut s = 0;
+        while s < n {
+            let e = (s + 10_000).min(n);
+            let batch: Vec<Vec<u8>> = (s..e).map(|i| i.to_string().into_bytes()).collect();
+            l.append(s, &batch).unwrap();
+            s = e;
+        }
+        let leaf = |i: u64| leaf_hash(i.to_string().as_bytes());
+        // In order, skipping 5 and 66_000, one wrong at 65_537 (past the first window), a
+        // duplicate of 7 and an out-of-order 3.
+        let mut lines = Vec::new();
+        for i in 0..n {
+            if i == 5 || i == 66_000 {
+                continue;
+            }
+            let h = if i == 65_537 { [9u8; 32] } else { leaf(i) };
+            lines.push(format!("{i} {}", hex::encode(h)));
+            if i == 7 {
+                lines.push(format!("7 {}", hex::encode(leaf(7))));
+                lines.push(format!("3 {}", hex::encode(leaf(3))));
+            }
+        }
+        let path = tmp.path().join("export");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let parse = |line: &str| -> Result<(u64, Hash), String> {
+            let (a, b) = line.split_once(' ').ok_or("no space")?;
+            let h: Hash = hex::decode(b).unwrap().try_into().unwrap();
+            Ok((a.parse().unwrap(), h))
+        };
+        let c = check_export_lines(&path, &l, n, parse).unwrap();
+        assert_eq!(c.differing, vec![7, 3, 65_537]);
+        assert_eq!(c.differing_count, 3);
+        assert_eq!(c.agreeing, n - 2 - 1);
+        assert_eq!(c.missing, 2);
+        // A seq past the tree refuses the export.
+        std::fs::write(&path, format!("{n} {}", hex::encode([0u8; 32]))).unwrap();
+        assert!(check_export_lines(&path, &l, n, parse).is_err());
+    }
 }
