@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// Keep the scratch copy afterwards (its path is printed).
     #[arg(long, conflicts_with = "url")]
     pub keep_scratch: bool,
+    /// Damage and recover the deployment's own stores instead of a scratch copy: only on a
+    /// stopped deployment with the embedded projection. A backup is taken first and every
+    /// damaged store is moved aside, never deleted, into `<data-dir>/drills/<id>/`.
+    #[arg(long, conflicts_with_all = ["url", "scratch_dir", "scratch_postgres_url", "keep_scratch"])]
+    pub in_place: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -131,7 +136,12 @@ fn run_drill(a: &RunArgs) -> ExitCode {
         keep_scratch: a.keep_scratch,
         ..DrillOptions::new(a.scenario)
     };
-    match rt.block_on(triplicate_server::drill::run_on_deployment(&dep, options)) {
+    let run = if a.in_place {
+        rt.block_on(triplicate_server::drill::run_in_place(&dep, options))
+    } else {
+        rt.block_on(triplicate_server::drill::run_on_deployment(&dep, options))
+    };
+    match run {
         Ok(out) => {
             let report = serde_json::to_value(&out.report).unwrap_or(Value::Null);
             print_report(&report, a.json);
@@ -141,7 +151,15 @@ fn run_drill(a: &RunArgs) -> ExitCode {
                     None => println!("audit record: NOT appended (see the log)"),
                 }
                 if let Some(dir) = &out.scratch {
-                    println!("scratch copy kept in {}", dir.display());
+                    if a.in_place {
+                        println!(
+                            "the backup taken first and the stores moved aside are in {} \
+                             (remove it once you are satisfied)",
+                            dir.display()
+                        );
+                    } else {
+                        println!("scratch copy kept in {}", dir.display());
+                    }
                 }
             }
             exit_for(&report)

@@ -173,6 +173,34 @@ fn drills_through_the_cli_on_a_stopped_deployment_and_a_running_service() {
         a_s,
     ]);
     assert_eq!(code, 2, "{stderr}");
+    // In place, on the stopped deployment itself: its originals kept under drills/.
+    let (code, stdout, stderr) = cli(&[
+        "drill",
+        "run",
+        "--scenario",
+        "lose-stream",
+        "--in-place",
+        "--data-dir",
+        a_s,
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("PASSED") && stdout.contains("moved aside"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_dir(a.join("drills")).unwrap().count(), 1);
+    let (code, _, stderr) = cli(&[
+        "drill",
+        "run",
+        "--scenario",
+        "lose-stream",
+        "--in-place",
+        "--url",
+        "http://127.0.0.1:9",
+        "--token",
+        "t",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
 
     // A running service holds the ledger: --data-dir is refused, --url runs it there.
     rt.block_on(async {
@@ -226,6 +254,7 @@ fn drills_through_the_cli_on_a_stopped_deployment_and_a_running_service() {
             stdout.contains("lose-stream") && stdout.contains("corrupt-ledger"),
             "{stdout}"
         );
+        assert_eq!(stdout.lines().count(), 3, "{stdout}");
         let id = stdout.split_whitespace().next().unwrap().to_owned();
         let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
             cli(&["drill", "show", &id, "--url", &url, "--token", &token])

@@ -33,7 +33,8 @@ pub use manifest::{
     MANIFEST_FILE, MANIFEST_FORMAT,
 };
 pub use restore::{
-    restore, verify_backup, ExportCheck, RestoreOutcome, RestoreTargets, VerifiedBackup,
+    restore, restore_reports, verify_backup, ExportCheck, RestoreOutcome, RestoreTargets,
+    VerifiedBackup,
 };
 
 /// Where each part lives inside a backup directory.

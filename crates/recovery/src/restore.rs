@@ -406,6 +406,52 @@ fn verify_blocking(dir: &Path, trusted: &VerifierKey) -> Result<VerifiedBackup, 
     })
 }
 
+/// Stores a verified backup's verification reports (with their reviews) and drill reports in
+/// `projection` (each idempotent: one already stored with the same digest is skipped). A
+/// restore does this after filling the records; so does a projection rebuilt from the ledger,
+/// which the ledger alone cannot give its reports back. Returns the reviews stored.
+pub async fn restore_reports<P: ReportStore + DrillStore>(
+    backup: &VerifiedBackup,
+    projection: &P,
+) -> Result<u64, RecoveryError> {
+    let mut reviews = 0u64;
+    for r in &backup.reports {
+        let report: triplicate_verifier::Report =
+            serde_json::from_str(&r.body).map_err(|e| RecoveryError::Damaged {
+                store: "backup",
+                reason: format!("report {}: {e}", r.run_id),
+            })?;
+        let mut stored = triplicate_verifier::to_stored(&report, r.audit_seq).map_err(|e| {
+            RecoveryError::Damaged {
+                store: "backup",
+                reason: format!("report {}: {e}", r.run_id),
+            }
+        })?;
+        // The body exactly as it was stored (its digest was checked against it).
+        stored.body = r.body.clone().into_bytes();
+        stored.digest = triplicate_verifier::body_digest(&stored.body);
+        if !projection.store_report(stored).await? {
+            continue;
+        }
+        for review in &r.reviews {
+            let row = review.to_row().map_err(|reason| RecoveryError::Damaged {
+                store: "backup",
+                reason,
+            })?;
+            projection.record_review(row).await?;
+            reviews += 1;
+        }
+    }
+    for d in &backup.drills {
+        let stored = d.to_stored().map_err(|reason| RecoveryError::Damaged {
+            store: "backup",
+            reason,
+        })?;
+        projection.store_drill(stored).await?;
+    }
+    Ok(reviews)
+}
+
 /// Where a restore writes: the ledger directory (absent or empty) and the two stores (empty),
 /// already opened by the caller.
 pub struct RestoreTargets<'a, S, P> {
@@ -509,39 +555,7 @@ where
     );
     let (stream, projection) = (stream?, projection?);
 
-    let mut reviews = 0u64;
-    for r in &backup.reports {
-        let report: triplicate_verifier::Report =
-            serde_json::from_str(&r.body).map_err(|e| RecoveryError::Damaged {
-                store: "backup",
-                reason: format!("report {}: {e}", r.run_id),
-            })?;
-        let mut stored = triplicate_verifier::to_stored(&report, r.audit_seq).map_err(|e| {
-            RecoveryError::Damaged {
-                store: "backup",
-                reason: format!("report {}: {e}", r.run_id),
-            }
-        })?;
-        // The body exactly as it was stored (its digest was checked against it).
-        stored.body = r.body.clone().into_bytes();
-        stored.digest = triplicate_verifier::body_digest(&stored.body);
-        targets.projection.store_report(stored).await?;
-        for review in &r.reviews {
-            let row = review.to_row().map_err(|reason| RecoveryError::Damaged {
-                store: "backup",
-                reason,
-            })?;
-            targets.projection.record_review(row).await?;
-            reviews += 1;
-        }
-    }
-    for d in &backup.drills {
-        let stored = d.to_stored().map_err(|reason| RecoveryError::Damaged {
-            store: "backup",
-            reason,
-        })?;
-        targets.projection.store_drill(stored).await?;
-    }
+    let reviews = restore_reports(backup, targets.projection).await?;
     let outcome = RestoreOutcome {
         tree_size: m.tree_size,
         root: m.root.clone(),

@@ -304,6 +304,8 @@ struct Scratch {
     notary: Arc<dyn Signer>,
     policy_dir: Option<PathBuf>,
     origin: String,
+    /// In place: where the deployment's own store files are moved instead of removed.
+    aside: Option<PathBuf>,
 }
 
 fn setup(e: impl std::fmt::Display) -> DrillError {
@@ -341,13 +343,40 @@ impl Scratch {
         }
     }
 
-    /// Removes the projection: its SQLite files, or every table of the scratch database.
+    /// Removes the named files and directories of the stores' directory, or, in place, moves
+    /// them into the aside directory (never deleting a deployment's data).
+    fn discard(&self, names: &[&str]) -> Result<(), String> {
+        for name in names {
+            let p = self.stores.join(name);
+            if !p.exists() {
+                continue;
+            }
+            match &self.aside {
+                Some(aside) => {
+                    std::fs::create_dir_all(aside)
+                        .map_err(|e| format!("{}: {e}", aside.display()))?;
+                    std::fs::rename(&p, aside.join(name))
+                        .map_err(|e| format!("move {} aside: {e}", p.display()))?;
+                }
+                None if p.is_dir() => {
+                    std::fs::remove_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?
+                }
+                None => std::fs::remove_file(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the projection: its SQLite files (moved aside in place), or every table of the
+    /// scratch database.
     async fn lose_projection(&self) -> Result<(), String> {
         match &self.pg {
-            None => drill_faults::remove_sqlite(&self.stores),
-            Some(url) => drill_faults::drop_postgres(url).await,
+            None if self.aside.is_some() => self.discard(&PROJECTION_FILES),
+            None => drill_faults::remove_sqlite(&self.stores).map_err(|e| e.to_string()),
+            Some(url) => drill_faults::drop_postgres(url)
+                .await
+                .map_err(|e| e.to_string()),
         }
-        .map_err(|e| e.to_string())
     }
 
     /// A service over the scratch stores (no HTTP, no workers unless asked).
@@ -378,15 +407,8 @@ impl Scratch {
     }
 }
 
-fn remove_sqlite(db: &Path) -> Result<(), String> {
-    for suffix in ["", "-wal", "-shm"] {
-        let p = PathBuf::from(format!("{}{suffix}", db.display()));
-        if p.exists() {
-            std::fs::remove_file(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        }
-    }
-    Ok(())
-}
+const STREAM_FILES: [&str; 3] = ["stream.db", "stream.db-wal", "stream.db-shm"];
+const PROJECTION_FILES: [&str; 3] = ["projection.db", "projection.db-wal", "projection.db-shm"];
 
 /// Records steps and times.
 struct Log {
@@ -455,6 +477,7 @@ pub async fn run_drill(
         notary: source.notary().clone(),
         policy_dir: source.policy_dir().map(Path::to_path_buf),
         origin,
+        aside: None,
     };
     // The backup reads the ledger's files: make them show every committed record first.
     let ledger = source.ledger().clone();
@@ -473,7 +496,6 @@ pub async fn run_drill(
 
     // 1. A fresh backup of the source.
     let t = Instant::now();
-    let backup_dir = root.join("backup");
     let backup = triplicate_recovery::backup(
         BackupSources {
             ledger_dir: &source_dir,
@@ -481,29 +503,86 @@ pub async fn run_drill(
             projection: source.projection(),
             notary: source.notary().clone(),
         },
-        &backup_dir,
+        &root.join("backup"),
     )
     .await
     .map_err(|e| {
         let _ = std::fs::remove_dir_all(&root);
         setup(format!("back up the source: {e}"))
     })?;
-    let m = backup.manifest.manifest.clone();
     log.step(
         "backup",
         t,
         true,
-        format!("{} records, {} files", m.tree_size, m.files.len()),
+        format!(
+            "{} records, {} files",
+            backup.manifest.manifest.tree_size,
+            backup.manifest.manifest.files.len()
+        ),
     );
 
-    // 2. Restored into the scratch stores.
-    let trusted = VerifierKey::of(source.notary().as_ref());
-    let t = Instant::now();
-    let restored = restore_into(&scratch, &backup_dir, &trusted).await;
-    match &restored {
-        Ok(d) => log.step("restore to scratch", t, true, d.clone()),
-        Err(e) => log.step("restore to scratch", t, false, e.clone()),
+    let (report, after) = conduct(
+        &scratch,
+        policy,
+        &options,
+        &backup,
+        Header {
+            drill_id,
+            started_at,
+            source_checkpoint,
+            in_place: false,
+        },
+        log,
+    )
+    .await;
+    drop(after);
+    let outcome = finish(source, report).await?;
+    if options.keep_scratch {
+        return Ok(DrillOutcome {
+            scratch: Some(scratch.root.clone()),
+            ..outcome
+        });
     }
+    if let Err(e) = std::fs::remove_dir_all(&scratch.root) {
+        tracing::warn!(error = %e, dir = %scratch.root.display(), "the drill's scratch copy was not removed");
+    }
+    Ok(outcome)
+}
+
+/// What every report starts with.
+struct Header {
+    drill_id: Uuid,
+    started_at: Timestamp,
+    source_checkpoint: CheckpointSummary,
+    in_place: bool,
+}
+
+/// The drill proper, after the backup: restore it into the scratch stores (not in place),
+/// damage, detect, recover, fill, verify; the report, and the service over the recovered
+/// stores (when one could be started).
+async fn conduct(
+    scratch: &Scratch,
+    policy: &VerificationPolicy,
+    options: &DrillOptions,
+    backup: &triplicate_recovery::BackupOutcome,
+    header: Header,
+    mut log: Log,
+) -> (DrillReport, Option<(Service, CrossCheck)>) {
+    let scenario = options.scenario;
+    let backup_dir = backup.dir.clone();
+    let m = backup.manifest.manifest.clone();
+    let trusted = VerifierKey::of(scratch.notary.as_ref());
+    let restored = if header.in_place {
+        Ok(())
+    } else {
+        let t = Instant::now();
+        let r = restore_into(scratch, &backup_dir, &trusted).await;
+        match &r {
+            Ok(d) => log.step("restore to scratch", t, true, d.clone()),
+            Err(e) => log.step("restore to scratch", t, false, e.clone()),
+        }
+        r.map(|_| ())
+    };
     let records_before = m.tree_size;
 
     let opts = ServiceOptions {
@@ -522,14 +601,14 @@ pub async fn run_drill(
     } else {
         let out = match scenario {
             Scenario::LoseProjection | Scenario::LoseStream => {
-                lose_and_rebuild(&scratch, policy, scenario, opts.clone(), &mut log).await
+                lose_and_rebuild(scratch, policy, scenario, opts.clone(), &mut log).await
             }
             Scenario::CorruptLedger => {
-                corrupt_ledger(&scratch, &backup, policy, opts.clone(), &mut log).await
+                corrupt_ledger(scratch, backup, policy, opts.clone(), &mut log).await
             }
             Scenario::RestoreAll => {
                 restore_all(
-                    &scratch,
+                    scratch,
                     &backup_dir,
                     &trusted,
                     policy,
@@ -540,7 +619,7 @@ pub async fn run_drill(
             }
             Scenario::StoreOutage => {
                 store_outage(
-                    &scratch,
+                    scratch,
                     policy,
                     opts.clone(),
                     options.outage_records,
@@ -626,12 +705,12 @@ pub async fn run_drill(
         && log.steps.iter().all(|s| s.ok);
     let report = DrillReport {
         version: DRILL_REPORT_VERSION,
-        drill_id,
+        drill_id: header.drill_id,
         scenario,
-        in_place: false,
-        started_at,
+        in_place: header.in_place,
+        started_at: header.started_at,
         finished_at: Timestamp::now(),
-        source_checkpoint,
+        source_checkpoint: header.source_checkpoint,
         backup_tree_size: m.tree_size,
         backup_root: m.root.clone(),
         records_before,
@@ -656,18 +735,7 @@ pub async fn run_drill(
             )
         },
     };
-    drop(after);
-    let outcome = finish(source, report).await?;
-    if options.keep_scratch {
-        return Ok(DrillOutcome {
-            scratch: Some(scratch.root.clone()),
-            ..outcome
-        });
-    }
-    if let Err(e) = std::fs::remove_dir_all(&scratch.root) {
-        tracing::warn!(error = %e, dir = %scratch.root.display(), "the drill's scratch copy was not removed");
-    }
-    Ok(outcome)
+    (report, after)
 }
 
 /// Signs the report, appends its audit record to the source's ledger, stores it in the
@@ -821,7 +889,7 @@ async fn lose_and_rebuild(
     let lost = if scenario == Scenario::LoseProjection {
         scratch.lose_projection().await
     } else {
-        remove_sqlite(&scratch.stores.join("stream.db"))
+        scratch.discard(&STREAM_FILES)
     };
     let what = if scenario == Scenario::LoseProjection {
         "projection"
@@ -903,6 +971,39 @@ async fn lose_and_rebuild(
             phase.failure.get_or_insert(e.to_string());
         }
     }
+    if scenario == Scenario::LoseProjection {
+        // The ledger gives the records back; the verification and drill reports (evidence,
+        // never re-derivable) come back from the drill's backup.
+        let t = Instant::now();
+        let trusted = VerifierKey::of(scratch.notary.as_ref());
+        let back = match triplicate_recovery::verify_backup(&scratch.root.join("backup"), &trusted)
+            .await
+        {
+            Ok(v) => triplicate_recovery::restore_reports(&v, svc.projection())
+                .await
+                .map(|reviews| (v.reports.len(), reviews, v.drills.len())),
+            Err(e) => Err(e),
+        };
+        match back {
+            Ok((reports, reviews, drills)) => log.step(
+                "restore the reports from the backup",
+                t,
+                true,
+                format!(
+                    "{reports} verification reports, {reviews} reviews, {drills} drill reports"
+                ),
+            ),
+            Err(e) => {
+                log.step(
+                    "restore the reports from the backup",
+                    t,
+                    false,
+                    e.to_string(),
+                );
+                phase.failure.get_or_insert(e.to_string());
+            }
+        }
+    }
     Ok((phase, svc, cc))
 }
 
@@ -928,6 +1029,12 @@ async fn corrupt_ledger(
     let t = Instant::now();
     let path = ldir.join(&target);
     let mut data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(aside) = &scratch.aside {
+        // In place: the undamaged file is kept, whatever happens next.
+        std::fs::create_dir_all(aside).map_err(|e| e.to_string())?;
+        std::fs::write(aside.join(target.replace('/', "_")), &data)
+            .map_err(|e| format!("keep {target}: {e}"))?;
+    }
     let at = data.len() / 2;
     data[at] ^= 0x20;
     std::fs::write(&path, &data).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -1022,7 +1129,14 @@ async fn restore_all(
     log: &mut Log,
 ) -> Ran {
     let t = Instant::now();
-    let lost = std::fs::remove_dir_all(&scratch.stores).map_err(|e| e.to_string());
+    let lost = if scratch.aside.is_some() {
+        let mut names = vec!["ledger", "writes-frozen"];
+        names.extend(STREAM_FILES);
+        names.extend(PROJECTION_FILES);
+        scratch.discard(&names)
+    } else {
+        std::fs::remove_dir_all(&scratch.stores).map_err(|e| e.to_string())
+    };
     let lost = match lost {
         Ok(()) if scratch.pg.is_some() => scratch.lose_projection().await,
         other => other,
@@ -1324,4 +1438,145 @@ pub async fn run_on_deployment(
         tracing::warn!(error = %e, "flush the ledger after the drill");
     }
     out
+}
+
+/// One drill **in place**, on a stopped deployment's own stores (`triplicate drill run
+/// --in-place --data-dir|--config`): only with the explicit flag, and only for whoever can stop
+/// the service and write its data directory, which is its operators' (the admin's) role. The
+/// drill first takes a backup into `<data-dir>/drills/<id>/backup`; what it damages is never
+/// deleted: store files are moved into `<data-dir>/drills/<id>/aside/` (and a damaged tile's
+/// original kept there) before the scenario recovers the deployment itself. Both directories
+/// stay after the drill, for the operator to inspect and remove. The report, signed by the
+/// notary, is stored in the recovered projection and its audit record appended to the
+/// recovered ledger. Needs the embedded projection: a PostgreSQL projection is never dropped in
+/// place (run the drill on a scratch database instead).
+pub async fn run_in_place(
+    dep: &crate::recovery::Deployment,
+    options: DrillOptions,
+) -> Result<DrillOutcome, DrillError> {
+    if matches!(
+        dep.projection_choice().map_err(setup)?,
+        crate::setup::ProjectionChoice::Postgres { .. }
+    ) {
+        return Err(setup(
+            "in-place drills need the embedded projection: a PostgreSQL projection is never \
+             dropped or locked in place; run the drill on a scratch copy (--scratch-postgres-url)",
+        ));
+    }
+    let drill_id = Uuid::now_v7();
+    let started_at = Timestamp::now();
+    let scenario = options.scenario;
+    tracing::warn!(%drill_id, %scenario, data_dir = %dep.data_dir().display(), "recovery drill starting IN PLACE");
+    let notary = dep.notary().await.map_err(setup)?;
+    let policy = crate::crosscheck::load_policy(Some(&dep.policy_dir()))
+        .map_err(|e| setup(format!("verification policy: {e}")))?;
+    let ledger_dir = dep.ledger_dir();
+    // Open the ledger as its writer once: it refuses while a service runs, and it replays and
+    // flushes anything the last writer left in its WAL, so the files show every record.
+    let source_checkpoint = {
+        let config = LedgerConfig::new(ledger_dir.clone(), dep.origin().to_owned());
+        let n = notary.clone();
+        tokio::task::spawn_blocking(move || {
+            EmbeddedLedger::open(config, n).map(|l| CheckpointSummary::of(&l))
+        })
+        .await
+        .map_err(setup)?
+        .map_err(|e| match e {
+            triplicate_ledger::LedgerError::Locked { holder, .. } => setup(format!(
+                "the ledger is locked by a running service ({holder}); stop it for an \
+                 in-place drill, or run the drill on a scratch copy through it (--url)"
+            )),
+            other => setup(other),
+        })?
+    };
+    if source_checkpoint.size == 0 {
+        return Err(setup(
+            "the ledger is empty: there is nothing to lose and rebuild yet",
+        ));
+    }
+    let root = dep.data_dir().join("drills").join(drill_id.to_string());
+    std::fs::create_dir_all(&root).map_err(|e| setup(format!("{}: {e}", root.display())))?;
+    let mut log = Log { steps: Vec::new() };
+    let t = Instant::now();
+    let backup = {
+        let stream = dep.open_stream().await.map_err(setup)?;
+        let projection = dep.open_projection(false).await.map_err(setup)?;
+        triplicate_recovery::backup(
+            BackupSources {
+                ledger_dir: &ledger_dir,
+                stream: &stream,
+                projection: &projection,
+                notary: notary.clone(),
+            },
+            &root.join("backup"),
+        )
+        .await
+        .map_err(|e| setup(format!("back up the deployment first: {e}")))?
+    };
+    log.step(
+        "backup",
+        t,
+        true,
+        format!(
+            "{} records, {} files, kept in {}",
+            backup.manifest.manifest.tree_size,
+            backup.manifest.manifest.files.len(),
+            backup.dir.display()
+        ),
+    );
+    let scratch = Scratch {
+        stores: dep.data_dir().to_path_buf(),
+        root: root.clone(),
+        pg: None,
+        notary: notary.clone(),
+        policy_dir: Some(dep.policy_dir()),
+        origin: dep.origin().to_owned(),
+        aside: Some(root.join("aside")),
+    };
+    let (report, after) = conduct(
+        &scratch,
+        &policy,
+        &options,
+        &backup,
+        Header {
+            drill_id,
+            started_at,
+            source_checkpoint,
+            in_place: true,
+        },
+        log,
+    )
+    .await;
+    // The report goes to the deployment itself: through the service over the recovered stores,
+    // or, when the scenario could not start one, a service over whatever the stores now hold.
+    let svc = match after {
+        Some((svc, checker)) => {
+            // Its cross-checker holds a handle on the service; close() needs it gone.
+            drop(checker);
+            svc
+        }
+        None => scratch
+            .service(ServiceOptions::default())
+            .await
+            .map_err(|e| {
+                setup(format!(
+                    "the drill failed and the deployment's stores do not open ({e}); its \
+                     originals are in {}",
+                    root.display()
+                ))
+            })?,
+    };
+    let outcome = finish(&svc, report).await;
+    let ledger = svc.ledger().clone();
+    let flushed = tokio::task::spawn_blocking(move || ledger.flush()).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        tracing::warn!(result = ?flushed.map(|r| r.map_err(|e| e.to_string())), "flush the ledger after the drill");
+    }
+    // Release the deployment's stores (the ledger's lock) before returning.
+    svc.close().await;
+    let outcome = outcome?;
+    Ok(DrillOutcome {
+        scratch: Some(root),
+        ..outcome
+    })
 }

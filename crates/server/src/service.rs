@@ -197,6 +197,8 @@ pub(crate) struct Inner {
 pub struct Service {
     pub(crate) inner: Arc<Inner>,
     tx: mpsc::Sender<Job>,
+    /// The committer task, for [`Service::close`].
+    committer: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -363,8 +365,28 @@ impl Service {
             frozen: RwLock::new(frozen),
             freeze_file,
         });
-        tokio::spawn(committer(inner.clone(), rx));
-        Ok(Service { inner, tx })
+        let committer = tokio::spawn(committer(inner.clone(), rx));
+        Ok(Service {
+            inner,
+            tx,
+            committer: Arc::new(std::sync::Mutex::new(Some(committer))),
+        })
+    }
+
+    /// Stops taking submissions and waits until the committer has finished the ones it holds,
+    /// so the stores are released (the ledger's lock, database handles) once every other
+    /// handle on the service (its cross-checker, workers) is gone too. For a service started
+    /// over stores something else opens next, such as a drill's.
+    pub async fn close(self) {
+        let handle = self
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(self);
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
     }
 
     /// The policy in force.

@@ -358,3 +358,85 @@ async fn scheduled_drills_run_and_their_results_survive_a_restart() {
     );
     r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_drills_recover_a_stopped_deployment_and_keep_its_originals() {
+    use triplicate_server::recovery::Deployment;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let r = start(&data, ProjectionChoice::Sqlite).await;
+    common::populate(&r, &reqwest::Client::new(), 300).await;
+    let first = r.crosscheck.run_now(true).await.unwrap();
+    assert!(first.report.is_clean());
+    common::settle(&r.service).await;
+    // Refused while the service runs.
+    let dep = Deployment::DataDir {
+        data_dir: data.clone(),
+        projection: ProjectionChoice::Sqlite,
+    };
+    let err = triplicate_server::drill::run_in_place(&dep, DrillOptions::new(Scenario::LoseStream))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("running service"), "{err}");
+    r.stop().await.unwrap();
+
+    for s in Scenario::ALL {
+        let out = triplicate_server::drill::run_in_place(&dep, DrillOptions::new(s))
+            .await
+            .unwrap();
+        let rep = &out.report;
+        assert!(rep.passed, "{s}: {rep:#?}");
+        assert!(rep.in_place);
+        assert_eq!(rep.records_after, rep.records_before, "{s}");
+        assert!(out.audit_seq.is_some() && out.stored, "{s}");
+        // The backup taken first is kept, and what was damaged is kept aside.
+        let kept = out.scratch.clone().unwrap();
+        assert!(kept.starts_with(data.join("drills")));
+        assert!(kept.join("backup/manifest.json").exists(), "{s}");
+        match s {
+            Scenario::LoseProjection => assert!(kept.join("aside/projection.db").exists()),
+            Scenario::LoseStream => assert!(kept.join("aside/stream.db").exists()),
+            Scenario::CorruptLedger => assert!(kept.join("aside/tile_0_000").exists()),
+            Scenario::RestoreAll => {
+                assert!(kept.join("aside/ledger/checkpoint").exists());
+                assert!(kept.join("aside/stream.db").exists());
+            }
+            Scenario::StoreOutage => {}
+        }
+    }
+
+    // The deployment serves again, with every record, the verification report that the lost
+    // projection held (back from the backup), the five drill reports, and a clean full check.
+    let r = start(&data, ProjectionChoice::Sqlite).await;
+    assert!(r.service.ledger().tree_size() > 300);
+    let stored =
+        triplicate_projection::ReportStore::report(r.service.projection(), first.report.run_id)
+            .await
+            .unwrap();
+    assert!(
+        stored.is_some(),
+        "the verification report did not come back"
+    );
+    let drills = triplicate_projection::DrillStore::drills(r.service.projection(), None, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(drills.len(), 5);
+    assert!(drills.iter().all(|d| d.in_place && d.passed));
+    common::settle(&r.service).await;
+    let check = r.crosscheck.run_now(true).await.unwrap();
+    assert!(check.report.is_clean(), "{:?}", check.report.discrepancies);
+    r.stop().await.unwrap();
+
+    // PostgreSQL projections are never dropped in place.
+    let pg = Deployment::DataDir {
+        data_dir: data.clone(),
+        projection: ProjectionChoice::Postgres {
+            url: "postgres://nobody@127.0.0.1:1/none".into(),
+        },
+    };
+    let err =
+        triplicate_server::drill::run_in_place(&pg, DrillOptions::new(Scenario::LoseProjection))
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("PostgreSQL"), "{err}");
+}
