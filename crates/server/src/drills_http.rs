@@ -179,6 +179,9 @@ pub(crate) async fn get_drill(
 #[serde(deny_unknown_fields)]
 struct RunBody {
     scenario: String,
+    /// Refused: in-place drills run only on a stopped deployment, from the CLI.
+    #[serde(default)]
+    in_place: bool,
 }
 
 pub(crate) async fn run_drill(
@@ -190,6 +193,12 @@ pub(crate) async fn run_drill(
     let b: RunBody = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("the body must be {{\"scenario\": …}}: {e}")))?;
     let scenario: Scenario = b.scenario.parse().map_err(Problem::bad_request)?;
+    if b.in_place {
+        return Err(Problem::bad_request(
+            "a running service drills a scratch copy only; an in-place drill needs the \
+             deployment stopped: triplicate drill run --in-place --config FILE",
+        ));
+    }
     let drills = s
         .drills
         .as_ref()

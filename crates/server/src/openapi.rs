@@ -415,7 +415,10 @@ fn paths() -> Value {
                         "type": "object",
                         "required": ["scenario"],
                         "additionalProperties": false,
-                        "properties": { "scenario": schema("DrillScenario") }
+                        "properties": {
+                            "scenario": schema("DrillScenario"),
+                            "in_place": { "type": "boolean", "description": "Must be false (the default): a running service drills a scratch copy; in-place drills run from the CLI on a stopped deployment." }
+                        }
                     } } }
                 },
                 "responses": {

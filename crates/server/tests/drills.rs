@@ -264,6 +264,17 @@ async fn drills_run_one_at_a_time_and_need_an_admin() {
     )
     .await;
     assert_eq!(status, 400, "{p}");
+    let (status, p) = common::call(
+        &http,
+        &base,
+        "POST",
+        "/v1/drills/runs",
+        Some(&r.admin_token),
+        Some(&serde_json::json!({ "scenario": "lose-stream", "in_place": true })),
+    )
+    .await;
+    assert_eq!(status, 400, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("--in-place"), "{p}");
     let (a, b) = tokio::join!(
         common::call(
             &http,
