@@ -347,29 +347,31 @@ fn retries_left(ctx: &Pkcs11, slot: Slot) -> Option<u32> {
 
 /// The one slot whose token matches the URI.
 fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, SignError> {
-    // SoftHSM2 answers CKR_GENERAL_ERROR while another process rewrites the token's files;
-    // other modules do on transient device errors. Three tries, 50 ms apart.
+    // SoftHSM2 answers CKR_GENERAL_ERROR, or lists no token, while another process rewrites
+    // the token's files; other modules do on transient device errors, or while a token is
+    // being inserted. Three tries, 100 ms apart, before a token counts as absent.
     let mut tries = 0;
-    let slots = loop {
-        match ctx.get_slots_with_initialized_token() {
-            Ok(s) => break s,
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::GeneralError, _))
-                if tries < 2 =>
-            {
+    loop {
+        match find_slot_once(ctx, uri) {
+            Err(SignError::TokenAbsent { .. }) | Err(SignError::Device { .. }) if tries < 2 => {
                 tries += 1;
                 tracing::debug!(
                     tries,
-                    "PKCS#11 slot list failed with a general error; retrying"
+                    "no PKCS#11 token matched, or the list failed; retrying"
                 );
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            Err(e) => {
-                return Err(SignError::Device {
-                    detail: format!("list PKCS#11 slots: {e}"),
-                })
-            }
+            other => return other,
         }
-    };
+    }
+}
+
+fn find_slot_once(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, SignError> {
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| SignError::Device {
+            detail: format!("list PKCS#11 slots: {e}"),
+        })?;
     let mut seen = Vec::new();
     let mut found = Vec::new();
     for slot in slots {
