@@ -57,7 +57,8 @@ fn piv() -> Option<(String, &'static str)> {
     }
 }
 
-/// Holds the emulated card for the test (other test binaries use it too).
+/// Holds the emulated card and the SoftHSM2 tokens for the test (other test binaries and
+/// processes use them too).
 fn card_lock() -> Option<triplicate_keys::hwtoken::CardLock> {
     triplicate_keys::hwtoken::card_lock("cli hardware")
 }
@@ -66,6 +67,10 @@ fn card_lock() -> Option<triplicate_keys::hwtoken::CardLock> {
 fn keys_show_reads_hardware_keys() {
     let Some(ed) = softhsm("01") else { return };
     let Some(p256) = softhsm("02") else { return };
+    // SoftHSM2 is not safe for processes that use one token at once (a `triplicate` process
+    // listed no token while another test's process used it): the tests that start processes
+    // on the tokens take the stand-ins' lock.
+    let Some(_tokens) = card_lock() else { return };
     let v: Value = serde_json::from_str(&ok(&["keys", "show", "--json", "--key", &ed])).unwrap();
     assert_eq!(
         (v["alg"].as_str(), v["held"].as_str()),
