@@ -1130,7 +1130,7 @@ async fn restore_all(
 ) -> Ran {
     let t = Instant::now();
     let lost = if scratch.aside.is_some() {
-        let mut names = vec!["ledger", "writes-frozen"];
+        let mut names = vec!["ledger", crate::service::FREEZE_FILE];
         names.extend(STREAM_FILES);
         names.extend(PROJECTION_FILES);
         scratch.discard(&names)
@@ -1462,6 +1462,14 @@ pub async fn run_in_place(
             "in-place drills need the embedded projection: a PostgreSQL projection is never \
              dropped or locked in place; run the drill on a scratch copy (--scratch-postgres-url)",
         ));
+    }
+    let frozen = dep.data_dir().join(crate::service::FREEZE_FILE);
+    if frozen.exists() {
+        return Err(setup(format!(
+            "writes are frozen ({}): the deployment is in an incident; resolve it (see \
+             ops/runbooks/critical-verification-failure.md) before drilling it in place",
+            frozen.display()
+        )));
     }
     let drill_id = Uuid::now_v7();
     let started_at = Timestamp::now();

@@ -266,7 +266,7 @@ fn move_aside(dep: &Deployment) -> Result<PathBuf, RecoveryFailure> {
     let aside = data.join(format!("replaced-{stamp}"));
     std::fs::create_dir_all(&aside)
         .map_err(|e| failed("create the aside directory")(e.to_string()))?;
-    let mut names: Vec<String> = vec!["ledger".into(), "writes-frozen".into()];
+    let mut names: Vec<String> = vec!["ledger".into(), crate::service::FREEZE_FILE.into()];
     for base in ["stream.db", "projection.db"] {
         names.extend(SQLITE_SUFFIXES.iter().map(|s| format!("{base}{s}")));
     }

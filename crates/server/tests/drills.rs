@@ -438,6 +438,14 @@ async fn in_place_drills_recover_a_stopped_deployment_and_keep_its_originals() {
     assert!(check.report.is_clean(), "{:?}", check.report.discrepancies);
     r.stop().await.unwrap();
 
+    // A frozen deployment is in an incident: no in-place drill.
+    std::fs::write(data.join("writes-frozen"), "a critical finding\n").unwrap();
+    let err = triplicate_server::drill::run_in_place(&dep, DrillOptions::new(Scenario::LoseStream))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("frozen"), "{err}");
+    std::fs::remove_file(data.join("writes-frozen")).unwrap();
+
     // PostgreSQL projections are never dropped in place.
     let pg = Deployment::DataDir {
         data_dir: data.clone(),
