@@ -600,12 +600,13 @@ fn demo_json_prints_the_counts() {
         assert_eq!(count(6, class), 0, "the last run is clean");
     }
     // Every run but the critical one appended its audit record: 4 decisions + 6 audit records,
-    // then the closing lose-projection drill: its audit record makes 11.
+    // then the closing lose-projection drill. (A scheduled incremental run, every 5 minutes,
+    // may add its own audit record while the tour runs: at least 10.)
     let drill = &v["drill"];
     assert_eq!(drill["scenario"], "lose-projection", "{drill}");
     assert_eq!(drill["passed"], true, "{drill}");
-    assert_eq!(drill["records_before"], 10);
-    assert_eq!(drill["records_after"], 10);
+    assert!(drill["records_before"].as_u64().unwrap() >= 10, "{drill}");
+    assert_eq!(drill["records_after"], drill["records_before"]);
     assert_eq!(drill["discrepancies_left"], 0);
     assert!(
         !d.join("drills").read_dir().unwrap().any(|_| true),
@@ -617,11 +618,15 @@ fn demo_json_prints_the_counts() {
     assert_eq!(code(&o), 0, "{}", text(&o));
     let v = json_out(&o);
     assert_eq!(v["records_submitted"], 3);
+    // 11 records (or more, with scheduled runs) from the first tour, then 3 decisions.
+    let size = v["stores"]["ledger"].as_u64().unwrap();
+    assert!(size >= 14, "{v}");
     assert_eq!(
         v["stores"],
-        json!({"ledger": 14, "stream": 14, "projection": 14})
+        json!({"ledger": size, "stream": size, "projection": size})
     );
-    assert!(d.join("receipts/13.json").is_file());
+    // The receipts of both tours' decisions: 4 and 3.
+    assert_eq!(d.join("receipts").read_dir().unwrap().count(), 7);
 
     // The data is kept for `serve`, its guards intact after the tamper tour.
     let server = Server::start(&d, "127.0.0.1:0");
