@@ -31,6 +31,8 @@ mod event;
 mod failing;
 #[cfg(feature = "testkit")]
 pub mod fixtures;
+#[cfg(feature = "nats")]
+mod nats;
 mod plan;
 mod sqlite;
 mod subscription;
@@ -47,6 +49,11 @@ pub use event::{
 };
 #[cfg(feature = "testkit")]
 pub use failing::FailingStream;
+#[cfg(feature = "nats")]
+pub use nats::{
+    NatsOptions, NatsStream, DEFAULT_STREAM_NAME as NATS_DEFAULT_STREAM,
+    DEFAULT_SUBJECT_PREFIX as NATS_DEFAULT_SUBJECT_PREFIX,
+};
 pub use sqlite::{SqliteOptions, SqliteStream};
 
 /// What the writer expects of an event's stream before the event is appended

@@ -235,6 +235,12 @@ impl Holdings {
         })
     }
 
+    /// True when an event at `seq` is among the holdings.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn holds_seq(&self, seq: u64) -> bool {
+        self.by_seq.contains_key(&seq)
+    }
+
     pub(crate) fn add(&mut self, h: Held) {
         match self.by_stream.get(&h.stream_id) {
             Some(other) if other.revision >= h.revision => {}
