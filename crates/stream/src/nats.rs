@@ -159,14 +159,21 @@ pub struct NatsStream {
 }
 
 struct Inner {
-    js: jetstream::Context,
-    stream: js::Stream,
+    addrs: Vec<async_nats::ServerAddr>,
     options: NatsOptions,
     /// `<prefix>.decision.`
     root: String,
+    /// The connection and the opened stream, once a call managed to open them.
+    conn: tokio::sync::OnceCell<Conn>,
     /// Serialises this handle's appends (the trait's rule); other processes are kept out of
     /// each other's way by the expected-last-sequence headers.
     write: tokio::sync::Mutex<()>,
+}
+
+/// An open connection (the client reconnects by itself after this) and the stream.
+struct Conn {
+    js: jetstream::Context,
+    stream: js::Stream,
 }
 
 impl std::fmt::Debug for NatsStream {
@@ -227,6 +234,15 @@ impl NatsStream {
     /// exactly `<prefix>.decision.*` on file storage and refuse deletes and purges; anything
     /// else is refused with what differs, and nothing is changed.
     pub async fn connect(urls: &str, options: NatsOptions) -> Result<NatsStream, StreamError> {
+        let s = NatsStream::lazy(urls, options)?;
+        s.conn().await?;
+        Ok(s)
+    }
+
+    /// Checks the options and URLs but connects only when first used, and again on each later
+    /// call until a connection succeeds: a service can start while NATS is down, with the
+    /// stream pending, and the catch-up worker fills it once NATS answers.
+    pub fn lazy(urls: &str, options: NatsOptions) -> Result<NatsStream, StreamError> {
         options.check().map_err(|e| message("NATS options", e))?;
         let addrs = urls
             .split(',')
@@ -240,44 +256,20 @@ impl NatsStream {
         if addrs.is_empty() {
             return Err(message("NATS server URL", "no server URL given".into()));
         }
-        let mut connect = async_nats::ConnectOptions::new()
-            .name("triplicate")
-            .connection_timeout(options.request_timeout)
-            .request_timeout(Some(options.request_timeout));
-        if let Some(creds) = &options.credentials {
-            connect = connect
-                .credentials_file(creds)
-                .await
-                .map_err(|e| message("NATS credentials", format!("{}: {e}", creds.display())))?;
-        }
-        if let Some(ca) = &options.tls_ca {
-            connect = connect.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        let client = connect.connect(addrs).await.map_err(|e| {
-            use async_nats::ConnectErrorKind as K;
-            match e.kind() {
-                K::TimedOut | K::Io | K::Dns | K::MaxReconnects => unavailable("connect", e),
-                _ => message("connect to NATS", e.to_string()),
-            }
-        })?;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(options.request_timeout)
-            .build(client);
-        let stream = open_stream(&js, &options).await?;
-        tracing::info!(
-            stream = %options.stream,
-            subjects = %format!("{}*", options.subject_root()),
-            "opened the JetStream event stream"
-        );
         Ok(NatsStream {
             inner: Arc::new(Inner {
                 root: options.subject_root(),
-                js,
-                stream,
+                addrs,
                 options,
+                conn: tokio::sync::OnceCell::new(),
                 write: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// The connection and stream, connecting first if no call has yet.
+    async fn conn(&self) -> Result<&Conn, StreamError> {
+        self.inner.conn.get_or_try_init(|| open(&self.inner)).await
     }
 
     /// The subject of one decision's events.
@@ -293,7 +285,8 @@ impl NatsStream {
     /// The stream's last sequence and message count, as of now.
     async fn state(&self) -> Result<(u64, u64), StreamError> {
         let info = self
-            .inner
+            .conn()
+            .await?
             .stream
             .get_info()
             .await
@@ -307,7 +300,8 @@ impl NatsStream {
             return Ok(None);
         }
         let m = self
-            .inner
+            .conn()
+            .await?
             .stream
             .get_raw_message(last)
             .await
@@ -329,9 +323,8 @@ impl NatsStream {
         if count == 0 {
             return Ok(out);
         }
-        let c = self
-            .inner
-            .stream
+        let stream = &self.conn().await?.stream;
+        let c = stream
             .create_consumer(consumer::pull::Config {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: start,
@@ -380,7 +373,7 @@ impl NatsStream {
         }
         .await;
         // Best effort: an ephemeral consumer the server also drops after a minute unused.
-        if let Err(e) = self.inner.stream.delete_consumer(&name).await {
+        if let Err(e) = stream.delete_consumer(&name).await {
             tracing::debug!(consumer = %name, error = %e, "could not delete a read consumer");
         }
         result.map(|()| out)
@@ -389,7 +382,8 @@ impl NatsStream {
     /// The event on one decision's subject, if any (one lookup).
     async fn last_on(&self, sid: StreamId) -> Result<Option<StoredEvent>, StreamError> {
         match self
-            .inner
+            .conn()
+            .await?
             .stream
             .get_last_raw_message_by_subject(&self.subject(&sid))
             .await
@@ -529,6 +523,41 @@ fn decode(
         },
         stored_at,
     })
+}
+
+/// Connects and opens (or creates) the stream.
+async fn open(inner: &Inner) -> Result<Conn, StreamError> {
+    let options = &inner.options;
+    let mut connect = async_nats::ConnectOptions::new()
+        .name("triplicate")
+        .connection_timeout(options.request_timeout)
+        .request_timeout(Some(options.request_timeout));
+    if let Some(creds) = &options.credentials {
+        connect = connect
+            .credentials_file(creds)
+            .await
+            .map_err(|e| message("NATS credentials", format!("{}: {e}", creds.display())))?;
+    }
+    if let Some(ca) = &options.tls_ca {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = connect.connect(inner.addrs.clone()).await.map_err(|e| {
+        use async_nats::ConnectErrorKind as K;
+        match e.kind() {
+            K::TimedOut | K::Io | K::Dns | K::MaxReconnects => unavailable("connect", e),
+            _ => message("connect to NATS", e.to_string()),
+        }
+    })?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(options.request_timeout)
+        .build(client);
+    let stream = open_stream(&js, options).await?;
+    tracing::info!(
+        stream = %options.stream,
+        subjects = %format!("{}*", inner.root),
+        "opened the JetStream event stream"
+    );
+    Ok(Conn { js, stream })
 }
 
 /// Opens the stream, or creates it; refuses one that is not shaped for us.
@@ -682,13 +711,13 @@ impl EventStream for NatsStream {
         .map_err(|e| message("plan an append", e.to_string()))?;
         batch = batch_back;
         let planned = planned?;
+        let conn = self.conn().await?;
         let mut acks = Vec::with_capacity(planned.writes.len());
         for &i in &planned.writes {
             let e = &mut batch[i].event;
             let h = headers(e);
             let payload = bytes::Bytes::from(std::mem::take(&mut e.record_bytes));
-            let ack = self
-                .inner
+            let ack = conn
                 .js
                 .publish_with_headers(subject(&self.inner.root, &e.stream_id()), h, payload)
                 .await
@@ -748,15 +777,23 @@ impl EventStream for NatsStream {
         &self,
         after: Option<Position>,
     ) -> BoxStream<'static, Result<StoredEvent, StreamError>> {
-        let inner = self.inner.clone();
+        let this = self.clone();
         Box::pin(async_stream::stream! {
+            let conn = match this.conn().await {
+                Ok(c) => c,
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            };
+            let inner = &this.inner;
             let deliver_policy = match after {
                 None => consumer::DeliverPolicy::All,
                 Some(p) => consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: p.parts().0.saturating_add(1),
                 },
             };
-            let c = match inner
+            let c = match conn
                 .stream
                 .create_consumer(consumer::pull::OrderedConfig {
                     deliver_policy,

@@ -264,3 +264,48 @@ async fn batches_over_the_limit_are_refused_before_any_request() {
     ));
     assert_eq!(f.store.highest_seq().await.unwrap(), None);
 }
+
+/// A handle made while NATS is down reports each call as retryable, and works as soon as a
+/// server answers (here one this test starts on a free port with its own store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_handle_waits_for_the_server_to_come_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut o = fresh_options();
+    o.request_timeout = std::time::Duration::from_secs(2);
+    let s = NatsStream::lazy(&format!("nats://127.0.0.1:{port}"), o).unwrap();
+    let err = s.highest_seq().await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let store = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect(
+            "run nats-server (Debian package nats-server; the README's test command installs it)",
+        );
+    let mut result = Err(err);
+    for _ in 0..100 {
+        result = s.highest_seq().await;
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let outcome = async {
+        assert_eq!(result.unwrap(), None);
+        s.append(batch(0..5)).await.unwrap();
+        assert_eq!(s.highest_seq().await.unwrap(), Some(4));
+    };
+    let r = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outcome)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
