@@ -115,6 +115,7 @@ fn submit(a: SubmitBenchArgs) -> anyhow::Result<ExitCode> {
                     data_dir: scratch.path().to_owned(),
                     listen: "127.0.0.1:0".parse().context("listen address")?,
                     projection: ProjectionChoice::Sqlite,
+                    stream: Default::default(),
                     origin: DEV_ORIGIN.to_owned(),
                     options: ServiceOptions::default(),
                 })

@@ -27,7 +27,7 @@ use triplicate_core::{Receipt, Submission};
 use triplicate_keys::{note::note_verifier_key, Signer};
 use triplicate_ledger::receipt::verify_receipt;
 use triplicate_projection::Projection;
-use triplicate_server::setup::{DevPaths, ProjectionChoice, DEV_ORIGIN};
+use triplicate_server::setup::{DevPaths, ProjectionChoice, StreamChoice, DEV_ORIGIN};
 use triplicate_server::{Running, ServeConfig, ServiceOptions};
 use triplicate_stream::EventStream;
 
@@ -58,6 +58,10 @@ pub struct DemoArgs {
     /// ../shared/tools/hwtoken up and their `env` sourced (or real tokens in HWTOKEN_*).
     #[arg(long)]
     pub hardware: bool,
+    /// Keep the event stream in NATS JetStream at these server URLs (as `serve --stream-url`;
+    /// end with `?stream=NAME` to pick the JetStream stream) instead of `<data-dir>/stream.db`.
+    #[arg(long, env = "TRIPLICATE_STREAM_URL", conflicts_with = "hardware")]
+    pub stream_url: Option<String>,
 }
 
 /// What the tour established, for `--json`.
@@ -115,7 +119,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             };
             (hw.running, keys)
         } else {
-            let running = start(&data_dir, &args.origin).await?;
+            let stream = match &args.stream_url {
+                Some(url) => {
+                    StreamChoice::parse(url, Default::default()).map_err(anyhow::Error::msg)?
+                }
+                None => StreamChoice::Sqlite,
+            };
+            let running = start(&data_dir, &args.origin, stream).await?;
             let paths = DevPaths::new(&data_dir);
             let keys = Keys {
                 notary: paths.keys.join("notary.pem").display().to_string(),
@@ -200,11 +210,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn start(data_dir: &Path, origin: &str) -> anyhow::Result<Running> {
+async fn start(data_dir: &Path, origin: &str, stream: StreamChoice) -> anyhow::Result<Running> {
     triplicate_server::start(ServeConfig {
         data_dir: data_dir.to_owned(),
         listen: "127.0.0.1:0".parse().context("listen address")?,
         projection: ProjectionChoice::Sqlite,
+        stream,
         origin: origin.to_owned(),
         options: ServiceOptions::default(),
     })

@@ -300,57 +300,68 @@ pub async fn tour(running: &Running, data_dir: &Path, tour: &Tour) -> anyhow::Re
     ));
     runs.push(run_summary("after the removal", &after));
 
-    // A stream event altered.
-    let stream_db = data_dir.join("stream.db");
-    let original: Vec<u8> = rusqlite::Connection::open(&stream_db)?
-        .query_row("SELECT data FROM events WHERE seq = 2", [], |r| r.get(0))
-        .context("read the stream's event at seq 2")?;
-    // One letter of the title: the event still decodes, its record no longer hashes to the
-    // ledger's leaf.
-    let mut altered = original.clone();
-    let title = altered
-        .windows(9)
-        .position(|w| w == b"\"title\":\"")
-        .context("the event's record has a title")?;
-    if let Some(b) = altered[title + 9..]
-        .iter_mut()
-        .find(|b| b.is_ascii_lowercase())
-    {
-        *b = b.to_ascii_uppercase();
-    }
-    under_trigger(&stream_db, "events_no_update", |tx| {
-        tx.execute("UPDATE events SET data = ?1 WHERE seq = 2", [&altered])
-    })?;
-    tour.say("9. Tampered: one letter of the stream's event data at seq 2 changed");
-    let stream = h.run().await?;
-    anyhow::ensure!(
-        stream["report"]["counts"]["major"].as_u64() >= Some(1),
-        "the altered event was not found as major: {}",
-        counts(&stream)
-    );
-    tour.say(format!(
-        "   found: {}; a rebuild of the stream from the ledger proposed",
-        counts(&stream)
-    ));
-    for a in stream["report"]["actions"].as_array().into_iter().flatten() {
-        let out = h
-            .verdict(
-                a["id"].as_str().unwrap_or_default(),
-                Verdict::Approved,
-                "rebuild the stream",
-            )
-            .await?;
+    // A stream event altered: on the embedded stream only. A JetStream stream refuses to
+    // change or delete a message (deny_delete, deny_purge), so there is nothing to alter in
+    // place; a forged message on a decision's subject is read as damaged (see the stream's
+    // own tests).
+    if running.service.stream().name() == "sqlite" {
+        // A stream event altered.
+        let stream_db = data_dir.join("stream.db");
+        let original: Vec<u8> = rusqlite::Connection::open(&stream_db)?
+            .query_row("SELECT data FROM events WHERE seq = 2", [], |r| r.get(0))
+            .context("read the stream's event at seq 2")?;
+        // One letter of the title: the event still decodes, its record no longer hashes to the
+        // ledger's leaf.
+        let mut altered = original.clone();
+        let title = altered
+            .windows(9)
+            .position(|w| w == b"\"title\":\"")
+            .context("the event's record has a title")?;
+        if let Some(b) = altered[title + 9..]
+            .iter_mut()
+            .find(|b| b.is_ascii_lowercase())
+        {
+            *b = b.to_ascii_uppercase();
+        }
+        under_trigger(&stream_db, "events_no_update", |tx| {
+            tx.execute("UPDATE events SET data = ?1 WHERE seq = 2", [&altered])
+        })?;
+        tour.say("9. Tampered: one letter of the stream's event data at seq 2 changed");
+        let stream = h.run().await?;
+        anyhow::ensure!(
+            stream["report"]["counts"]["major"].as_u64() >= Some(1),
+            "the altered event was not found as major: {}",
+            counts(&stream)
+        );
         tour.say(format!(
-            "   auditor approved it: {} (the stream is append-only; rebuilding it is an operator's \
-             recovery drill)",
-            out["status"].as_str().unwrap_or("?")
+            "   found: {}; a rebuild of the stream from the ledger proposed",
+            counts(&stream)
+        ));
+        for a in stream["report"]["actions"].as_array().into_iter().flatten() {
+            let out = h
+                .verdict(
+                    a["id"].as_str().unwrap_or_default(),
+                    Verdict::Approved,
+                    "rebuild the stream",
+                )
+                .await?;
+            tour.say(format!(
+                "   auditor approved it: {} (the stream is append-only; rebuilding it is an operator's \
+                 recovery drill)",
+                out["status"].as_str().unwrap_or("?")
+            ));
+        }
+        under_trigger(&stream_db, "events_no_update", |tx| {
+            tx.execute("UPDATE events SET data = ?1 WHERE seq = 2", [&original])
+        })?;
+        tour.say("   the demo puts the event's original bytes back, as restoring the stream would");
+        runs.push(run_summary("stream event altered", &stream));
+    } else {
+        tour.say(format!(
+            "9. (Skipped: the stream is on {} JetStream, whose messages cannot be edited in place.)",
+            "NATS"
         ));
     }
-    under_trigger(&stream_db, "events_no_update", |tx| {
-        tx.execute("UPDATE events SET data = ?1 WHERE seq = 2", [&original])
-    })?;
-    tour.say("   the demo puts the event's original bytes back, as restoring the stream would");
-    runs.push(run_summary("stream event altered", &stream));
 
     // A ledger bundle byte flipped.
     tokio::time::sleep(Duration::from_millis(1_200)).await; // the flusher writes the tiles

@@ -133,6 +133,7 @@ pub async fn start(data_dir: &Path, origin: &str) -> anyhow::Result<Hardware> {
             name: "triplicate-hw-notary".into(),
         },
         projection: StoreConfig::default(),
+        stream: Default::default(),
         tokens: vec![
             tok("demo-admin", Role::Admin, &admin),
             tok("demo-auditor", Role::Auditor, &auditor_token),

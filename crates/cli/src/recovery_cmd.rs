@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 use triplicate_server::recovery::{Deployment, RecoveryFailure, RestoreOptions};
-use triplicate_server::setup::ProjectionChoice;
+use triplicate_server::setup::{ProjectionChoice, StreamChoice};
 
 /// Which deployment: a development data directory or a configuration file.
 #[derive(Debug, Args)]
@@ -31,6 +31,10 @@ pub struct PgArg {
     /// projection is `<data-dir>/projection.db`.
     #[arg(long, env = "TRIPLICATE_POSTGRES_URL", requires = "data_dir")]
     pub postgres_url: Option<String>,
+    /// NATS JetStream server URLs of the stream, with --data-dir (as `serve --stream-url`);
+    /// without it the stream is `<data-dir>/stream.db`.
+    #[arg(long, env = "TRIPLICATE_STREAM_URL", requires = "data_dir")]
+    pub stream_url: Option<String>,
 }
 
 impl Target {
@@ -41,6 +45,10 @@ impl Target {
                 projection: match &pg.postgres_url {
                     Some(url) => ProjectionChoice::Postgres { url: url.clone() },
                     None => ProjectionChoice::Sqlite,
+                },
+                stream: match &pg.stream_url {
+                    Some(url) => StreamChoice::parse(url, Default::default())?,
+                    None => StreamChoice::Sqlite,
                 },
             }),
             (None, Some(c)) => triplicate_server::config::Config::load(c)

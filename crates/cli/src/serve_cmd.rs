@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
+use triplicate_server::setup::{ProjectionChoice, StreamChoice, DEV_ORIGIN};
 use triplicate_server::{ServeConfig, ServiceOptions};
 
 #[derive(Debug, Args)]
@@ -22,6 +22,11 @@ pub struct ServeArgs {
     /// then acts as `triplicate_writer`). Without it the projection is `<data-dir>/projection.db`.
     #[arg(long, env = "TRIPLICATE_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// NATS JetStream server URLs for the event stream (`nats://host:4222`, comma-separated;
+    /// `?stream=NAME&subject_prefix=P&replicas=N` at the end names the JetStream stream).
+    /// Without it the stream is `<data-dir>/stream.db`.
+    #[arg(long, env = "TRIPLICATE_STREAM_URL")]
+    pub stream_url: Option<String>,
     /// Checkpoint origin for a new ledger.
     #[arg(long, default_value = DEV_ORIGIN)]
     pub origin: String,
@@ -48,6 +53,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             if let Some(url) = args.postgres_url {
                 config.projection.url = url;
             }
+            if let Some(url) = args.stream_url {
+                config.stream.url = url;
+            }
             let data_dir = config.data_dir.clone();
             let running = triplicate_server::start_configured(config, ServiceOptions::default())
                 .await
@@ -63,6 +71,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(url) => ProjectionChoice::Postgres { url },
             None => ProjectionChoice::Sqlite,
         };
+        let stream = match &args.stream_url {
+            Some(url) => StreamChoice::parse(url, Default::default()).map_err(anyhow::Error::msg)?,
+            None => StreamChoice::Sqlite,
+        };
         let data_dir = args.data_dir.unwrap_or_else(crate::default_data_dir);
         let running = triplicate_server::start(ServeConfig {
             data_dir: data_dir.clone(),
@@ -70,6 +82,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             projection,
+            stream,
             origin: args.origin,
             options: ServiceOptions::default(),
         })

@@ -44,6 +44,7 @@ async fn start(dir: &Path, listen: SocketAddr) -> Running {
         data_dir: dir.to_owned(),
         listen,
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options: ServiceOptions::default(),
     })

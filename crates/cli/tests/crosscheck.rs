@@ -48,6 +48,7 @@ async fn reports_show_approve_and_reject_through_the_cli() {
         data_dir: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options: ServiceOptions::default(),
     })
@@ -170,6 +171,7 @@ async fn crosscheck_run_on_a_data_dir_and_through_the_service() {
         data_dir: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options: ServiceOptions::default(),
     })

@@ -49,6 +49,7 @@ async fn start(dir: &Path) -> Result<triplicate_server::Running, triplicate_serv
         data_dir: dir.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options: ServiceOptions::default(),
     })

@@ -16,6 +16,15 @@
 //! [projection]
 //! url = "postgres://triplicate@db.internal/triplicate"   # or "sqlite" (the default)
 //!
+//! [stream]
+//! url = "nats://nats-1.internal:4222,nats://nats-2.internal:4222"   # or "sqlite" (the default)
+//! [stream.nats]                              # only with nats:// URLs
+//! stream = "TRIPLICATE"                      # the JetStream stream, created if missing
+//! subject_prefix = "triplicate"              # subjects <prefix>.decision.<uuid>
+//! replicas = 3                               # of a stream created here
+//! credentials = "/etc/triplicate/nats.creds" # optional
+//! tls_ca = "/etc/triplicate/nats-ca.pem"     # optional; TLS is then required
+//!
 //! [[tokens]]
 //! name = "secretary"
 //! role = "submitter"                         # reader | submitter | auditor | admin
@@ -28,7 +37,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::auth::TokenEntry;
-use crate::setup::ProjectionChoice;
+use crate::setup::{ProjectionChoice, StreamChoice};
 
 /// Why a configuration file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,8 @@ pub struct Config {
     #[serde(default)]
     pub projection: StoreConfig,
     #[serde(default)]
+    pub stream: StreamConfig,
+    #[serde(default)]
     pub tokens: Vec<TokenEntry>,
 }
 
@@ -88,7 +99,86 @@ impl NotaryConfig {
     }
 }
 
-/// `[projection]` (and later `[stream]`).
+/// `[stream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// `sqlite` (embedded, under `data_dir`) or NATS server URLs (`nats://…`, `tls://…`,
+    /// comma-separated).
+    #[serde(default = "default_store")]
+    pub url: String,
+    /// `[stream.nats]`: used with NATS URLs.
+    #[serde(default)]
+    pub nats: NatsConfig,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            url: default_store(),
+            nats: NatsConfig::default(),
+        }
+    }
+}
+
+/// `[stream.nats]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// The JetStream stream's name; created if missing.
+    #[serde(default = "default_nats_stream")]
+    pub stream: String,
+    /// Subjects are `<subject_prefix>.decision.<uuid>`.
+    #[serde(default = "default_nats_prefix")]
+    pub subject_prefix: String,
+    /// Replicas of a stream the service creates (3 to survive losing one node of a cluster).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// A NATS credentials file; relative to the configuration file.
+    pub credentials: Option<PathBuf>,
+    /// CA certificates (PEM) for TLS to the servers; relative to the configuration file.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            stream: default_nats_stream(),
+            subject_prefix: default_nats_prefix(),
+            replicas: default_replicas(),
+            credentials: None,
+            tls_ca: None,
+        }
+    }
+}
+
+fn default_nats_stream() -> String {
+    triplicate_stream::NATS_DEFAULT_STREAM.to_owned()
+}
+
+fn default_nats_prefix() -> String {
+    triplicate_stream::NATS_DEFAULT_SUBJECT_PREFIX.to_owned()
+}
+
+fn default_replicas() -> usize {
+    1
+}
+
+impl NatsConfig {
+    /// The stream options these settings make.
+    pub fn options(&self) -> triplicate_stream::NatsOptions {
+        triplicate_stream::NatsOptions {
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.replicas,
+            credentials: self.credentials.clone(),
+            tls_ca: self.tls_ca.clone(),
+            ..triplicate_stream::NatsOptions::default()
+        }
+    }
+}
+
+/// `[projection]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
@@ -132,7 +222,11 @@ impl Config {
         };
         let mut c: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.data_dir, &mut c.policy_dir] {
+        for p in [&mut c.data_dir, &mut c.policy_dir]
+            .into_iter()
+            .chain(c.stream.nats.credentials.as_mut())
+            .chain(c.stream.nats.tls_ca.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -149,11 +243,17 @@ impl Config {
             )));
         }
         c.projection_choice().map_err(invalid)?;
+        c.stream_choice().map_err(invalid)?;
         crate::auth::Tokens::new(&c.tokens).map_err(invalid)?;
         if c.origin.trim().is_empty() || c.origin.contains('\n') {
             return Err(invalid("origin must be one non-empty line".into()));
         }
         Ok(c)
+    }
+
+    /// The stream backend the file names.
+    pub fn stream_choice(&self) -> Result<StreamChoice, String> {
+        StreamChoice::parse(&self.stream.url, self.stream.nats.options())
     }
 
     /// The projection backend the file names.
@@ -230,6 +330,62 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
             let e = Config::parse(p, &text).unwrap_err().to_string();
             assert!(e.contains(needle), "{e} should mention {needle}");
             assert!(e.starts_with("c.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_stream_url_chooses_the_backend_and_query_overrides_the_table() {
+        let c = Config::parse(Path::new("/etc/t/c.toml"), GOOD).unwrap();
+        assert_eq!(c.stream_choice().unwrap(), StreamChoice::Sqlite);
+        let text = format!(
+            "{GOOD}\n[stream]\nurl = \"nats://a:4222, nats://b:4222?replicas=3\"\n\
+             [stream.nats]\nstream = \"GOV\"\ncredentials = \"nats.creds\"\n"
+        );
+        let c = Config::parse(Path::new("/etc/t/c.toml"), &text).unwrap();
+        match c.stream_choice().unwrap() {
+            StreamChoice::Nats { urls, options } => {
+                assert_eq!(urls, "nats://a:4222, nats://b:4222");
+                assert_eq!(options.stream, "GOV");
+                assert_eq!(options.subject_prefix, "triplicate");
+                assert_eq!(options.replicas, 3);
+                assert_eq!(
+                    options.credentials.as_deref(),
+                    Some(Path::new("/etc/t/nats.creds"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for (url, needle) in [
+            ("kafka://x", "stream.url"),
+            ("nats://a?replicas=9", "replicas"),
+            ("nats://a?stream=A.B", "stream name"),
+            ("nats://a?colour=red", "unknown parameter"),
+            ("nats://?", "names no NATS server"),
+        ] {
+            let text = format!("{GOOD}\n[stream]\nurl = \"{url}\"\n");
+            let e = Config::parse(Path::new("c.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+    }
+
+    /// The example configurations shipped in ops/ are ones the service accepts.
+    #[test]
+    fn the_shipped_example_configs_parse() {
+        let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops");
+        let mut files = vec![ops.join("config/triplicate.toml")];
+        for e in std::fs::read_dir(ops.join("compose/config")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                files.push(p);
+            }
+        }
+        assert!(files.len() >= 2, "{files:?}");
+        for f in files {
+            let c = Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
+            c.stream_choice().unwrap();
+            c.projection_choice().unwrap();
         }
     }
 }

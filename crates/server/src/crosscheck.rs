@@ -838,6 +838,7 @@ pub async fn run_on_data_dir(
         notary,
         &paths.policies,
         crate::setup::ProjectionChoice::Sqlite,
+        &crate::setup::StreamChoice::Sqlite,
         crate::ServiceOptions::default(),
     )
     .await;

@@ -1411,12 +1411,14 @@ pub async fn run_on_deployment(
     let policy = crate::crosscheck::load_policy(Some(&policy_dir))
         .map_err(|e| setup(format!("verification policy: {e}")))?;
     let projection = dep.projection_choice().map_err(setup)?;
+    let stream = dep.stream_choice().map_err(setup)?;
     let (parts, embedded) = crate::setup::open_parts(
         dep.data_dir(),
         dep.origin(),
         notary,
         &policy_dir,
         projection,
+        &stream,
         ServiceOptions::default(),
     )
     .await
@@ -1461,6 +1463,12 @@ pub async fn run_in_place(
         return Err(setup(
             "in-place drills need the embedded projection: a PostgreSQL projection is never \
              dropped or locked in place; run the drill on a scratch copy (--scratch-postgres-url)",
+        ));
+    }
+    if !dep.stream_choice().map_err(setup)?.is_embedded() {
+        return Err(setup(
+            "in-place drills need the embedded stream: a NATS JetStream stream is never \
+             deleted in place; run the drill on a scratch copy (the default)",
         ));
     }
     let frozen = dep.data_dir().join(crate::service::FREEZE_FILE);

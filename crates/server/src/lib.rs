@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub data_dir: std::path::PathBuf,
     pub listen: std::net::SocketAddr,
     pub projection: setup::ProjectionChoice,
+    /// The event stream (the embedded one unless set).
+    pub stream: setup::StreamChoice,
     pub origin: String,
     pub options: ServiceOptions,
 }
@@ -100,6 +102,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartFailure> {
         dev.notary.clone(),
         &dev.policy_dir,
         config.projection.clone(),
+        &config.stream,
         config.options.clone(),
     )
     .await?;
@@ -154,12 +157,14 @@ pub async fn start_configured(
 ) -> Result<Running, StartFailure> {
     let notary = open_notary(&config.notary).await?;
     let projection = config.projection_choice().map_err(StartFailure::Config)?;
+    let stream = config.stream_choice().map_err(StartFailure::Config)?;
     let (parts, ledger) = setup::open_parts(
         &config.data_dir,
         &config.origin,
         notary,
         &config.policy_dir,
         projection,
+        &stream,
         options,
     )
     .await?;

@@ -18,10 +18,10 @@ use triplicate_projection::{
 use triplicate_recovery::{
     BackupOutcome, BackupSources, RecoveryError, RestoreOutcome, RestoreTargets, VerifiedBackup,
 };
-use triplicate_stream::{EventStream, SqliteStream};
+use triplicate_stream::EventStream;
 
 use crate::config::Config;
-use crate::setup::{DevPaths, ProjectionChoice};
+use crate::setup::{DevPaths, ProjectionChoice, StreamChoice};
 use crate::stores::{ProjectionBackend, StreamBackend};
 
 /// The deployment a backup, restore or drill acts on.
@@ -32,6 +32,7 @@ pub enum Deployment {
     DataDir {
         data_dir: PathBuf,
         projection: ProjectionChoice,
+        stream: StreamChoice,
     },
     /// What a configuration file names.
     Config(Box<Config>),
@@ -103,6 +104,13 @@ impl Deployment {
         }
     }
 
+    pub fn stream_choice(&self) -> Result<StreamChoice, RecoveryFailure> {
+        match self {
+            Deployment::DataDir { stream, .. } => Ok(stream.clone()),
+            Deployment::Config(c) => c.stream_choice().map_err(RecoveryFailure::Failed),
+        }
+    }
+
     /// Opens the notary signer (a blocking call for hardware keys).
     pub async fn notary(&self) -> Result<Arc<dyn Signer>, RecoveryFailure> {
         match self {
@@ -128,13 +136,12 @@ impl Deployment {
         }
     }
 
-    /// Opens the stream (the embedded one today).
+    /// Opens the stream the deployment uses.
     pub async fn open_stream(&self) -> Result<StreamBackend, RecoveryFailure> {
-        Ok(StreamBackend::Sqlite(
-            SqliteStream::open(self.data_dir())
-                .await
-                .map_err(|e| failed("open the stream")(e.to_string()))?,
-        ))
+        self.stream_choice()?
+            .open(self.data_dir())
+            .await
+            .map_err(|e| failed("open the stream")(e.to_string()))
     }
 
     /// Opens the projection: as its writer (running the migrations on PostgreSQL), or for
@@ -228,7 +235,8 @@ async fn occupied(dep: &Deployment) -> Result<Vec<String>, RecoveryFailure> {
         out.push(format!("{} is not empty", ldir.display()));
     }
     let data = dep.data_dir();
-    if data.join("stream.db").exists() {
+    let embedded_stream = dep.stream_choice()?.is_embedded();
+    if !embedded_stream || data.join("stream.db").exists() {
         let s = dep.open_stream().await?;
         if let Some(h) = s
             .highest_seq()
@@ -319,8 +327,18 @@ pub async fn restore(
     if !full.is_empty() {
         let pg_full = full.iter().any(|l| l.contains("projection"))
             && matches!(dep.projection_choice()?, ProjectionChoice::Postgres { .. });
+        let nats_full = full.iter().any(|l| l.contains("stream"))
+            && !dep.stream_choice()?.is_embedded();
         if !options.force {
             return Err(RecoveryFailure::TargetNotEmpty(full));
+        }
+        if nats_full {
+            return Err(RecoveryFailure::Failed(
+                "the NATS JetStream stream holds events; --force moves embedded stores aside but \
+                 never deletes a JetStream stream: configure a new stream name ([stream.nats] \
+                 stream) or delete the old stream yourself after saving it"
+                    .into(),
+            ));
         }
         if pg_full {
             return Err(RecoveryFailure::Failed(

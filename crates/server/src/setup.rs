@@ -12,11 +12,114 @@ use triplicate_keys::{Signer, SoftwareSigner};
 use triplicate_ledger::{EmbeddedLedger, LedgerConfig};
 use triplicate_policy::Policy;
 use triplicate_projection::{PgOptions, PgProjection, SqliteProjection};
-use triplicate_stream::SqliteStream;
+use triplicate_stream::{NatsOptions, NatsStream, SqliteStream, StreamError};
 
 use crate::auth::{hash_token, Role, TokenEntry};
 use crate::service::{ServiceOptions, ServiceParts};
 use crate::stores::{ProjectionBackend, StreamBackend};
+
+/// Where the event stream lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamChoice {
+    /// `<data-dir>/stream.db`.
+    #[default]
+    Sqlite,
+    /// A NATS JetStream stream: the server URLs (comma-separated) and the stream's options.
+    Nats { urls: String, options: NatsOptions },
+}
+
+impl StreamChoice {
+    /// Reads a stream URL: `sqlite`, or `nats://` / `tls://` server URLs, comma-separated,
+    /// optionally ending in `?stream=NAME&subject_prefix=PREFIX&replicas=N`, which override
+    /// `nats` (the `[stream.nats]` table, or the defaults). A URL never appears in errors or
+    /// logs: it may hold a password.
+    pub fn parse(url: &str, nats: NatsOptions) -> Result<StreamChoice, String> {
+        let url = url.trim();
+        if url == "sqlite" {
+            return Ok(StreamChoice::Sqlite);
+        }
+        if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+            let scheme = url.split("://").next().unwrap_or_default();
+            return Err(format!(
+                "stream.url must be \"sqlite\" or nats:// (tls://) server URLs, not a {scheme:?} URL"
+            ));
+        }
+        let mut options = nats;
+        let (urls, query) = match url.rsplit_once('?') {
+            Some((u, q)) => (u, Some(q)),
+            None => (url, None),
+        };
+        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "stream" => options.stream = v.to_owned(),
+                "subject_prefix" => options.subject_prefix = v.to_owned(),
+                "replicas" => {
+                    options.replicas = v
+                        .parse()
+                        .map_err(|_| format!("stream.url: replicas={v:?} is not a number"))?
+                }
+                other => {
+                    return Err(format!(
+                        "stream.url: unknown parameter {other:?} (stream, subject_prefix, replicas)"
+                    ))
+                }
+            }
+        }
+        options.check().map_err(|e| format!("stream: {e}"))?;
+        // The URLs are checked by the client when the stream is opened (lazily, so that
+        // NATS may be down at start); an empty list is refused here.
+        for u in urls.split(',').map(str::trim) {
+            let host = u.split_once("://").map_or("", |(_, rest)| rest);
+            if host.is_empty() {
+                return Err("stream.url names no NATS server (nats://HOST:PORT)".into());
+            }
+            if !(u.starts_with("nats://") || u.starts_with("tls://")) {
+                return Err("stream.url: every server URL must be nats:// or tls://".into());
+            }
+        }
+        Ok(StreamChoice::Nats {
+            urls: urls.to_owned(),
+            options,
+        })
+    }
+
+    /// A short name for logs and status.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamChoice::Sqlite => "sqlite",
+            StreamChoice::Nats { .. } => "nats",
+        }
+    }
+
+    /// True for the stream in `<data-dir>/stream.db`.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, StreamChoice::Sqlite)
+    }
+
+    /// Opens the stream. An unreachable NATS is not an error: the stream starts pending and
+    /// connects on first use (the catch-up worker keeps trying); a refusal (a stream of the
+    /// wrong shape, bad credentials) is.
+    pub async fn open(&self, data_dir: &Path) -> Result<StreamBackend, StreamError> {
+        match self {
+            StreamChoice::Sqlite => Ok(StreamBackend::Sqlite(SqliteStream::open(data_dir).await?)),
+            StreamChoice::Nats { urls, options } => {
+                match NatsStream::connect(urls, options.clone()).await {
+                    Ok(s) => Ok(StreamBackend::Nats(s)),
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(
+                            error = %e,
+                            "NATS is unreachable at start; the stream is pending until it answers"
+                        );
+                        Ok(StreamBackend::Nats(NatsStream::lazy(urls, options.clone())?))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
 
 /// The default checkpoint origin of a development ledger.
 pub const DEV_ORIGIN: &str = "triplicate.invalid/dev";
@@ -305,6 +408,7 @@ pub async fn open_parts(
     notary: Arc<dyn Signer>,
     policy_dir: &Path,
     projection: ProjectionChoice,
+    stream: &StreamChoice,
     options: ServiceOptions,
 ) -> Result<(ServiceParts, Arc<EmbeddedLedger>), SetupError> {
     let policy = Policy::load(policy_dir)?;
@@ -321,7 +425,7 @@ pub async fn open_parts(
             })??
     };
     let ledger = Arc::new(ledger);
-    let stream = StreamBackend::Sqlite(SqliteStream::open(data_dir).await?);
+    let stream = stream.open(data_dir).await?;
     let projection = match projection {
         ProjectionChoice::Sqlite => {
             ProjectionBackend::Sqlite(SqliteProjection::open(data_dir).await?)

@@ -23,7 +23,8 @@ use triplicate_projection::{
     SqliteProjection,
 };
 use triplicate_stream::{
-    AppendOutcome, AppendRequest, EventStream, Limits, Page, Position, SqliteStream, StoredEvent,
+    AppendOutcome, AppendRequest, EventStream, Limits, NatsStream, Page, Position, SqliteStream,
+    StoredEvent,
     StreamError, StreamId,
 };
 use uuid::Uuid;
@@ -34,6 +35,8 @@ use uuid::Uuid;
 pub enum StreamBackend {
     /// `<data-dir>/stream.db`.
     Sqlite(SqliteStream),
+    /// A NATS JetStream stream.
+    Nats(NatsStream),
 }
 
 impl StreamBackend {
@@ -41,6 +44,7 @@ impl StreamBackend {
     pub fn name(&self) -> &'static str {
         match self {
             StreamBackend::Sqlite(_) => "sqlite",
+            StreamBackend::Nats(_) => "nats",
         }
     }
 }
@@ -49,6 +53,7 @@ impl EventStream for StreamBackend {
     fn limits(&self) -> Limits {
         match self {
             StreamBackend::Sqlite(s) => s.limits(),
+            StreamBackend::Nats(s) => s.limits(),
         }
     }
 
@@ -59,6 +64,7 @@ impl EventStream for StreamBackend {
         async move {
             match self {
                 StreamBackend::Sqlite(s) => s.append(batch).await,
+                StreamBackend::Nats(s) => s.append(batch).await,
             }
         }
     }
@@ -71,6 +77,7 @@ impl EventStream for StreamBackend {
         async move {
             match self {
                 StreamBackend::Sqlite(s) => s.read_stream(&stream_id).await,
+                StreamBackend::Nats(s) => s.read_stream(&stream_id).await,
             }
         }
     }
@@ -83,6 +90,7 @@ impl EventStream for StreamBackend {
         async move {
             match self {
                 StreamBackend::Sqlite(s) => s.read_all(after, limit).await,
+                StreamBackend::Nats(s) => s.read_all(after, limit).await,
             }
         }
     }
@@ -93,6 +101,7 @@ impl EventStream for StreamBackend {
     ) -> BoxStream<'static, Result<StoredEvent, StreamError>> {
         match self {
             StreamBackend::Sqlite(s) => s.subscribe(after),
+            StreamBackend::Nats(s) => s.subscribe(after),
         }
     }
 
@@ -100,6 +109,7 @@ impl EventStream for StreamBackend {
         async move {
             match self {
                 StreamBackend::Sqlite(s) => s.highest_seq().await,
+                StreamBackend::Nats(s) => s.highest_seq().await,
             }
         }
     }

@@ -58,6 +58,7 @@ async fn start_with(dir: &std::path::Path, verification: Option<&str>) -> Harnes
             name: "triplicate-notary".into(),
         },
         projection: StoreConfig::default(),
+        stream: Default::default(),
         tokens: vec![
             entry("admin", Role::Admin, ADMIN),
             entry("auditor", Role::Auditor, AUDITOR),

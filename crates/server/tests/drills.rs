@@ -384,6 +384,7 @@ async fn in_place_drills_recover_a_stopped_deployment_and_keep_its_originals() {
     let dep = Deployment::DataDir {
         data_dir: data.clone(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
     };
     let err = triplicate_server::drill::run_in_place(&dep, DrillOptions::new(Scenario::LoseStream))
         .await
@@ -452,6 +453,7 @@ async fn in_place_drills_recover_a_stopped_deployment_and_keep_its_originals() {
         projection: ProjectionChoice::Postgres {
             url: "postgres://nobody@127.0.0.1:1/none".into(),
         },
+        stream: Default::default(),
     };
     let err =
         triplicate_server::drill::run_in_place(&pg, DrillOptions::new(Scenario::LoseProjection))

@@ -130,6 +130,7 @@ async fn approvers_on_piv_and_softhsm_notary_on_softhsm_end_to_end() {
             name: "triplicate-hw-notary".into(),
         },
         projection: StoreConfig::default(),
+        stream: Default::default(),
         tokens: vec![
             entry("auditor", Role::Auditor, AUDITOR),
             entry("submitter", Role::Submitter, SUBMITTER),
@@ -225,6 +226,7 @@ async fn a_p256_notary_is_refused_at_start_and_the_error_says_why() {
             name: "triplicate-notary".into(),
         },
         projection: StoreConfig::default(),
+        stream: Default::default(),
         tokens: vec![],
     };
     let err = match triplicate_server::start_configured(config, ServiceOptions::default()).await {

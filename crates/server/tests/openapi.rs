@@ -271,6 +271,7 @@ async fn served_document_agrees_with_the_server() {
         data_dir: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options: ServiceOptions::default(),
     })
@@ -557,6 +558,7 @@ impl Harness {
             dev.notary.clone(),
             &dev.policy_dir,
             ProjectionChoice::Sqlite,
+            &Default::default(),
             ServiceOptions::default(),
         )
         .await

@@ -100,6 +100,7 @@ async fn start(dir: &std::path::Path, url: String, options: ServiceOptions) -> R
         data_dir: dir.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection: ProjectionChoice::Postgres { url },
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options,
     })

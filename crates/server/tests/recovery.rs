@@ -9,10 +9,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{pg_url, start};
+use common::{drop_nats, fresh_nats, pg_url, start, start_with};
 use triplicate_projection::testkit::PgTestDb;
 use triplicate_server::recovery::{self, Deployment, RecoveryFailure, RestoreOptions};
-use triplicate_server::setup::ProjectionChoice;
+use triplicate_server::setup::{ProjectionChoice, StreamChoice};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -31,9 +31,24 @@ fn copy_dir(from: &Path, to: &Path) {
 /// data directory (its keys copied, as an operator moving a deployment would), serve it, and
 /// show every record and report came back and a full cross-check is clean.
 async fn round_trip(src_projection: ProjectionChoice, dst_projection: ProjectionChoice) {
+    round_trip_with(
+        src_projection,
+        dst_projection,
+        StreamChoice::Sqlite,
+        StreamChoice::Sqlite,
+    )
+    .await;
+}
+
+async fn round_trip_with(
+    src_projection: ProjectionChoice,
+    dst_projection: ProjectionChoice,
+    src_stream: StreamChoice,
+    dst_stream: StreamChoice,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
-    let r = start(&a, src_projection.clone()).await;
+    let r = start_with(&a, src_projection.clone(), src_stream.clone()).await;
     let http = reqwest::Client::new();
     common::populate(&r, &http, 60).await;
     let first = r.crosscheck.run_now(true).await.unwrap();
@@ -57,6 +72,7 @@ async fn round_trip(src_projection: ProjectionChoice, dst_projection: Projection
     let dep_a = Deployment::DataDir {
         data_dir: a.clone(),
         projection: src_projection.clone(),
+        stream: src_stream.clone(),
     };
     let out = tmp.path().join("backup");
     // While it runs: the backup covers the last flushed checkpoint.
@@ -77,6 +93,7 @@ async fn round_trip(src_projection: ProjectionChoice, dst_projection: Projection
     let dep_b = Deployment::DataDir {
         data_dir: b.clone(),
         projection: dst_projection.clone(),
+        stream: dst_stream.clone(),
     };
     let restored = recovery::restore(&dep_b, &out, RestoreOptions::default())
         .await
@@ -99,8 +116,9 @@ async fn round_trip(src_projection: ProjectionChoice, dst_projection: Projection
         other => panic!("not refused: {other:?}"),
     }
 
-    let r = start(&b, dst_projection).await;
+    let r = start_with(&b, dst_projection, dst_stream.clone()).await;
     assert_eq!(r.service.ledger().tree_size(), size);
+    assert_eq!(r.service.stream().name(), dst_stream.name());
     let reports = r.crosscheck.resume_from_store().await;
     assert_eq!(
         reports,
@@ -147,6 +165,7 @@ async fn a_forced_restore_moves_the_old_stores_aside_and_a_bad_backup_leaves_the
     let dep = Deployment::DataDir {
         data_dir: a.clone(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
     };
     let out = tmp.path().join("backup");
     recovery::backup(&dep, &out).await.unwrap();
@@ -200,4 +219,24 @@ async fn a_forced_restore_moves_the_old_stores_aside_and_a_bad_backup_leaves_the
     let r = start(&a, ProjectionChoice::Sqlite).await;
     assert_eq!(r.service.ledger().tree_size(), done.outcome.tree_size);
     r.stop().await.unwrap();
+}
+
+/// The stream in NATS JetStream: backed up from one JetStream stream (while the service runs
+/// and after), its drill run on the scratch copy, restored into a fresh JetStream stream, served
+/// again with a clean full cross-check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_stream_backed_up_and_restored_into_a_fresh_stream() {
+    let (src, dst) = (fresh_nats(), fresh_nats());
+    let run = round_trip_with(
+        ProjectionChoice::Sqlite,
+        ProjectionChoice::Sqlite,
+        src.clone(),
+        dst.clone(),
+    );
+    let r = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await;
+    drop_nats(&src).await;
+    drop_nats(&dst).await;
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
 }

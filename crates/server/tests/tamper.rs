@@ -116,6 +116,7 @@ async fn launch(dir: &Path, url: &str, var: &str) -> Result<Running, StartFailur
         data_dir: dir.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options: ServiceOptions::default(),
     })

@@ -102,6 +102,7 @@ async fn start(verification: &str) -> H {
         data_dir: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options: ServiceOptions::default(),
     })
@@ -305,6 +306,7 @@ async fn an_expired_ticket_signs_nobody_in() {
         dev.notary.clone(),
         &dev.policy_dir,
         ProjectionChoice::Sqlite,
+        &Default::default(),
         ServiceOptions::default(),
     )
     .await

@@ -34,6 +34,7 @@ async fn start(dir: &std::path::Path, verification: &str) -> H {
         data_dir: dir.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection: ProjectionChoice::Sqlite,
+        stream: Default::default(),
         origin: DEV_ORIGIN.into(),
         options: ServiceOptions::default(),
     })

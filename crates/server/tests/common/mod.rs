@@ -234,10 +234,20 @@ pub async fn start(
     dir: &std::path::Path,
     projection: triplicate_server::setup::ProjectionChoice,
 ) -> triplicate_server::Running {
+    start_with(dir, projection, Default::default()).await
+}
+
+/// A development service on `dir` with `projection` and `stream`.
+pub async fn start_with(
+    dir: &std::path::Path,
+    projection: triplicate_server::setup::ProjectionChoice,
+    stream: triplicate_server::setup::StreamChoice,
+) -> triplicate_server::Running {
     triplicate_server::start(triplicate_server::ServeConfig {
         data_dir: dir.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         projection,
+        stream,
         origin: triplicate_server::setup::DEV_ORIGIN.into(),
         options: triplicate_server::ServiceOptions::default(),
     })
@@ -255,4 +265,31 @@ pub fn pg_url(db: &triplicate_projection::testkit::PgTestDb) -> String {
         o.get_port(),
         db.name()
     )
+}
+
+/// The NATS server the tests use: `TRIPLICATE_TEST_NATS_URL`, default `nats://127.0.0.1:4222`
+/// (the README's test command starts one when none answers).
+pub fn nats_url() -> String {
+    std::env::var("TRIPLICATE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A JetStream stream of the test's own on the test NATS server (deleted by [`drop_nats`]).
+pub fn fresh_nats() -> triplicate_server::setup::StreamChoice {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    triplicate_server::setup::StreamChoice::parse(
+        &format!("{}?stream=T{id}&subject_prefix=t{id}", nats_url()),
+        Default::default(),
+    )
+    .unwrap()
+}
+
+/// Deletes a test's JetStream stream.
+pub async fn drop_nats(choice: &triplicate_server::setup::StreamChoice) {
+    if let triplicate_server::setup::StreamChoice::Nats { options, .. } = choice {
+        if let Ok(c) = async_nats::connect(nats_url()).await {
+            let _ = async_nats::jetstream::new(c)
+                .delete_stream(&options.stream)
+                .await;
+        }
+    }
 }
