@@ -85,6 +85,14 @@ pub enum StreamError {
         #[source]
         source: std::io::Error,
     },
+    /// The store refused the credentials, or they lack a permission the call needs (KurrentDB:
+    /// the user of the connection string must read `$all` and read and write the decision
+    /// streams). Not retryable: the configuration or the store's access rules must change.
+    #[error("event store refused access ({context}): {reason}")]
+    AccessDenied {
+        context: &'static str,
+        reason: String,
+    },
     /// A backend failure without a more specific meaning.
     #[error("event store: {context}: {source}")]
     Backend {

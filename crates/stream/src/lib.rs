@@ -33,6 +33,8 @@ mod failing;
 pub mod fixtures;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(feature = "kurrentdb")]
+mod kurrent;
 mod plan;
 mod sqlite;
 mod subscription;
@@ -53,6 +55,11 @@ pub use failing::FailingStream;
 pub use nats::{
     NatsOptions, NatsStream, DEFAULT_STREAM_NAME as NATS_DEFAULT_STREAM,
     DEFAULT_SUBJECT_PREFIX as NATS_DEFAULT_SUBJECT_PREFIX,
+};
+#[cfg(feature = "kurrentdb")]
+pub use kurrent::{
+    KurrentOptions, KurrentStream, DEFAULT_MAX_APPEND_SIZE, KURRENT_LIMITS, PRECHECK_READS,
+    RANGE_PAGE,
 };
 pub use sqlite::{SqliteOptions, SqliteStream};
 

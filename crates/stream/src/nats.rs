@@ -425,7 +425,7 @@ impl NatsStream {
         }
         let lookups: Vec<StreamId> = batch
             .iter()
-            .filter(|r| !held.holds_seq(r.event.seq))
+            .filter(|r| !held.has_seq(r.event.seq))
             .map(|r| r.event.stream_id())
             .collect();
         let found: Vec<Option<StoredEvent>> = futures::stream::iter(lookups)

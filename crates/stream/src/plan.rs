@@ -235,9 +235,10 @@ impl Holdings {
         })
     }
 
-    /// True when an event at `seq` is among the holdings.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
-    pub(crate) fn holds_seq(&self, seq: u64) -> bool {
+    /// True when the store is known to hold an event at `seq`.
+    // Used by the network backends, which are optional features.
+    #[cfg_attr(not(any(feature = "nats", feature = "kurrentdb")), allow(dead_code))]
+    pub(crate) fn has_seq(&self, seq: u64) -> bool {
         self.by_seq.contains_key(&seq)
     }
 
@@ -341,6 +342,46 @@ impl<'h> Planner<'h> {
     pub(crate) fn highest_seq(&self) -> Option<u64> {
         self.highest
     }
+}
+
+/// Every event's step, for a backend that plans a whole batch before writing any of it.
+#[cfg_attr(not(feature = "kurrentdb"), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct Planned {
+    /// One step per event of the batch, in batch order.
+    pub steps: Vec<Step>,
+    /// The highest seq stored once the planned events are written.
+    pub highest_seq: Option<u64>,
+}
+
+/// Validates `batch` (in parallel for large batches, retries checked by hash) and plans every
+/// event against `held`, refusing the batch for its earliest problem of any kind — the same
+/// order of checks as a backend that writes while it validates. For network backends, which
+/// cannot write inside the validation's scope: they fetch `held` first, plan with this, then
+/// write. Blocking (it may wait for helper threads): call it from a blocking thread.
+#[cfg_attr(not(feature = "kurrentdb"), allow(dead_code))]
+pub(crate) fn plan_batch(
+    batch: &[AppendRequest],
+    held: Arc<Holdings>,
+) -> Result<Planned, StreamError> {
+    Validation::run(batch, |v| {
+        v.knows(held.clone());
+        let mut planner = Planner::new(&held);
+        let mut steps = Vec::with_capacity(batch.len());
+        let mut next = 0;
+        while next < batch.len() {
+            // Nothing is planned before it is known to be valid.
+            let ready = v.wait_from(next)?;
+            for req in &batch[next..ready] {
+                steps.push(planner.step(req)?);
+            }
+            next = ready;
+        }
+        Ok(Planned {
+            steps,
+            highest_seq: planner.highest_seq(),
+        })
+    })
 }
 
 #[cfg(all(test, feature = "testkit"))]
