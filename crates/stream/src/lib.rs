@@ -3,11 +3,12 @@
 //! Owns: the [`EventStream`] trait and what each call guarantees; the `DecisionRecorded` event
 //! (data = `record_bytes`, metadata = `seq` and `leaf_hash`) in per-decision streams
 //! `decision-<uuid>`; the checks every append makes, whatever the backend; the embedded SQLite
-//! backend ([`SqliteStream`], `<data-dir>/stream.db`); and, behind the `testkit` feature, the
+//! backend ([`SqliteStream`], `<data-dir>/stream.db`); behind the `kurrentdb` feature, the
+//! KurrentDB / EventStoreDB backend (`KurrentStream`); and, behind the `testkit` feature, the
 //! conformance suite every backend runs, realistic sample events and a fault-injecting wrapper.
 //!
 //! Must not know: the ledger or the projection (the caller hands it events the ledger already
-//! holds), HTTP, policies, or SQL outside the SQLite backend. The trait speaks in expected
+//! holds), HTTP, policies, SQL outside the SQLite backend, or gRPC outside the KurrentDB one. The trait speaks in expected
 //! revisions, global positions and catch-up subscriptions, the vocabulary KurrentDB and NATS
 //! JetStream share, so those backends fit behind it:
 //!
@@ -16,12 +17,14 @@
 //! | stream `decision-<id>` | `events.stream_id` | stream | subject `…decision.<id>` |
 //! | [`ExpectedRevision`] | checked in the transaction | `StreamState` | `Nats-Expected-Last-Subject-Sequence` |
 //! | idempotent retry | pre-check of seqs and streams | event id = [`DecisionRecorded::event_id`] | `Nats-Msg-Id` = the same id |
-//! | atomic batch | one transaction | multi-stream append (25.1+) | atomic batch publish (2.12+, ≤ 1,000 messages) |
+//! | batch | atomic: one transaction | prefix-durable: one append per event, in seq order (kurrentdb 1.2 has no multi-stream append) | atomic batch publish (2.12+, ≤ 1,000 messages); prefix-durable before 2.12 |
 //! | [`Position`] | row id | `$all` (commit, prepare) | stream sequence |
 //! | [`EventStream::subscribe`] | read pages, woken by commits, polling as a fallback | catch-up subscription to `$all` | ordered consumer |
 //!
-//! Backend limits differ (JetStream's atomic batches hold 1,000 messages, KurrentDB appends
-//! are capped in bytes by `MaxAppendSize`), so callers size batches by [`EventStream::limits`].
+//! Backend limits differ (JetStream's atomic batches hold 1,000 messages; KurrentDB caps each
+//! append request at `MaxAppendSize`, 1 MiB by default, which one event always fits, and its
+//! batches at 1,000 events written in sequence), so callers size batches by
+//! [`EventStream::limits`].
 
 #[cfg(feature = "testkit")]
 pub mod conformance;
@@ -168,6 +171,15 @@ pub struct Limits {
 /// - *All or nothing.* A refused or failed batch writes none of its events; the error is about
 ///   the earliest event in the batch that has a problem. (A network backend can lose the
 ///   acknowledgement of a batch it did commit; the retry then finds every event present.)
+/// - *Prefix-durable*, instead, on backends without an atomic write across streams (KurrentDB
+///   through kurrentdb 1.2; NATS JetStream before 2.12): every refusal above is still decided
+///   before anything is written, so a *refused* batch writes nothing; but a *failure while
+///   writing* (the store becomes unreachable, a deadline passes, another process wrote one of
+///   the streams) may leave a prefix of the batch's new events written. Each event of that
+///   prefix passed every check and is in the ledger, and is durable; the error is retryable
+///   unless another writer got in; retrying the same batch finds the prefix present and writes
+///   the rest. The no-gaps rule still holds: events are written one at a time in seq order,
+///   each extending the highest seq by one, so the store always holds exactly `0..=highest`.
 /// - *Durable on `Ok`.* When `append` returns `Ok`, the events survive a crash or power loss,
 ///   and every read or subscription started afterwards sees them.
 ///
@@ -180,7 +192,8 @@ pub struct Limits {
 /// commit (live). After an error the subscription ends; resubscribe from the last position
 /// received.
 ///
-/// Calls may run concurrently from many tasks; appends are serialised by the backend.
+/// Calls may run concurrently from many tasks; appends are serialised by the backend (by one
+/// handle, on KurrentDB: one service process writes there, any number read).
 pub trait EventStream: Send + Sync {
     /// The most one append may carry on this backend. Constant for a store's lifetime.
     fn limits(&self) -> Limits;
@@ -194,10 +207,12 @@ pub trait EventStream: Send + Sync {
     /// event, [`StreamError::InvalidEvent`], [`StreamError::SeqConflict`],
     /// [`StreamError::DecisionConflict`], [`StreamError::WrongExpectedRevision`],
     /// [`StreamError::Gap`]. Failures: [`StreamError::Unavailable`] (retry), [`StreamError::Full`],
-    /// [`StreamError::Closed`], [`StreamError::Backend`]. On any error nothing of the batch was
-    /// written — except that a failure reported *after* the commit (a lost acknowledgement,
-    /// a dropped connection) may hide a write that happened; retrying the same batch is always
-    /// safe and tells which.
+    /// [`StreamError::Closed`], [`StreamError::AccessDenied`], [`StreamError::Backend`]. On any
+    /// error nothing of the batch was written — except that a failure reported *after* the
+    /// commit (a lost acknowledgement, a dropped connection) may hide a write that happened,
+    /// and that on a prefix-durable backend a failure while writing may leave a prefix of the
+    /// batch written (see the trait docs); retrying the same batch is always safe and tells
+    /// which.
     fn append(
         &self,
         batch: Vec<AppendRequest>,
