@@ -71,7 +71,7 @@
 //! # Reads and subscriptions
 //!
 //! [`EventStream::read_all`] reads `$all` forwards from the cursor, filtered by stream-name
-//! prefix, `limit + 2` events (the server's read from a position includes that position; one
+//! prefix, `limit + 2` events (a read from a position may include the event at it, which is dropped; one
 //! more says whether the page reached the end). [`EventStream::subscribe`] is a catch-up
 //! subscription to `$all` with the same filter, without the client's automatic resubscription,
 //! so a dropped subscription yields one error and ends. Stored times (`stored_at`) have whole
@@ -713,7 +713,7 @@ impl KurrentStream {
         }
         let mut out = Vec::new();
         while let Some(start) = from.take() {
-            // One more than the distance: a read from a position includes that position.
+            // One more than the distance: a read from a position may include the event at it.
             let n = usize::try_from(remaining.min(RANGE_PAGE as u64)).unwrap_or(RANGE_PAGE) + 1;
             let page = self
                 .read_all_raw(prefix, start, backwards, n, "read $all for stored seqs")
@@ -864,7 +864,7 @@ impl EventStream for KurrentStream {
         let from = after.map_or(StreamPosition::Start, |p| {
             StreamPosition::Position(to_kurrent(p))
         });
-        // Two more than asked: the read includes `after` itself, and one past the page says
+        // Two more than asked: the read may include `after` itself, and one past the page says
         // whether there is more.
         let raw = self
             .read_all_raw(&self.inner.prefix, from, false, limit + 2, "read $all")
