@@ -90,6 +90,32 @@ if ! pkg-config --exists libpcsclite 2>/dev/null; then
     { echo "ensure-libpcsclite: FAILED: the yubikey feature needs Debian's libpcsclite-dev and pkg-config" >&2; exit 1; }
 fi
 
+# The NATS JetStream stream's suites (crates/stream/tests/nats.rs, the server's JetStream tests)
+# run against a real nats-server: $TRIPLICATE_TEST_NATS_URL, else 127.0.0.1:4222 when it answers,
+# else one started here with JetStream on a free port and a temporary store, stopped at exit.
+# Some tests also start their own short-lived server, so the binary must exist either way.
+ensure_tool nats-server nats-server nats-server "the NATS JetStream stream's suites"
+nats_answers() { # host port
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+if [ -z "${TRIPLICATE_TEST_NATS_URL:-}" ]; then
+  if nats_answers 127.0.0.1 4222; then
+    export TRIPLICATE_TEST_NATS_URL=nats://127.0.0.1:4222
+    echo "ensure-nats: using the NATS server at 127.0.0.1:4222" >&2
+  else
+    nats_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    nats_dir=$(mktemp -d)
+    echo "ensure-nats: no NATS server answers at 127.0.0.1:4222; starting nats-server -js on port $nats_port ($nats_dir)" >&2
+    nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$nats_dir" >"$nats_dir/nats.log" 2>&1 &
+    nats_pid=$!
+    on_exit "kill $nats_pid; rm -rf '$nats_dir'"
+    for _ in $(seq 100); do nats_answers 127.0.0.1 "$nats_port" && break; sleep 0.1; done
+    nats_answers 127.0.0.1 "$nats_port" ||
+      { echo "ensure-nats: FAILED: nats-server did not start (log: $nats_dir/nats.log)" >&2; cat "$nats_dir/nats.log" >&2; exit 1; }
+    export TRIPLICATE_TEST_NATS_URL=nats://127.0.0.1:$nats_port
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -355,6 +355,9 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
             }
             other => panic!("{other:?}"),
         }
+        let text = format!("{GOOD}\n[stream]\nurl = \"kurrentdb://u:secret@k:2113?tls=true\"\n");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        assert_eq!(c.stream_choice().unwrap().name(), "kurrentdb");
         for (url, needle) in [
             ("kafka://x", "stream.url"),
             ("nats://a?replicas=9", "replicas"),

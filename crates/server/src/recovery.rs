@@ -327,8 +327,8 @@ pub async fn restore(
     if !full.is_empty() {
         let pg_full = full.iter().any(|l| l.contains("projection"))
             && matches!(dep.projection_choice()?, ProjectionChoice::Postgres { .. });
-        let nats_full = full.iter().any(|l| l.contains("stream"))
-            && !dep.stream_choice()?.is_embedded();
+        let nats_full =
+            full.iter().any(|l| l.contains("stream")) && !dep.stream_choice()?.is_embedded();
         if !options.force {
             return Err(RecoveryFailure::TargetNotEmpty(full));
         }

@@ -27,6 +27,10 @@ pub enum StreamChoice {
     Sqlite,
     /// A NATS JetStream stream: the server URLs (comma-separated) and the stream's options.
     Nats { urls: String, options: NatsOptions },
+    /// KurrentDB / EventStoreDB: a `kurrentdb://` (or `esdb://`, `kurrentdb+discover://`,
+    /// `esdb+discover://`) connection string, which carries TLS settings and credentials.
+    /// Needs a build with the `kurrentdb` feature.
+    KurrentDb { url: String },
 }
 
 impl StreamChoice {
@@ -39,10 +43,19 @@ impl StreamChoice {
         if url == "sqlite" {
             return Ok(StreamChoice::Sqlite);
         }
+        let scheme = url.split("://").next().unwrap_or_default();
+        if matches!(
+            scheme,
+            "kurrentdb" | "esdb" | "kurrentdb+discover" | "esdb+discover"
+        ) {
+            return Ok(StreamChoice::KurrentDb {
+                url: url.to_owned(),
+            });
+        }
         if !(url.starts_with("nats://") || url.starts_with("tls://")) {
-            let scheme = url.split("://").next().unwrap_or_default();
             return Err(format!(
-                "stream.url must be \"sqlite\" or nats:// (tls://) server URLs, not a {scheme:?} URL"
+                "stream.url must be \"sqlite\", nats:// (tls://) server URLs or a kurrentdb:// \
+                 connection string, not a {scheme:?} URL"
             ));
         }
         let mut options = nats;
@@ -50,7 +63,11 @@ impl StreamChoice {
             Some((u, q)) => (u, Some(q)),
             None => (url, None),
         };
-        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+        for pair in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|p| !p.is_empty())
+        {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
                 "stream" => options.stream = v.to_owned(),
@@ -90,6 +107,7 @@ impl StreamChoice {
         match self {
             StreamChoice::Sqlite => "sqlite",
             StreamChoice::Nats { .. } => "nats",
+            StreamChoice::KurrentDb { .. } => "kurrentdb",
         }
     }
 
@@ -112,11 +130,25 @@ impl StreamChoice {
                             error = %e,
                             "NATS is unreachable at start; the stream is pending until it answers"
                         );
-                        Ok(StreamBackend::Nats(NatsStream::lazy(urls, options.clone())?))
+                        Ok(StreamBackend::Nats(NatsStream::lazy(
+                            urls,
+                            options.clone(),
+                        )?))
                     }
                     Err(e) => Err(e),
                 }
             }
+            #[cfg(feature = "kurrentdb")]
+            StreamChoice::KurrentDb { url } => Ok(StreamBackend::Kurrent(
+                triplicate_stream::KurrentStream::connect(url).await?,
+            )),
+            #[cfg(not(feature = "kurrentdb"))]
+            StreamChoice::KurrentDb { .. } => Err(StreamError::Backend {
+                context: "open the KurrentDB stream",
+                source: "this build has no KurrentDB backend: build with `--features kurrentdb` \
+                         (cargo build --release --features kurrentdb --bin triplicate)"
+                    .into(),
+            }),
         }
     }
 }
@@ -477,4 +509,36 @@ pub async fn open_parts(
         },
         ledger,
     ))
+}
+
+#[cfg(test)]
+mod stream_choice_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A build without the KurrentDB backend refuses a kurrentdb:// URL with how to get one,
+    /// and never shows the URL (it may carry a password).
+    #[cfg(not(feature = "kurrentdb"))]
+    #[tokio::test]
+    async fn a_kurrentdb_url_without_the_feature_says_how_to_build_it() {
+        let c = StreamChoice::parse("kurrentdb://admin:hunter2@k:2113", NatsOptions::default())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let e = c.open(dir.path()).await.unwrap_err().to_string();
+        assert!(e.contains("--features kurrentdb"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    /// Errors about a NATS URL never echo it.
+    #[test]
+    fn nats_url_errors_do_not_echo_the_url() {
+        for url in [
+            "nats://u:hunter2@h:4222?colour=red",
+            "nats://u:hunter2@h,foo://x",
+        ] {
+            let e = StreamChoice::parse(url, NatsOptions::default()).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
 }

@@ -24,8 +24,7 @@ use triplicate_projection::{
 };
 use triplicate_stream::{
     AppendOutcome, AppendRequest, EventStream, Limits, NatsStream, Page, Position, SqliteStream,
-    StoredEvent,
-    StreamError, StreamId,
+    StoredEvent, StreamError, StreamId,
 };
 use uuid::Uuid;
 
@@ -37,6 +36,9 @@ pub enum StreamBackend {
     Sqlite(SqliteStream),
     /// A NATS JetStream stream.
     Nats(NatsStream),
+    /// A KurrentDB / EventStoreDB server.
+    #[cfg(feature = "kurrentdb")]
+    Kurrent(triplicate_stream::KurrentStream),
 }
 
 impl StreamBackend {
@@ -45,6 +47,8 @@ impl StreamBackend {
         match self {
             StreamBackend::Sqlite(_) => "sqlite",
             StreamBackend::Nats(_) => "nats",
+            #[cfg(feature = "kurrentdb")]
+            StreamBackend::Kurrent(_) => "kurrentdb",
         }
     }
 }
@@ -54,6 +58,8 @@ impl EventStream for StreamBackend {
         match self {
             StreamBackend::Sqlite(s) => s.limits(),
             StreamBackend::Nats(s) => s.limits(),
+            #[cfg(feature = "kurrentdb")]
+            StreamBackend::Kurrent(s) => s.limits(),
         }
     }
 
@@ -65,6 +71,8 @@ impl EventStream for StreamBackend {
             match self {
                 StreamBackend::Sqlite(s) => s.append(batch).await,
                 StreamBackend::Nats(s) => s.append(batch).await,
+                #[cfg(feature = "kurrentdb")]
+                StreamBackend::Kurrent(s) => s.append(batch).await,
             }
         }
     }
@@ -78,6 +86,8 @@ impl EventStream for StreamBackend {
             match self {
                 StreamBackend::Sqlite(s) => s.read_stream(&stream_id).await,
                 StreamBackend::Nats(s) => s.read_stream(&stream_id).await,
+                #[cfg(feature = "kurrentdb")]
+                StreamBackend::Kurrent(s) => s.read_stream(&stream_id).await,
             }
         }
     }
@@ -91,6 +101,8 @@ impl EventStream for StreamBackend {
             match self {
                 StreamBackend::Sqlite(s) => s.read_all(after, limit).await,
                 StreamBackend::Nats(s) => s.read_all(after, limit).await,
+                #[cfg(feature = "kurrentdb")]
+                StreamBackend::Kurrent(s) => s.read_all(after, limit).await,
             }
         }
     }
@@ -102,6 +114,8 @@ impl EventStream for StreamBackend {
         match self {
             StreamBackend::Sqlite(s) => s.subscribe(after),
             StreamBackend::Nats(s) => s.subscribe(after),
+            #[cfg(feature = "kurrentdb")]
+            StreamBackend::Kurrent(s) => s.subscribe(after),
         }
     }
 
@@ -110,6 +124,8 @@ impl EventStream for StreamBackend {
             match self {
                 StreamBackend::Sqlite(s) => s.highest_seq().await,
                 StreamBackend::Nats(s) => s.highest_seq().await,
+                #[cfg(feature = "kurrentdb")]
+                StreamBackend::Kurrent(s) => s.highest_seq().await,
             }
         }
     }

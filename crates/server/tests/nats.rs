@@ -90,7 +90,11 @@ async fn a_service_started_while_nats_is_down_fills_the_stream_once_it_is_up() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(caught_up, "the stream did not catch up: {:?}", r.service.health());
+    assert!(
+        caught_up,
+        "the stream did not catch up: {:?}",
+        r.service.health()
+    );
     populate(&r, &http, 20).await;
     let check = r.crosscheck.run_now(true).await.unwrap();
     assert!(check.report.is_clean(), "{:?}", check.report.discrepancies);

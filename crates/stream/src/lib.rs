@@ -17,11 +17,12 @@
 //! | stream `decision-<id>` | `events.stream_id` | stream | subject `…decision.<id>` |
 //! | [`ExpectedRevision`] | checked in the transaction | `StreamState` | `Nats-Expected-Last-Subject-Sequence` |
 //! | idempotent retry | pre-check of seqs and streams | event id = [`DecisionRecorded::event_id`] | `Nats-Msg-Id` = the same id |
-//! | batch | atomic: one transaction | prefix-durable: one append per event, in seq order (kurrentdb 1.2 has no multi-stream append) | atomic batch publish (2.12+, ≤ 1,000 messages); prefix-durable before 2.12 |
-//! | [`Position`] | row id | `$all` (commit, prepare) | stream sequence |
+//! | batch | atomic: one transaction | prefix-durable: one append per event, in seq order (kurrentdb 1.2 has no multi-stream append) | prefix-durable: pipelined publishes, each expecting the previous one's stream sequence (atomic batch publish needs 2.12+; not used yet) |
+//! | [`Position`] | row id | `$all` (commit, prepare) | stream sequence (= seq + 1) |
 //! | [`EventStream::subscribe`] | read pages, woken by commits, polling as a fallback | catch-up subscription to `$all` | ordered consumer |
 //!
-//! Backend limits differ (JetStream's atomic batches hold 1,000 messages; KurrentDB caps each
+//! Backend limits differ (JetStream batches are capped at 1,000 events, the size of its atomic
+//! batches, so the cap holds once atomic publishing is used; KurrentDB caps each
 //! append request at `MaxAppendSize`, 1 MiB by default, which one event always fits, and its
 //! batches at 1,000 events written in sequence), so callers size batches by
 //! [`EventStream::limits`].
@@ -34,10 +35,10 @@ mod event;
 mod failing;
 #[cfg(feature = "testkit")]
 pub mod fixtures;
-#[cfg(feature = "nats")]
-mod nats;
 #[cfg(feature = "kurrentdb")]
 mod kurrent;
+#[cfg(feature = "nats")]
+mod nats;
 mod plan;
 mod sqlite;
 mod subscription;
@@ -54,15 +55,15 @@ pub use event::{
 };
 #[cfg(feature = "testkit")]
 pub use failing::FailingStream;
-#[cfg(feature = "nats")]
-pub use nats::{
-    NatsOptions, NatsStream, DEFAULT_STREAM_NAME as NATS_DEFAULT_STREAM,
-    DEFAULT_SUBJECT_PREFIX as NATS_DEFAULT_SUBJECT_PREFIX,
-};
 #[cfg(feature = "kurrentdb")]
 pub use kurrent::{
     KurrentOptions, KurrentStream, DEFAULT_MAX_APPEND_SIZE, KURRENT_LIMITS, PRECHECK_READS,
     RANGE_PAGE,
+};
+#[cfg(feature = "nats")]
+pub use nats::{
+    NatsOptions, NatsStream, DEFAULT_STREAM_NAME as NATS_DEFAULT_STREAM,
+    DEFAULT_SUBJECT_PREFIX as NATS_DEFAULT_SUBJECT_PREFIX,
 };
 pub use sqlite::{SqliteOptions, SqliteStream};
 

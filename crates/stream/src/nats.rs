@@ -58,7 +58,7 @@ use triplicate_core::Timestamp;
 use uuid::Uuid;
 
 use crate::event::{EventMetadata, StreamId, EVENT_TYPE};
-use crate::plan::{check_shape, Held, Holdings, Planner, Step, Validation};
+use crate::plan::{check_shape, plan_batch, Held, Holdings, Step};
 use crate::{
     AppendOutcome, AppendRequest, DecisionRecorded, EventStream, Limits, Page, Position,
     StoredEvent, StreamError,
@@ -635,38 +635,6 @@ async fn open_stream(
     Ok(stream)
 }
 
-/// The events of a batch to write, in order, and how many were already present.
-struct Planned {
-    writes: Vec<usize>,
-    present: u64,
-    highest: Option<u64>,
-}
-
-/// Validates and plans a batch against what the store holds; CPU-bound.
-fn plan(batch: &[AppendRequest], held: Arc<Holdings>) -> Result<Planned, StreamError> {
-    Validation::run(batch, |v| {
-        v.knows(held.clone());
-        let mut planner = Planner::new(&held);
-        let (mut writes, mut present) = (Vec::new(), 0u64);
-        let mut next = 0;
-        while next < batch.len() {
-            let ready = v.wait_from(next)?;
-            for (i, req) in batch[next..ready].iter().enumerate() {
-                match planner.step(req)? {
-                    Step::Present => present += 1,
-                    Step::Write { .. } => writes.push(next + i),
-                }
-            }
-            next = ready;
-        }
-        Ok(Planned {
-            writes,
-            present,
-            highest: planner.highest_seq(),
-        })
-    })
-}
-
 fn publish_error(seq: u64, e: context::PublishError) -> StreamError {
     use context::PublishErrorKind as K;
     match e.kind() {
@@ -704,7 +672,7 @@ impl EventStream for NatsStream {
         let _write = self.inner.write.lock().await;
         let held = Arc::new(self.holdings(&batch).await?);
         let (batch_back, planned) = tokio::task::spawn_blocking(move || {
-            let p = plan(&batch, held);
+            let p = plan_batch(&batch, held);
             (batch, p)
         })
         .await
@@ -712,9 +680,14 @@ impl EventStream for NatsStream {
         batch = batch_back;
         let planned = planned?;
         let conn = self.conn().await?;
-        let mut acks = Vec::with_capacity(planned.writes.len());
-        for &i in &planned.writes {
-            let e = &mut batch[i].event;
+        let mut present = 0u64;
+        let mut acks = Vec::with_capacity(batch.len());
+        for (req, step) in batch.iter_mut().zip(&planned.steps) {
+            if *step == Step::Present {
+                present += 1;
+                continue;
+            }
+            let e = &mut req.event;
             let h = headers(e);
             let payload = bytes::Bytes::from(std::mem::take(&mut e.record_bytes));
             let ack = conn
@@ -724,7 +697,7 @@ impl EventStream for NatsStream {
                 .map_err(|err| publish_error(e.seq, err))?;
             acks.push((e.seq, ack));
         }
-        let (mut appended, mut present, mut last_position) = (0u64, planned.present, None);
+        let (mut appended, mut last_position) = (0u64, None);
         for (seq, ack) in acks {
             let a = ack.await.map_err(|e| publish_error(seq, e))?;
             if a.duplicate {
@@ -749,7 +722,7 @@ impl EventStream for NatsStream {
             appended,
             already_present: present,
             last_position,
-            highest_seq: planned.highest.unwrap_or(0),
+            highest_seq: planned.highest_seq.unwrap_or(0),
         })
     }
 

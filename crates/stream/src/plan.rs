@@ -359,7 +359,7 @@ pub(crate) struct Planned {
 /// order of checks as a backend that writes while it validates. For network backends, which
 /// cannot write inside the validation's scope: they fetch `held` first, plan with this, then
 /// write. Blocking (it may wait for helper threads): call it from a blocking thread.
-#[cfg_attr(not(feature = "kurrentdb"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "nats", feature = "kurrentdb")), allow(dead_code))]
 pub(crate) fn plan_batch(
     batch: &[AppendRequest],
     held: Arc<Holdings>,
