@@ -739,3 +739,68 @@ fn bench_submit_embedded_and_against_a_server() {
     assert_eq!(json_out(&o)["refused"], 5);
     server.stop();
 }
+
+/// The demo with its event stream in NATS JetStream (a stream of its own on the test server):
+/// the stores agree, the cross-check tour runs (without the stream-edit step, which JetStream
+/// refuses by design) and the closing drill passes.
+#[test]
+fn demo_runs_with_the_stream_on_jetstream() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let d = t.path().join("data");
+    let nats = std::env::var("TRIPLICATE_TEST_NATS_URL")
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let url = format!("{nats}?stream=DEMO{id}&subject_prefix=demo{id}");
+    let o = triplicate(
+        &state,
+        &[
+            "demo",
+            "--data-dir",
+            s(&d),
+            "--records",
+            "4",
+            "--json",
+            "--stream-url",
+            &url,
+        ],
+    );
+    // The stream is deleted whatever happened (a plain NATS client, no Triplicate code).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        if let Ok(c) = async_nats::connect(&nats).await {
+            let _ = async_nats::jetstream::new(c)
+                .delete_stream(format!("DEMO{id}"))
+                .await;
+        }
+    });
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let v = json_out(&o);
+    assert_eq!(
+        v["stores"],
+        json!({"ledger": 4, "stream": 4, "projection": 4})
+    );
+    assert!(!d.join("stream.db").exists(), "the stream was not embedded");
+    let stages: Vec<&str> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "clean",
+            "projection drift",
+            "forged projection rows",
+            "after the removal",
+            "ledger bundle flipped",
+            "clean at the end"
+        ]
+    );
+    assert_eq!(v["drill"]["passed"], true, "{}", v["drill"]);
+    assert_eq!(v["drill"]["discrepancies_left"], 0);
+}
