@@ -541,6 +541,20 @@ async fn open(inner: &Inner) -> Result<Conn, StreamError> {
     if let Some(ca) = &options.tls_ca {
         connect = connect.add_root_certificates(ca.clone()).require_tls(true);
     }
+    // Credentials in a URL (`nats://user:password@host`, or `nats://token@host`): the client
+    // does not read them itself, so they are handed over here.
+    if let Some(a) = inner.addrs.iter().find(|a| a.username().is_some()) {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let user = a.username().map(decode).unwrap_or_default();
+        connect = match a.password() {
+            Some(p) => connect.user_and_password(user, decode(p)),
+            None => connect.token(user),
+        };
+    }
     let client = connect.connect(inner.addrs.clone()).await.map_err(|e| {
         use async_nats::ConnectErrorKind as K;
         match e.kind() {

@@ -309,3 +309,102 @@ async fn a_lazy_handle_waits_for_the_server_to_come_up() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// The permissions the README's Production section gives the service's NATS user suffice for
+/// everything the backend does: the conformance suite runs as a user with exactly those, on a
+/// server this test starts with authorization on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_nats_permissions_suffice() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+listen: "127.0.0.1:{port}"
+jetstream {{ store_dir: "{store}" }}
+authorization {{
+  users = [
+    {{
+      user: triplicate, password: "s3cret-for-tests",
+      permissions: {{
+        publish: {{ allow: [
+          "triplicate.decision.>",
+          "$JS.API.INFO",
+          "$JS.API.STREAM.*.TRIPLICATE",
+          "$JS.API.STREAM.MSG.GET.TRIPLICATE",
+          "$JS.API.CONSUMER.*.TRIPLICATE",
+          "$JS.API.CONSUMER.*.TRIPLICATE.>",
+          "$JS.API.CONSUMER.MSG.NEXT.TRIPLICATE.*"
+        ] }}
+        subscribe: {{ allow: ["_INBOX.>"] }}
+      }}
+    }}
+  ]
+}}
+"#,
+            store = dir.path().join("js").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("nats.log");
+    let mut server = std::process::Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-l")
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run nats-server (Debian package nats-server)");
+    let url = format!("nats://triplicate:s3cret-for-tests@127.0.0.1:{port}");
+    let outcome = async {
+        let mut store = None;
+        for _ in 0..100 {
+            match NatsStream::connect(&url, NatsOptions::default()).await {
+                Ok(s) => {
+                    store = Some(s);
+                    break;
+                }
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let store = store.expect("the authorised server came up");
+        run(&store).await;
+        // Without the password: refused, and not retryable.
+        let err = NatsStream::connect(&format!("nats://127.0.0.1:{port}"), NatsOptions::default())
+            .await
+            .unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    };
+    let r = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        outcome,
+    )))
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let violations: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Violation"))
+        .map(str::to_owned)
+        .collect();
+    match r {
+        Err(p) => {
+            eprintln!("server log: {violations:#?}");
+            std::panic::resume_unwind(p);
+        }
+        Ok(Err(_)) => panic!("the suite did not finish in 2 minutes; server log: {violations:#?}"),
+        Ok(Ok(())) => assert!(violations.is_empty(), "{violations:#?}"),
+    }
+}
