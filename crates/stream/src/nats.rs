@@ -272,6 +272,69 @@ impl NatsStream {
         self.inner.conn.get_or_try_init(|| open(&self.inner)).await
     }
 
+    /// [`EventStream::append`], inside its span.
+    async fn append_batch(
+        &self,
+        mut batch: Vec<AppendRequest>,
+    ) -> Result<AppendOutcome, StreamError> {
+        check_shape(&batch, NATS_LIMITS)?;
+        let _write = self.inner.write.lock().await;
+        let held = Arc::new(self.holdings(&batch).await?);
+        let (batch_back, planned) = tokio::task::spawn_blocking(move || {
+            let p = plan_batch(&batch, held);
+            (batch, p)
+        })
+        .await
+        .map_err(|e| message("plan an append", e.to_string()))?;
+        batch = batch_back;
+        let planned = planned?;
+        let conn = self.conn().await?;
+        let mut present = 0u64;
+        let mut acks = Vec::with_capacity(batch.len());
+        for (req, step) in batch.iter_mut().zip(&planned.steps) {
+            if *step == Step::Present {
+                present += 1;
+                continue;
+            }
+            let e = &mut req.event;
+            let h = headers(e);
+            let payload = bytes::Bytes::from(std::mem::take(&mut e.record_bytes));
+            let ack = conn
+                .js
+                .publish_with_headers(subject(&self.inner.root, &e.stream_id()), h, payload)
+                .await
+                .map_err(|err| publish_error(e.seq, err))?;
+            acks.push((e.seq, ack));
+        }
+        let (mut appended, mut last_position) = (0u64, None);
+        for (seq, ack) in acks {
+            let a = ack.await.map_err(|e| publish_error(seq, e))?;
+            if a.duplicate {
+                present += 1;
+                continue;
+            }
+            if a.sequence != seq.saturating_add(1) {
+                return Err(StreamError::Damaged {
+                    position: Position::new(a.sequence, 0),
+                    reason: format!(
+                        "seq {seq} was stored at stream sequence {}, not {}",
+                        a.sequence,
+                        seq.saturating_add(1)
+                    ),
+                });
+            }
+            appended += 1;
+            last_position = Some(Position::new(a.sequence, 0));
+        }
+        tracing::debug!(appended, already_present = present, "appended");
+        Ok(AppendOutcome {
+            appended,
+            already_present: present,
+            last_position,
+            highest_seq: planned.highest_seq.unwrap_or(0),
+        })
+    }
+
     /// The subject of one decision's events.
     pub fn subject(&self, stream_id: &StreamId) -> String {
         subject(&self.inner.root, stream_id)
@@ -674,70 +737,15 @@ impl EventStream for NatsStream {
         NATS_LIMITS
     }
 
-    async fn append(&self, mut batch: Vec<AppendRequest>) -> Result<AppendOutcome, StreamError> {
-        check_shape(&batch, NATS_LIMITS)?;
+    async fn append(&self, batch: Vec<AppendRequest>) -> Result<AppendOutcome, StreamError> {
+        use tracing::Instrument;
         let span = tracing::debug_span!(
             "stream.append",
             backend = "nats",
             events = batch.len(),
             first_seq = batch.first().map(|r| r.event.seq),
         );
-        let _enter = span.enter();
-        let _write = self.inner.write.lock().await;
-        let held = Arc::new(self.holdings(&batch).await?);
-        let (batch_back, planned) = tokio::task::spawn_blocking(move || {
-            let p = plan_batch(&batch, held);
-            (batch, p)
-        })
-        .await
-        .map_err(|e| message("plan an append", e.to_string()))?;
-        batch = batch_back;
-        let planned = planned?;
-        let conn = self.conn().await?;
-        let mut present = 0u64;
-        let mut acks = Vec::with_capacity(batch.len());
-        for (req, step) in batch.iter_mut().zip(&planned.steps) {
-            if *step == Step::Present {
-                present += 1;
-                continue;
-            }
-            let e = &mut req.event;
-            let h = headers(e);
-            let payload = bytes::Bytes::from(std::mem::take(&mut e.record_bytes));
-            let ack = conn
-                .js
-                .publish_with_headers(subject(&self.inner.root, &e.stream_id()), h, payload)
-                .await
-                .map_err(|err| publish_error(e.seq, err))?;
-            acks.push((e.seq, ack));
-        }
-        let (mut appended, mut last_position) = (0u64, None);
-        for (seq, ack) in acks {
-            let a = ack.await.map_err(|e| publish_error(seq, e))?;
-            if a.duplicate {
-                present += 1;
-                continue;
-            }
-            if a.sequence != seq.saturating_add(1) {
-                return Err(StreamError::Damaged {
-                    position: Position::new(a.sequence, 0),
-                    reason: format!(
-                        "seq {seq} was stored at stream sequence {}, not {}",
-                        a.sequence,
-                        seq.saturating_add(1)
-                    ),
-                });
-            }
-            appended += 1;
-            last_position = Some(Position::new(a.sequence, 0));
-        }
-        tracing::debug!(appended, already_present = present, "appended");
-        Ok(AppendOutcome {
-            appended,
-            already_present: present,
-            last_position,
-            highest_seq: planned.highest_seq.unwrap_or(0),
-        })
+        self.append_batch(batch).instrument(span).await
     }
 
     async fn read_stream(&self, stream_id: &StreamId) -> Result<Vec<StoredEvent>, StreamError> {
