@@ -404,13 +404,30 @@ impl NatsStream {
         let result = async {
             while out.len() < count {
                 let before = out.len();
+                let wait = self.inner.options.request_timeout;
                 let mut batch = c
                     .fetch()
                     .max_messages(count - out.len())
+                    .expires(wait)
                     .messages()
                     .await
                     .map_err(|e| request_error("fetch events", e))?;
-                while let Some(m) = batch.next().await {
+                // A pull request the server never answers (a permission missing for
+                // `$JS.API.CONSUMER.MSG.NEXT`, say) must not hang the caller.
+                while let Some(m) =
+                    tokio::time::timeout(wait * 2, batch.next())
+                        .await
+                        .map_err(|_| {
+                            unavailable(
+                                "fetch events",
+                                format!(
+                                    "no answer in {:?} from stream sequence {}",
+                                    wait * 2,
+                                    start + out.len() as u64
+                                ),
+                            )
+                        })?
+                {
                     let m = m.map_err(|e| unavailable("fetch events", e))?;
                     let info = m
                         .info()
@@ -431,6 +448,13 @@ impl NatsStream {
                 if out.len() == before {
                     break;
                 }
+            }
+            if out.is_empty() {
+                // The caller asks only for events the stream's info says it holds.
+                return Err(unavailable(
+                    "fetch events",
+                    format!("the server returned none from stream sequence {start}"),
+                ));
             }
             Ok::<_, StreamError>(())
         }

@@ -310,22 +310,29 @@ async fn a_lazy_handle_waits_for_the_server_to_come_up() {
     }
 }
 
-/// The permissions the README's Production section gives the service's NATS user suffice for
-/// everything the backend does: the conformance suite runs as a user with exactly those, on a
-/// server this test starts with authorization on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_documented_nats_permissions_suffice() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("nats.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"
+/// A nats-server this test starts, with authorization on: one user, `triplicate`, allowed to
+/// publish on `publish` and to subscribe on `_INBOX.>`. Killed when dropped.
+struct AuthServer {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthServer {
+    fn start(publish: &[&str]) -> AuthServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nats.conf");
+        let allow: Vec<String> = publish.iter().map(|p| format!("{p:?}")).collect();
+        std::fs::write(
+            &conf,
+            format!(
+                r#"
 listen: "127.0.0.1:{port}"
 jetstream {{ store_dir: "{store}" }}
 authorization {{
@@ -333,78 +340,135 @@ authorization {{
     {{
       user: triplicate, password: "s3cret-for-tests",
       permissions: {{
-        publish: {{ allow: [
-          "triplicate.decision.>",
-          "$JS.API.INFO",
-          "$JS.API.STREAM.*.TRIPLICATE",
-          "$JS.API.STREAM.MSG.GET.TRIPLICATE",
-          "$JS.API.CONSUMER.*.TRIPLICATE",
-          "$JS.API.CONSUMER.*.TRIPLICATE.>",
-          "$JS.API.CONSUMER.MSG.NEXT.TRIPLICATE.*"
-        ] }}
+        publish: {{ allow: [{allow}] }}
         subscribe: {{ allow: ["_INBOX.>"] }}
       }}
     }}
   ]
 }}
 "#,
-            store = dir.path().join("js").display()
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("nats.log");
-    let mut server = std::process::Command::new("nats-server")
-        .arg("-c")
-        .arg(&conf)
-        .arg("-l")
-        .arg(&log)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run nats-server (Debian package nats-server)");
-    let url = format!("nats://triplicate:s3cret-for-tests@127.0.0.1:{port}");
-    let outcome = async {
-        let mut store = None;
+                store = dir.path().join("js").display(),
+                allow = allow.join(", ")
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("nats.log");
+        let child = std::process::Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-l")
+            .arg(&log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run nats-server (Debian package nats-server)");
+        AuthServer {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://triplicate:s3cret-for-tests@127.0.0.1:{}", self.port)
+    }
+
+    /// Connects as the user, waiting for the server to come up.
+    async fn connect(&self, options: NatsOptions) -> NatsStream {
         for _ in 0..100 {
-            match NatsStream::connect(&url, NatsOptions::default()).await {
-                Ok(s) => {
-                    store = Some(s);
-                    break;
-                }
+            match NatsStream::connect(&self.url(), options.clone()).await {
+                Ok(s) => return s,
                 Err(e) if e.is_retryable() => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await
                 }
                 Err(e) => panic!("{e}"),
             }
         }
-        let store = store.expect("the authorised server came up");
-        run(&store).await;
-        // Without the password: refused, and not retryable.
-        let err = NatsStream::connect(&format!("nats://127.0.0.1:{port}"), NatsOptions::default())
-            .await
-            .unwrap_err();
-        assert!(!err.is_retryable(), "{err}");
-        assert!(!err.to_string().contains("s3cret"), "{err}");
-    };
-    let r = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        outcome,
-    )))
-    .await;
-    let _ = server.kill();
-    let _ = server.wait();
-    let violations: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("Violation"))
-        .map(str::to_owned)
-        .collect();
-    match r {
-        Err(p) => {
-            eprintln!("server log: {violations:#?}");
-            std::panic::resume_unwind(p);
-        }
-        Ok(Err(_)) => panic!("the suite did not finish in 2 minutes; server log: {violations:#?}"),
-        Ok(Ok(())) => assert!(violations.is_empty(), "{violations:#?}"),
+        panic!("the authorising nats-server did not come up");
     }
+
+    fn violations(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the README's Production section allows the service's NATS user to publish.
+const DOCUMENTED: [&str; 7] = [
+    "triplicate.decision.>",
+    "$JS.API.INFO",
+    "$JS.API.STREAM.*.TRIPLICATE",
+    "$JS.API.STREAM.MSG.GET.TRIPLICATE",
+    "$JS.API.CONSUMER.*.TRIPLICATE",
+    "$JS.API.CONSUMER.*.TRIPLICATE.>",
+    "$JS.API.CONSUMER.MSG.NEXT.TRIPLICATE.*",
+];
+
+/// The permissions the README's Production section gives the service's NATS user suffice for
+/// everything the backend does: the conformance suite runs as a user with exactly those, and
+/// the server logs no violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_nats_permissions_suffice() {
+    let server = AuthServer::start(&DOCUMENTED);
+    let store = server.connect(NatsOptions::default()).await;
+    tokio::time::timeout(std::time::Duration::from_secs(120), run(&store))
+        .await
+        .unwrap_or_else(|_| panic!("the suite did not finish: {:#?}", server.violations()));
+    assert!(server.violations().is_empty(), "{:#?}", server.violations());
+    // Without the password: refused, not retryable, and the password is never shown.
+    let err = NatsStream::connect(
+        &format!("nats://127.0.0.1:{}", server.port),
+        NatsOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let err = NatsStream::connect(
+        &format!("nats://triplicate:wrong-s3cret@127.0.0.1:{}", server.port),
+        NatsOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+}
+
+/// A permission missing for reads makes reads fail as retryable within the request timeout,
+/// never hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_server_never_answers_fails_instead_of_hanging() {
+    let without_next: Vec<&str> = DOCUMENTED
+        .iter()
+        .copied()
+        .filter(|p| !p.contains("MSG.NEXT"))
+        .collect();
+    let server = AuthServer::start(&without_next);
+    let store = server
+        .connect(NatsOptions {
+            request_timeout: std::time::Duration::from_secs(1),
+            ..NatsOptions::default()
+        })
+        .await;
+    store.append(batch(0..3)).await.unwrap();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), store.read_all(None, 10))
+        .await
+        .expect("read_all returned")
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        server.violations().iter().any(|v| v.contains("MSG.NEXT")),
+        "{:#?}",
+        server.violations()
+    );
 }
