@@ -42,6 +42,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("start the async runtime")?;
     rt.block_on(async move {
+        // Before anything is printed: whoever reads the address line may signal at once, and a
+        // signal that arrives before its handler would kill the process instead of stopping it.
+        let signals = Signals::install()?;
         if let Some(path) = &args.config {
             let mut config = triplicate_server::config::Config::load(path)?;
             if let Some(listen) = args.listen {
@@ -65,7 +68,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 running.addr,
                 data_dir.display()
             );
-            return wait(running).await;
+            return wait(running, signals).await;
         }
         let projection = match args.postgres_url {
             Some(url) => ProjectionChoice::Postgres { url },
@@ -98,34 +101,57 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             data_dir.display(),
             data_dir.display(),
         );
-        wait(running).await
+        wait(running, signals).await
     })
 }
 
-/// Reloads policies on SIGHUP; stops on Ctrl-C or SIGTERM after finishing in-flight requests.
-async fn wait(running: triplicate_server::Running) -> anyhow::Result<ExitCode> {
-    let service = running.service.clone();
-    tokio::spawn(async move {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
+/// The handlers `serve` reacts to, installed before the service announces itself.
+struct Signals {
+    hup: Option<tokio::signal::unix::Signal>,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "no SIGHUP handler; reload policies over HTTP");
-                return;
+                None
             }
         };
-        while hup.recv().await.is_some() {
-            match service.reload_policy() {
-                Ok(()) => tracing::info!("policy reloaded on SIGHUP"),
-                Err(e) => {
-                    tracing::error!(error = %e, "policy refused on SIGHUP; the old one stays")
+        Ok(Self {
+            hup,
+            term: signal(SignalKind::terminate()).context("install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("install the Ctrl-C handler")?,
+        })
+    }
+}
+
+/// Reloads policies on SIGHUP; stops on Ctrl-C or SIGTERM after finishing in-flight requests.
+async fn wait(running: triplicate_server::Running, signals: Signals) -> anyhow::Result<ExitCode> {
+    let Signals {
+        hup,
+        mut term,
+        mut int,
+    } = signals;
+    if let Some(mut hup) = hup {
+        let service = running.service.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match service.reload_policy() {
+                    Ok(()) => tracing::info!("policy reloaded on SIGHUP"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy refused on SIGHUP; the old one stays")
+                    }
                 }
             }
-        }
-    });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install the SIGTERM handler")?;
+        });
+    }
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("wait for Ctrl-C")?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: finishing in-flight requests");

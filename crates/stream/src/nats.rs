@@ -83,6 +83,8 @@ pub(crate) const NATS_LIMITS: Limits = Limits {
 const MAX_PAGE: usize = 10_000;
 /// Last-message lookups in flight while an append finds what its decisions already hold.
 const LOOKUPS_IN_FLIGHT: usize = 64;
+/// How often an append re-reads a snapshot another writer changed before failing as retryable.
+const SNAPSHOT_ATTEMPTS: u32 = 5;
 /// How long duplicate message ids are remembered by the server.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -489,11 +491,35 @@ impl NatsStream {
         }
     }
 
-    /// What the store holds at the batch's seqs and on its decisions' subjects.
+    /// What the store holds at the batch's seqs and on its decisions' subjects, as one
+    /// consistent snapshot. Another writer appending while the snapshot is read would make it
+    /// inconsistent (a later seq seen, an earlier one it stored meanwhile missed, read as a gap
+    /// or a conflict): such a snapshot is read again, and after [`SNAPSHOT_ATTEMPTS`] the
+    /// append fails as retryable rather than on a conflict that is not there.
     async fn holdings(&self, batch: &[AppendRequest]) -> Result<Holdings, StreamError> {
+        for attempt in 1..=SNAPSHOT_ATTEMPTS {
+            if let Some(held) = self.snapshot(batch).await? {
+                return Ok(held);
+            }
+            tracing::debug!(
+                attempt,
+                "the stream changed while it was read; reading again"
+            );
+        }
+        Err(StreamError::Unavailable {
+            reason: format!(
+                "NATS JetStream: the stream kept changing while this append read it \
+                 ({SNAPSHOT_ATTEMPTS} attempts; another writer is appending); retry"
+            ),
+        })
+    }
+
+    /// One snapshot for [`Self::holdings`], or `None` if the stream changed while it was read.
+    async fn snapshot(&self, batch: &[AppendRequest]) -> Result<Option<Holdings>, StreamError> {
         let (last, messages) = self.state().await?;
         let mut held = Holdings::default();
         held.highest_seq = self.highest(last, messages).await?;
+        let read_up_to = held.highest_seq;
         let first = batch[0].event.seq;
         let last_in_batch = batch[batch.len() - 1].event.seq;
         if let Some(h) = held.highest_seq {
@@ -521,9 +547,11 @@ impl NatsStream {
             .try_collect()
             .await?;
         for e in found.into_iter().flatten() {
-            // Another writer may have appended since the stream info was read: what it stored
-            // is part of the prefix the store holds (the server keeps seqs gap-free).
-            held.highest_seq = Some(held.highest_seq.map_or(e.event.seq, |h| h.max(e.event.seq)));
+            if read_up_to.is_none_or(|h| e.event.seq > h) {
+                // Stored after the stream info was read: seqs before it may have been stored
+                // after their own lookups ran, so this snapshot may miss them.
+                return Ok(None);
+            }
             held.add(Held::new(
                 e.event.seq,
                 e.stream_id,
@@ -531,7 +559,7 @@ impl NatsStream {
                 &e.event.record_bytes,
             ));
         }
-        Ok(held)
+        Ok(Some(held))
     }
 }
 
