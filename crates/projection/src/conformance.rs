@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use triplicate_core::digest::leaf_hash;
-use triplicate_core::{KeyId, Record, Timestamp};
+use triplicate_core::{Hash, KeyId, Record, Timestamp};
 use uuid::Uuid;
 
 use crate::fixtures::{approver_keys, bytes, sample_id, sample_record, tricky_records};
@@ -111,6 +111,7 @@ pub async fn run<P: Projection>(p: &P) {
     assert_eq!(p.highest_seq().await.expect("highest"), Some(next - 1));
 
     rederivation(p, &records).await;
+    row_digests(p, &records).await;
     idempotency(p, &mut records, &mut next).await;
     large_batches(p, &mut records, &mut next).await;
     refusals(p, next).await;
@@ -165,6 +166,48 @@ async fn rederivation<P: Projection>(p: &P, records: &[Record]) {
     ));
     assert!(matches!(
         p.record_bytes(0, MAX_RANGE + 1).await,
+        Err(ProjectionError::InvalidQuery(_))
+    ));
+}
+
+/// Row digests computed by the store agree with those computed from the records, part by part,
+/// for every way of splitting the range (the tricky and the large records included).
+async fn row_digests<P: Projection>(p: &P, records: &[Record]) {
+    use crate::row_digest::{of_record_bytes, part_width, range_digest};
+    let n = records.len() as u64;
+    let expected: Vec<Hash> = records
+        .iter()
+        .map(|r| of_record_bytes(&bytes(r)).expect("a record has a row digest"))
+        .collect();
+    for (start, end, parts) in [
+        (0, n, 1u32),
+        (0, n, 7),
+        (0, n, 64),
+        (290, n, 3),
+        (5, 6, 1),
+        (n - 3, n + 40, 4),
+        (n + 1, n + 100, 5),
+    ] {
+        let width = part_width(start, end, parts);
+        let mut want: Vec<(u32, Hash)> = Vec::new();
+        let mut s = start;
+        while s < end {
+            let e = (s + width).min(end).min(n);
+            if s < e {
+                let part = ((s - start) / width) as u32;
+                want.push((part, range_digest(&expected[s as usize..e as usize])));
+            }
+            s += width;
+        }
+        let got = p.row_digests(start, end, parts).await.expect("row digests");
+        assert_eq!(
+            got, want,
+            "row digests of {start}..{end} in {parts} parts differ from the records'"
+        );
+    }
+    assert!(p.row_digests(9, 9, 3).await.expect("empty").is_empty());
+    assert!(matches!(
+        p.row_digests(9, 8, 1).await,
         Err(ProjectionError::InvalidQuery(_))
     ));
 }

@@ -35,7 +35,7 @@ use sqlx::postgres::{
 };
 use sqlx::{Decode, Encode, Postgres, Type};
 use triplicate_core::digest::leaf_hash;
-use triplicate_core::Record;
+use triplicate_core::{Hash, Record};
 use uuid::Uuid;
 
 use crate::pgcopy::{HEADER, TRAILER};
@@ -1204,6 +1204,46 @@ impl Projection for PgProjection {
             out.extend(joined(done.await)?);
         }
         Ok(out)
+    }
+
+    async fn row_digests(
+        &self,
+        start: u64,
+        end: u64,
+        parts: u32,
+    ) -> Result<Vec<(u32, Hash)>, ProjectionError> {
+        if end < start {
+            return Err(ProjectionError::InvalidQuery(format!(
+                "range {start}..{end} ends before it starts"
+            )));
+        }
+        if start == end {
+            return Ok(Vec::new());
+        }
+        let width = crate::row_digest::part_width(start, end, parts);
+        let (a, b) = (to_i64(start, "start")?, to_i64(end, "end")?);
+        let w = to_i64(width, "part width")?;
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(crate::row_digest::POSTGRES_RANGE_DIGESTS)
+            .bind(a)
+            .bind(b)
+            .bind(w)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err("compute row digests"))?;
+        rows.into_iter()
+            .map(|(part, digest)| {
+                let part = u32::try_from(part).map_err(|_| ProjectionError::Storage {
+                    what: "compute row digests",
+                    reason: format!("part {part} out of range"),
+                })?;
+                let digest =
+                    Hash::try_from(digest.as_slice()).map_err(|_| ProjectionError::Storage {
+                        what: "compute row digests",
+                        reason: format!("a digest of {} bytes", digest.len()),
+                    })?;
+                Ok((part, digest))
+            })
+            .collect()
     }
 
     async fn highest_seq(&self) -> Result<Option<u64>, ProjectionError> {

@@ -16,6 +16,7 @@ use triplicate_projection::conformance::{canonical, run, snapshot};
 use triplicate_projection::conformance_drills::{self, sample_drill};
 use triplicate_projection::conformance_reports::{self, sample_report, sample_review};
 use triplicate_projection::fixtures::{bytes, sample_record};
+use triplicate_projection::row_digest;
 use triplicate_projection::{
     DecisionQuery, DrillStore, Projection, ProjectionError, Rederived, RepairRequest, ReportStore,
     SqliteProjection,
@@ -504,6 +505,11 @@ async fn every_column_feeds_the_rederived_hash() {
         let original = bytes(&sample_record(seq, 0));
         let before = p.record_bytes(seq, seq + 1).await.unwrap();
         assert_eq!(before[0].bytes(), Some(original.as_slice()));
+        let row_digest = vec![(
+            0,
+            row_digest::range_digest(&[row_digest::of_record_bytes(&original).unwrap()]),
+        )];
+        assert_eq!(p.row_digests(seq, seq + 1, 1).await.unwrap(), row_digest);
         let filter = match *table {
             // One approval or attachment only, so the record still has the others.
             "decisions" => format!("seq = {seq}"),
@@ -521,6 +527,11 @@ async fn every_column_feeds_the_rederived_hash() {
         assert!(
             changed,
             "altering {table}.{column} did not change the re-derived hash"
+        );
+        assert_ne!(
+            p.row_digests(seq, seq + 1, 1).await.unwrap(),
+            row_digest,
+            "altering {table}.{column} did not change the row digest"
         );
     }
     // Untouched records still re-derive exactly.

@@ -15,10 +15,16 @@
 //! That saves reading only when a source computes its digest where the data lives (a database
 //! aggregate, a store-side projection) and hands back 32 bytes. [`LeafSource::digest`]'s
 //! default computes it from [`LeafSource::leaves`], which reads the whole range: that is what
-//! the adapters here do today, so on the embedded stores a descent costs more reads than a plain
-//! full comparison, and full sweeps use [`crate::verify_range`] instead. Store-side digests (and
-//! the stream's need for a `read_seqs(range)` call rather than a walk of its global order) are
-//! the next step for the store crates.
+//! the adapters here do, so on the embedded stores a descent costs more reads than a plain
+//! full comparison, and full sweeps use [`crate::verify_range`] instead.
+//!
+//! [`locate`] is the descent that does save reading, between the ledger and the projection: it
+//! compares *row digests* ([`triplicate_projection::row_digest`]), a hash of each record's
+//! normalised columns that PostgreSQL computes from its own columns, many parts of a range in
+//! one query ([`RowDigestSource`]). The ledger's side computes the same digests from its
+//! entries. Only a range of at most `leaf_range` seqs whose row digests differ is read and
+//! re-derived as usual, so locating one altered row among `N` reads about `leaf_range` rows,
+//! never the rest. (The stream still lacks a `read_seqs(range)` call, so it takes no part.)
 
 use std::future::Future;
 use std::ops::Range;
@@ -27,7 +33,7 @@ use sha2::{Digest, Sha256};
 use triplicate_core::digest::leaf_hash;
 use triplicate_core::Hash;
 use triplicate_ledger::Ledger;
-use triplicate_projection::{Projection, MAX_RANGE};
+use triplicate_projection::{row_digest, Projection, MAX_RANGE};
 use triplicate_stream::EventStream;
 
 use crate::error::VerifyError;
@@ -175,6 +181,115 @@ impl<S: EventStream> LeafSource for StreamLeaves<'_, S> {
     }
 }
 
+/// A store that can give the row digests ([`triplicate_projection::row_digest`]) of the parts
+/// of a range: for each part of [`row_digest::part_width`] seqs that holds a record, its index
+/// and range digest, in order.
+pub trait RowDigestSource: Send + Sync {
+    fn row_digests(
+        &self,
+        range: Range<u64>,
+        parts: u32,
+    ) -> impl Future<Output = Result<Vec<(u32, Hash)>, VerifyError>> + Send;
+}
+
+/// Entries hashed for row digests per thread at a time.
+const ROW_DIGEST_CHUNK: u64 = 16_384;
+
+impl<L: Ledger + ?Sized> RowDigestSource for LedgerLeaves<'_, L> {
+    /// Computed from the ledger's entries, on every core: what the projection's rows of each
+    /// record must digest to. An entry that is not a valid record gets a digest no row has.
+    async fn row_digests(
+        &self,
+        range: Range<u64>,
+        parts: u32,
+    ) -> Result<Vec<(u32, Hash)>, VerifyError> {
+        let width = row_digest::part_width(range.start, range.end, parts);
+        let end = range.end.min(self.0.tree_size());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut out: Vec<(u32, Hash)> = Vec::new();
+        let mut current: Option<(u32, Sha256)> = None;
+        let mut lo = range.start;
+        while lo < end {
+            let hi = end.min(lo.saturating_add(ROW_DIGEST_CHUNK * threads as u64));
+            let digests: Vec<Hash> = match self.0.entries(lo, hi) {
+                Ok(entries) => row_digests_of(lo, &entries, threads),
+                Err(_) => (lo..hi).map(row_digest::damaged).collect(),
+            };
+            for (seq, d) in (lo..hi).zip(digests) {
+                let part = u32::try_from((seq - range.start) / width).unwrap_or(u32::MAX);
+                if current.as_ref().is_some_and(|(p, _)| *p != part) {
+                    if let Some((p, h)) = current.take() {
+                        out.push((p, h.finalize().into()));
+                    }
+                }
+                let (_, h) = current.get_or_insert_with(|| {
+                    let mut h = Sha256::new();
+                    h.update(row_digest::ROW_RANGE_DIGEST_DOMAIN);
+                    (part, h)
+                });
+                h.update(d);
+            }
+            lo = hi;
+        }
+        if let Some((p, h)) = current {
+            out.push((p, h.finalize().into()));
+        }
+        Ok(out)
+    }
+}
+
+/// Row digests of `entries` (seqs `first..`), split over `threads` threads.
+fn row_digests_of(first: u64, entries: &[Vec<u8>], threads: usize) -> Vec<Hash> {
+    let one = |(k, e): (usize, &Vec<u8>)| {
+        row_digest::of_record_bytes(e).unwrap_or_else(|_| row_digest::damaged(first + k as u64))
+    };
+    if threads < 2 || entries.len() < 256 {
+        return entries.iter().enumerate().map(one).collect();
+    }
+    let chunk = entries.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, part)| {
+                sc.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(k, e)| one((c * chunk + k, e)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .flat_map(|(c, h)| {
+                h.join().unwrap_or_else(|_| {
+                    // A panic while hashing is a bug; those seqs then compare as damaged.
+                    let from = c * chunk;
+                    let to = (from + chunk).min(entries.len());
+                    (from..to)
+                        .map(|k| row_digest::damaged(first + k as u64))
+                        .collect()
+                })
+            })
+            .collect()
+    })
+}
+
+impl<P: Projection> RowDigestSource for ProjectionLeaves<'_, P> {
+    async fn row_digests(
+        &self,
+        range: Range<u64>,
+        parts: u32,
+    ) -> Result<Vec<(u32, Hash)>, VerifyError> {
+        self.0
+            .row_digests(range.start, range.end, parts)
+            .await
+            .map_err(VerifyError::Projection)
+    }
+}
+
 /// One seq where two sources differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeafDifference {
@@ -191,6 +306,8 @@ pub struct Descent {
     pub digests_compared: u64,
     /// Leaf ranges read from both sources.
     pub leaf_ranges_read: u64,
+    /// Seqs in the leaf ranges read (what each source handed over and re-derived).
+    pub leaves_read: u64,
 }
 
 /// Compares `left` and `right` over `range` top-down (see the module docs).
@@ -220,6 +337,7 @@ pub async fn descend<A: LeafSource, B: LeafSource>(
             let (a, b) = tokio::join!(left.leaves(r.clone()), right.leaves(r.clone()));
             let (a, b) = (a?, b?);
             out.leaf_ranges_read += 1;
+            out.leaves_read += len;
             for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
                 if x != y {
                     out.differences.push(LeafDifference {
@@ -240,6 +358,72 @@ pub async fn descend<A: LeafSource, B: LeafSource>(
         }
         // Visit in seq order: the stack pops the last pushed first.
         todo.extend(parts.into_iter().rev());
+    }
+    out.differences.sort_by_key(|d| d.seq);
+    Ok(out)
+}
+
+/// Compares `left` and `right` over `range` by row digests, top-down: a range whose digests
+/// differ is split into `fanout` parts, all digested in one call per source; only a range of at
+/// most `leaf_range` seqs that differs is read ([`LeafSource::leaves`]) and compared leaf by
+/// leaf. [`Descent::digests_compared`] counts the parts compared.
+pub async fn locate<A, B>(
+    left: &A,
+    right: &B,
+    range: Range<u64>,
+    leaf_range: u64,
+    fanout: u32,
+) -> Result<Descent, VerifyError>
+where
+    A: LeafSource + RowDigestSource,
+    B: LeafSource + RowDigestSource,
+{
+    let leaf_range = leaf_range.max(1);
+    let fanout = fanout.max(2);
+    let mut out = Descent::default();
+    if range.start >= range.end {
+        return Ok(out);
+    }
+    // The whole range is split at once: one digest of it would cost the same pass over the
+    // rows and say less.
+    let mut todo = vec![(range, true)];
+    while let Some((r, top)) = todo.pop() {
+        let len = r.end - r.start;
+        if len <= leaf_range && !top {
+            let (a, b) = tokio::join!(left.leaves(r.clone()), right.leaves(r.clone()));
+            let (a, b) = (a?, b?);
+            out.leaf_ranges_read += 1;
+            out.leaves_read += len;
+            for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                if x != y {
+                    out.differences.push(LeafDifference {
+                        seq: r.start + k as u64,
+                        left: *x,
+                        right: *y,
+                    });
+                }
+            }
+            continue;
+        }
+        let parts = fanout.min(u32::try_from(len).unwrap_or(u32::MAX));
+        let (a, b) = tokio::join!(
+            left.row_digests(r.clone(), parts),
+            right.row_digests(r.clone(), parts)
+        );
+        let (a, b) = (a?, b?);
+        let width = row_digest::part_width(r.start, r.end, parts);
+        out.digests_compared += u64::from(parts);
+        let mut differing = Vec::new();
+        for part in 0..parts {
+            let x = a.iter().find(|(p, _)| *p == part).map(|(_, h)| h);
+            let y = b.iter().find(|(p, _)| *p == part).map(|(_, h)| h);
+            if x != y {
+                let s = r.start + u64::from(part) * width;
+                differing.push(s..r.end.min(s + width));
+            }
+        }
+        // Visit in seq order: the stack pops the last pushed first.
+        todo.extend(differing.into_iter().rev().map(|r| (r, false)));
     }
     out.differences.sort_by_key(|d| d.seq);
     Ok(out)

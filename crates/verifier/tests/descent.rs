@@ -1,5 +1,6 @@
-//! Range digests and the top-down descent: one altered projection row among 4,096 is found
-//! by comparing a few range digests and reading one leaf range.
+//! Range digests and the top-down descents: one altered projection row among 4,096 is found
+//! by comparing a few range digests and reading one leaf range; by row digests ([`locate`]) on
+//! SQLite and on PostgreSQL, where the server computes them from its columns.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +13,8 @@ use triplicate_core::Hash;
 use triplicate_ledger::Ledger;
 use triplicate_projection::Projection;
 use triplicate_verifier::sweep::{
-    descend, range_digest, LeafSource, LedgerLeaves, ProjectionLeaves, Slot, StreamLeaves,
+    descend, locate, range_digest, LeafSource, LedgerLeaves, ProjectionLeaves, RowDigestSource,
+    Slot, StreamLeaves,
 };
 use triplicate_verifier::VerifyError;
 
@@ -47,6 +49,17 @@ impl<T: LeafSource> LeafSource for Counting<T> {
     async fn digest(&self, range: Range<u64>) -> Result<Hash, VerifyError> {
         self.digests.fetch_add(1, Ordering::Relaxed);
         self.inner.digest(range).await
+    }
+}
+
+impl<T: RowDigestSource> RowDigestSource for Counting<T> {
+    async fn row_digests(
+        &self,
+        range: Range<u64>,
+        parts: u32,
+    ) -> Result<Vec<(u32, Hash)>, VerifyError> {
+        self.digests.fetch_add(u64::from(parts), Ordering::Relaxed);
+        self.inner.row_digests(range, parts).await
     }
 }
 
@@ -140,4 +153,104 @@ async fn agreeing_stores_cost_one_digest_and_the_stream_source_agrees() {
         tail[..],
         [Slot::Leaf(_), Slot::Leaf(_), Slot::Absent, Slot::Absent]
     ));
+}
+
+/// Asserts that `locate` found exactly `altered` (on the projection's side), compared few
+/// digests and read at most one leaf range of at most `leaf_range` rows per alteration.
+fn assert_located<L, P>(
+    found: &triplicate_verifier::sweep::Descent,
+    ledger: &Counting<L>,
+    projection: &Counting<P>,
+    altered: &[u64],
+    leaf_range: u64,
+) {
+    let seqs: Vec<u64> = found.differences.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, altered, "{found:?}");
+    for d in &found.differences {
+        assert!(matches!(d.left, Slot::Leaf(_)));
+        assert_ne!(d.left, d.right);
+    }
+    assert_eq!(found.leaf_ranges_read, altered.len() as u64, "{found:?}");
+    let read = projection.leaves_read.load(Ordering::Relaxed);
+    assert_eq!(read, found.leaves_read);
+    assert!(
+        read <= leaf_range * altered.len() as u64,
+        "read {read} rows"
+    );
+    assert_eq!(ledger.leaves_read.load(Ordering::Relaxed), read);
+    assert_eq!(
+        projection.digests.load(Ordering::Relaxed),
+        found.digests_compared
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_digests_locate_one_altered_row_among_4096_on_sqlite() {
+    let env = populated().await;
+    let ledger = Counting::new(LedgerLeaves(&env.ledger));
+    let projection = Counting::new(ProjectionLeaves(&env.projection));
+    let clean = locate(&ledger, &projection, 0..N, 32, 8).await.unwrap();
+    assert!(clean.differences.is_empty());
+    assert_eq!((clean.digests_compared, clean.leaves_read), (8, 0));
+
+    env.raw("projection.db")
+        .execute_batch(
+            "DROP TRIGGER decisions_no_update;
+             UPDATE decisions SET title = title || '!' WHERE seq = 2500;",
+        )
+        .unwrap();
+    let ledger = Counting::new(LedgerLeaves(&env.ledger));
+    let projection = Counting::new(ProjectionLeaves(&env.projection));
+    let found = locate(&ledger, &projection, 0..N, 32, 8).await.unwrap();
+    assert_located(&found, &ledger, &projection, &[2_500], 32);
+    assert!(found.leaves_read * 100 <= N, "more than 1 % read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_digests_locate_altered_and_missing_rows_on_postgres() {
+    use sqlx::ConnectOptions;
+    let env = populated().await;
+    let db = triplicate_projection::testkit::PgTestDb::create().await;
+    let pg = db
+        .projection(Some(triplicate_projection::PG_WRITER_ROLE))
+        .await;
+    let records = env.ledger.entries(0, N).unwrap();
+    for part in records.chunks(1_000) {
+        pg.apply(part.to_vec()).await.unwrap();
+    }
+    let ledger = Counting::new(LedgerLeaves(&env.ledger));
+    let projection = Counting::new(ProjectionLeaves(&pg));
+    let clean = locate(&ledger, &projection, 0..N, 32, 16).await.unwrap();
+    assert!(clean.differences.is_empty());
+    assert_eq!((clean.digests_compared, clean.leaves_read), (16, 0));
+
+    // The tamperer the verifier exists for: a superuser with the triggers switched off.
+    let mut c = db.connect_options().connect().await.unwrap();
+    sqlx::raw_sql(
+        "SET session_replication_role = replica;
+         UPDATE decisions SET payload = '{\"amount\":1}' WHERE seq = 3001;",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let ledger = Counting::new(LedgerLeaves(&env.ledger));
+    let projection = Counting::new(ProjectionLeaves(&pg));
+    let found = locate(&ledger, &projection, 0..N, 32, 16).await.unwrap();
+    assert_located(&found, &ledger, &projection, &[3_001], 32);
+    assert!(found.leaves_read * 100 <= N, "more than 1 % read");
+
+    // A second change elsewhere, this time to an approval: both are found, each in its range.
+    sqlx::raw_sql("DELETE FROM approvals WHERE seq = 17 AND position = 0;")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let ledger = Counting::new(LedgerLeaves(&env.ledger));
+    let projection = Counting::new(ProjectionLeaves(&pg));
+    let found = locate(&ledger, &projection, 0..N, 32, 16).await.unwrap();
+    assert_located(&found, &ledger, &projection, &[17, 3_001], 32);
+    // A range past the ledger's end holds nothing on either side.
+    let past = locate(&ledger, &projection, N..N + 500, 32, 16)
+        .await
+        .unwrap();
+    assert!(past.differences.is_empty());
 }
