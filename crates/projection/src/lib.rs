@@ -217,12 +217,12 @@ pub trait Projection: Send + Sync {
         end: u64,
     ) -> impl Future<Output = Result<Vec<RederivedRecord>, ProjectionError>> + Send;
 
-    /// Row digests ([`row_digest`]) of `start..end` split into `parts` parts of
-    /// [`row_digest::part_width`] seqs: for each part that holds a row, its index and range
-    /// digest, in order. What the verifier uses to locate a change without reading the rows:
-    /// PostgreSQL computes them from its columns in one query and returns 32 bytes a part. The
-    /// default (the embedded backend, whose file the verifier reads locally anyway) reads and
-    /// re-derives the range; a row that cannot be re-derived gets a digest no record has.
+    /// Part digests ([`row_digest`]) of `start..end` split into `parts` parts of
+    /// [`row_digest::part_width`] seqs: for each part that holds a row, its index and digest,
+    /// in order. What the verifier uses to locate a change without reading the rows:
+    /// PostgreSQL computes them from its columns in one statement and returns 32 bytes a part.
+    /// The default (the embedded backend, whose file the verifier reads locally anyway) reads
+    /// and re-derives the range; a row that cannot be re-derived gets hashes no row has.
     fn row_digests(
         &self,
         start: u64,
@@ -235,33 +235,22 @@ pub trait Projection: Send + Sync {
                     "range {start}..{end} ends before it starts"
                 )));
             }
-            let width = row_digest::part_width(start, end, parts);
-            let mut out: Vec<(u32, Hash)> = Vec::new();
-            let mut current: Option<(u32, sha2::Sha256)> = None;
+            let mut digests =
+                row_digest::PartDigests::new(start, row_digest::part_width(start, end, parts));
             let mut lo = start;
             while lo < end {
                 let hi = end.min(lo.saturating_add(MAX_RANGE));
                 for r in self.record_bytes(lo, hi).await? {
-                    let part = u32::try_from((r.seq - start) / width).unwrap_or(u32::MAX);
-                    let digest = match &r.content {
+                    let rows = match &r.content {
                         Rederived::Bytes(b) => row_digest::of_record_bytes(b)
-                            .unwrap_or_else(|_| row_digest::damaged(r.seq)),
-                        Rederived::Damaged(_) => row_digest::damaged(r.seq),
+                            .unwrap_or_else(|_| row_digest::RowHashes::damaged(r.seq)),
+                        Rederived::Damaged(_) => row_digest::RowHashes::damaged(r.seq),
                     };
-                    if current.as_ref().is_some_and(|(p, _)| *p != part) {
-                        if let Some((p, h)) = current.take() {
-                            out.push((p, row_digest::finish(h)));
-                        }
-                    }
-                    let (_, h) = current.get_or_insert_with(|| (part, row_digest::start()));
-                    sha2::Digest::update(h, digest);
+                    digests.add(&rows);
                 }
                 lo = hi;
             }
-            if let Some((p, h)) = current {
-                out.push((p, row_digest::finish(h)));
-            }
-            Ok(out)
+            Ok(digests.finish())
         }
     }
 

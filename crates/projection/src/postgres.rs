@@ -1223,27 +1223,39 @@ impl Projection for PgProjection {
         let width = crate::row_digest::part_width(start, end, parts);
         let (a, b) = (to_i64(start, "start")?, to_i64(end, "end")?);
         let w = to_i64(width, "part width")?;
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(crate::row_digest::POSTGRES_RANGE_DIGESTS)
-            .bind(a)
-            .bind(b)
-            .bind(w)
-            .fetch_all(&self.pool)
+        let what = "compute row digests";
+        let mut tx = self.pool.begin().await.map_err(pg_err(what))?;
+        // The sorts are of (part, seq, 32 bytes) per row; keep them in memory.
+        sqlx::query("SET LOCAL work_mem = '64MB'")
+            .execute(&mut *tx)
             .await
-            .map_err(pg_err("compute row digests"))?;
-        rows.into_iter()
-            .map(|(part, digest)| {
-                let part = u32::try_from(part).map_err(|_| ProjectionError::Storage {
-                    what: "compute row digests",
-                    reason: format!("part {part} out of range"),
-                })?;
-                let digest =
-                    Hash::try_from(digest.as_slice()).map_err(|_| ProjectionError::Storage {
-                        what: "compute row digests",
-                        reason: format!("a digest of {} bytes", digest.len()),
-                    })?;
-                Ok((part, digest))
-            })
-            .collect()
+            .map_err(pg_err(what))?;
+        let rows: Vec<(i32, i64, Vec<u8>)> =
+            sqlx::query_as(crate::row_digest::POSTGRES_RANGE_DIGESTS)
+                .bind(a)
+                .bind(b)
+                .bind(w)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(pg_err(what))?;
+        tx.commit().await.map_err(pg_err(what))?;
+        let bad = |reason: String| ProjectionError::Storage { what, reason };
+        let empty = crate::row_digest::empty_chain();
+        let mut chains: std::collections::BTreeMap<u32, [Hash; 3]> = Default::default();
+        for (table, part, digest) in rows {
+            let part = u32::try_from(part).map_err(|_| bad(format!("part {part}")))?;
+            let table = usize::try_from(table)
+                .ok()
+                .filter(|t| *t < 3)
+                .ok_or_else(|| bad(format!("table {table}")))?;
+            let digest = Hash::try_from(digest.as_slice())
+                .map_err(|_| bad(format!("a digest of {} bytes", digest.len())))?;
+            chains.entry(part).or_insert([empty; 3])[table] = digest;
+        }
+        Ok(chains
+            .into_iter()
+            .map(|(part, [d, a, t])| (part, crate::row_digest::part_digest(d, a, t)))
+            .collect())
     }
 
     async fn highest_seq(&self) -> Result<Option<u64>, ProjectionError> {

@@ -505,10 +505,11 @@ async fn every_column_feeds_the_rederived_hash() {
         let original = bytes(&sample_record(seq, 0));
         let before = p.record_bytes(seq, seq + 1).await.unwrap();
         assert_eq!(before[0].bytes(), Some(original.as_slice()));
-        let row_digest = vec![(
-            0,
-            row_digest::range_digest(&[row_digest::of_record_bytes(&original).unwrap()]),
-        )];
+        let row_digest = {
+            let mut parts = row_digest::PartDigests::new(seq, 1);
+            parts.add(&row_digest::of_record_bytes(&original).unwrap());
+            parts.finish()
+        };
         assert_eq!(p.row_digests(seq, seq + 1, 1).await.unwrap(), row_digest);
         let filter = match *table {
             // One approval or attachment only, so the record still has the others.

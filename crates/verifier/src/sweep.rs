@@ -19,9 +19,9 @@
 //! full comparison, and full sweeps use [`crate::verify_range`] instead.
 //!
 //! [`locate`] is the descent that does save reading, between the ledger and the projection: it
-//! compares *row digests* ([`triplicate_projection::row_digest`]), a hash of each record's
-//! normalised columns that PostgreSQL computes from its own columns, many parts of a range in
-//! one query ([`RowDigestSource`]). The ledger's side computes the same digests from its
+//! compares *row digests* ([`triplicate_projection::row_digest`]), hashes of the normalised
+//! rows that PostgreSQL computes from its own columns, many parts of a range in one statement
+//! ([`RowDigestSource`]). The ledger's side computes the same digests from its
 //! entries. Only a range of at most `leaf_range` seqs whose row digests differ is read and
 //! re-derived as usual, so locating one altered row among `N` reads about `leaf_range` rows,
 //! never the rest. (The stream still lacks a `read_seqs(range)` call, so it takes no part.)
@@ -33,7 +33,8 @@ use sha2::{Digest, Sha256};
 use triplicate_core::digest::leaf_hash;
 use triplicate_core::Hash;
 use triplicate_ledger::Ledger;
-use triplicate_projection::{row_digest, Projection, MAX_RANGE};
+use triplicate_projection::row_digest::{self, RowHashes};
+use triplicate_projection::{Projection, MAX_RANGE};
 use triplicate_stream::EventStream;
 
 use crate::error::VerifyError;
@@ -197,7 +198,7 @@ const ROW_DIGEST_CHUNK: u64 = 16_384;
 
 impl<L: Ledger + ?Sized> RowDigestSource for LedgerLeaves<'_, L> {
     /// Computed from the ledger's entries, on every core: what the projection's rows of each
-    /// record must digest to. An entry that is not a valid record gets a digest no row has.
+    /// record must digest to. An entry that is not a valid record gets hashes no row has.
     async fn row_digests(
         &self,
         range: Range<u64>,
@@ -206,45 +207,38 @@ impl<L: Ledger + ?Sized> RowDigestSource for LedgerLeaves<'_, L> {
         let width = row_digest::part_width(range.start, range.end, parts);
         let end = range.end.min(self.0.tree_size());
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut out: Vec<(u32, Hash)> = Vec::new();
-        let mut current: Option<(u32, Sha256)> = None;
+        let mut digests = row_digest::PartDigests::new(range.start, width);
         let mut lo = range.start;
         while lo < end {
             let hi = end.min(lo.saturating_add(ROW_DIGEST_CHUNK * threads as u64));
-            let digests: Vec<Hash> = match self.0.entries(lo, hi) {
-                Ok(entries) => row_digests_of(lo, &entries, threads),
-                Err(_) => (lo..hi).map(row_digest::damaged).collect(),
-            };
-            for (seq, d) in (lo..hi).zip(digests) {
-                let part = u32::try_from((seq - range.start) / width).unwrap_or(u32::MAX);
-                if current.as_ref().is_some_and(|(p, _)| *p != part) {
-                    if let Some((p, h)) = current.take() {
-                        out.push((p, h.finalize().into()));
+            match self.0.entries(lo, hi) {
+                Ok(entries) => {
+                    for rows in row_hashes_of(lo, &entries, threads) {
+                        digests.add(&rows);
                     }
                 }
-                let (_, h) = current.get_or_insert_with(|| {
-                    let mut h = Sha256::new();
-                    h.update(row_digest::ROW_RANGE_DIGEST_DOMAIN);
-                    (part, h)
-                });
-                h.update(d);
+                Err(_) => {
+                    for seq in lo..hi {
+                        digests.add(&RowHashes::damaged(seq));
+                    }
+                }
             }
             lo = hi;
         }
-        if let Some((p, h)) = current {
-            out.push((p, h.finalize().into()));
-        }
-        Ok(out)
+        Ok(digests.finish())
     }
 }
 
-/// Row digests of `entries` (seqs `first..`), split over `threads` threads.
-fn row_digests_of(first: u64, entries: &[Vec<u8>], threads: usize) -> Vec<Hash> {
-    let one = |(k, e): (usize, &Vec<u8>)| {
-        row_digest::of_record_bytes(e).unwrap_or_else(|_| row_digest::damaged(first + k as u64))
+/// Row hashes of `entries` (seqs `first..`), split over `threads` threads.
+fn row_hashes_of(first: u64, entries: &[Vec<u8>], threads: usize) -> Vec<RowHashes> {
+    let one = |seq: u64, e: &Vec<u8>| {
+        row_digest::of_record_bytes(e)
+            .ok()
+            .filter(|r| r.seq == seq)
+            .unwrap_or_else(|| RowHashes::damaged(seq))
     };
     if threads < 2 || entries.len() < 256 {
-        return entries.iter().enumerate().map(one).collect();
+        return (first..).zip(entries).map(|(s, e)| one(s, e)).collect();
     }
     let chunk = entries.len().div_ceil(threads);
     std::thread::scope(|sc| {
@@ -252,26 +246,24 @@ fn row_digests_of(first: u64, entries: &[Vec<u8>], threads: usize) -> Vec<Hash> 
             .chunks(chunk)
             .enumerate()
             .map(|(c, part)| {
-                sc.spawn(move || {
-                    part.iter()
-                        .enumerate()
-                        .map(|(k, e)| one((c * chunk + k, e)))
-                        .collect::<Vec<_>>()
-                })
+                let from = first + (c * chunk) as u64;
+                (
+                    from..from + part.len() as u64,
+                    sc.spawn(move || {
+                        (from..)
+                            .zip(part)
+                            .map(|(s, e)| one(s, e))
+                            .collect::<Vec<_>>()
+                    }),
+                )
             })
             .collect();
         handles
             .into_iter()
-            .enumerate()
-            .flat_map(|(c, h)| {
-                h.join().unwrap_or_else(|_| {
-                    // A panic while hashing is a bug; those seqs then compare as damaged.
-                    let from = c * chunk;
-                    let to = (from + chunk).min(entries.len());
-                    (from..to)
-                        .map(|k| row_digest::damaged(first + k as u64))
-                        .collect()
-                })
+            .flat_map(|(seqs, h)| {
+                // A panic while hashing is a bug; those seqs then compare as damaged.
+                h.join()
+                    .unwrap_or_else(|_| seqs.map(RowHashes::damaged).collect())
             })
             .collect()
     })
