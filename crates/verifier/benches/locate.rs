@@ -11,27 +11,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "util/mod.rs"]
+mod util;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use triplicate_ledger::Ledger;
 use triplicate_projection::{Projection, MAX_BATCH, MAX_RANGE, PG_WRITER_ROLE};
 use triplicate_verifier::sweep::{locate, LedgerLeaves, ProjectionLeaves, RowDigestSource};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-fn rate(n: u64, d: Duration) -> String {
-    format!(
-        "{:>9.0} records/s ({:.3} s)",
-        n as f64 / d.as_secs_f64(),
-        d.as_secs_f64()
-    )
-}
+use util::{env_u64, rate};
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()

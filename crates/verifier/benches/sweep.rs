@@ -11,28 +11,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "util/mod.rs"]
+mod util;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use triplicate_ledger::Ledger;
 use triplicate_projection::Projection;
 use triplicate_stream::EventStream;
 use triplicate_verifier::{run, RunRequest, VerificationPolicy, DEFAULT_BATCH};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-fn rate(n: u64, d: Duration) -> String {
-    format!(
-        "{:>9.0} records/s ({:.3} s)",
-        n as f64 / d.as_secs_f64(),
-        d.as_secs_f64()
-    )
-}
+use util::{env_u64, rate};
 
 /// Appends the stream crate's sample records `from..to` to all three stores.
 async fn fill(env: &common::Env, from: u64, to: u64) {

@@ -302,6 +302,29 @@ pub struct Descent {
     pub leaves_read: u64,
 }
 
+/// Reads `r` from both sources and records every seq where they differ.
+async fn compare_leaves<A: LeafSource, B: LeafSource>(
+    left: &A,
+    right: &B,
+    r: Range<u64>,
+    out: &mut Descent,
+) -> Result<(), VerifyError> {
+    let (a, b) = tokio::join!(left.leaves(r.clone()), right.leaves(r.clone()));
+    let (a, b) = (a?, b?);
+    out.leaf_ranges_read += 1;
+    out.leaves_read += r.end - r.start;
+    for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+        if x != y {
+            out.differences.push(LeafDifference {
+                seq: r.start + k as u64,
+                left: *x,
+                right: *y,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Compares `left` and `right` over `range` top-down (see the module docs).
 pub async fn descend<A: LeafSource, B: LeafSource>(
     left: &A,
@@ -326,19 +349,7 @@ pub async fn descend<A: LeafSource, B: LeafSource>(
             continue;
         }
         if len <= leaf_range {
-            let (a, b) = tokio::join!(left.leaves(r.clone()), right.leaves(r.clone()));
-            let (a, b) = (a?, b?);
-            out.leaf_ranges_read += 1;
-            out.leaves_read += len;
-            for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                if x != y {
-                    out.differences.push(LeafDifference {
-                        seq: r.start + k as u64,
-                        left: *x,
-                        right: *y,
-                    });
-                }
-            }
+            compare_leaves(left, right, r, &mut out).await?;
             continue;
         }
         let step = len.div_ceil(fanout);
@@ -382,19 +393,7 @@ where
     while let Some((r, top)) = todo.pop() {
         let len = r.end - r.start;
         if len <= leaf_range && !top {
-            let (a, b) = tokio::join!(left.leaves(r.clone()), right.leaves(r.clone()));
-            let (a, b) = (a?, b?);
-            out.leaf_ranges_read += 1;
-            out.leaves_read += len;
-            for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                if x != y {
-                    out.differences.push(LeafDifference {
-                        seq: r.start + k as u64,
-                        left: *x,
-                        right: *y,
-                    });
-                }
-            }
+            compare_leaves(left, right, r, &mut out).await?;
             continue;
         }
         let parts = fanout.min(u32::try_from(len).unwrap_or(u32::MAX));
