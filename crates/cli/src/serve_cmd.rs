@@ -137,7 +137,7 @@ async fn wait(running: triplicate_server::Running, signals: Signals) -> anyhow::
         mut term,
         mut int,
     } = signals;
-    if let Some(mut hup) = hup {
+    let reloader = hup.map(|mut hup| {
         let service = running.service.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -148,13 +148,17 @@ async fn wait(running: triplicate_server::Running, signals: Signals) -> anyhow::
                     }
                 }
             }
-        });
-    }
+        })
+    });
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    // The reloader holds a handle on the service; stopping waits for every handle to go.
+    if let Some(r) = reloader {
+        r.abort();
+    }
     running.stop().await.context("stop the server")?;
     Ok(ExitCode::SUCCESS)
 }

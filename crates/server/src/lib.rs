@@ -51,6 +51,9 @@ pub struct ServeConfig {
     pub options: ServiceOptions,
 }
 
+/// How long [`Running::stop`] waits for the stores to be released.
+pub const STOP_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A started service: its address, the service handle, and the development admin token.
 #[derive(Debug)]
 pub struct Running {
@@ -73,6 +76,10 @@ pub struct Running {
 impl Running {
     /// Stops accepting connections, finishes in-flight requests, stops the workers and makes
     /// the ledger's tiles and checkpoint current on disk.
+    ///
+    /// Then waits until the stores are released (the ledger's lock, database handles), so
+    /// whatever opens them next in this process finds them free; for at most
+    /// [`STOP_RELEASE_WAIT`], since a caller may still hold a clone of [`Running::service`].
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
@@ -80,6 +87,19 @@ impl Running {
         let out = (&mut self.server)
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let Running {
+            service,
+            crosscheck,
+            drills,
+            ..
+        } = self;
+        drop((crosscheck, drills));
+        if tokio::time::timeout(STOP_RELEASE_WAIT, service.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopped, but another handle on the service still holds its stores");
+        }
         out
     }
 
