@@ -27,7 +27,8 @@
 //! hashes each table in one ordered pass, with no join ([`POSTGRES_RANGE_DIGESTS`]).
 //!
 //! The encoding follows the schema: a migration that changes these tables' columns changes
-//! every digest, and the conformance suite (which compares both sides) says so.
+//! every digest, and the conformance suite (which compares both sides) says so. `text` and
+//! `json` are sent in the session's client encoding, which sqlx fixes to UTF-8.
 
 use sha2::{Digest, Sha256};
 use triplicate_core::{Hash, Record};
