@@ -5,7 +5,8 @@
 //!
 //! `BENCH_RECORDS` (default 100,000) records of ~1.2 KB (the stream crate's realistic samples,
 //! unsigned) for the hash-only runs; `BENCH_SIGNED_RECORDS` (default 20,000) records signed by
-//! two approvers and the notary for the signature run.
+//! two approvers and the notary for the signature run. The bench allocates with mimalloc, as
+//! the `triplicate` binary that runs the verifier does.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +22,10 @@ use triplicate_projection::Projection;
 use triplicate_stream::EventStream;
 use triplicate_verifier::{run, RunRequest, VerificationPolicy, DEFAULT_BATCH};
 use util::{env_u64, rate};
+
+/// The shipped binary's allocator (`crates/cli/src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Appends the stream crate's sample records `from..to` to all three stores.
 async fn fill(env: &common::Env, from: u64, to: u64) {
