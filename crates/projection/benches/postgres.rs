@@ -35,6 +35,10 @@ use triplicate_projection::fixtures::{bench_record, bytes};
 use triplicate_projection::testkit::{PgCopyRows, PgTestDb};
 use triplicate_projection::{Projection, PG_READER_ROLE, PG_WRITER_ROLE};
 
+/// The shipped `triplicate` binary's allocator (`crates/cli/src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The three tables without keys, indexes, constraints or triggers, under their real names (in
 /// a database of their own), for the apply's `COPY` statements.
 const BARE_REAL_NAMES: &str = "

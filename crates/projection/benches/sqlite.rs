@@ -21,6 +21,10 @@ use triplicate_core::Record;
 use triplicate_projection::fixtures::{bench_record, bytes};
 use triplicate_projection::{Projection, SqliteProjection};
 
+/// The shipped `triplicate` binary's allocator (`crates/cli/src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BARE: &str = "
 CREATE TABLE bare_decisions (seq, id, version, kind, title, body, payload, proposed_at_s,
     proposed_at_ns, recorded_at_s, recorded_at_ns, supersedes, notary_key_id, notary_alg,

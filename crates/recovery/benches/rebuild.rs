@@ -27,6 +27,10 @@ use triplicate_projection::{
 use triplicate_recovery::{fill_projection, fill_stream};
 use triplicate_stream::SqliteStream;
 
+/// The shipped `triplicate` binary's allocator (`crates/cli/src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CHUNK: u64 = 5_000;
 
 fn rate(n: u64, secs: f64) -> f64 {

@@ -34,6 +34,10 @@ use futures::StreamExt;
 use triplicate_stream::fixtures::event;
 use triplicate_stream::{AppendRequest, DecisionRecorded, EventStream, SqliteStream};
 
+/// The shipped `triplicate` binary's allocator (`crates/cli/src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

@@ -21,6 +21,10 @@ use triplicate_projection::{Projection, MAX_BATCH, MAX_RANGE, PG_WRITER_ROLE};
 use triplicate_verifier::sweep::{locate, LedgerLeaves, ProjectionLeaves, RowDigestSource};
 use util::{env_u64, rate};
 
+/// The shipped `triplicate` binary's allocator (`crates/cli/src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
