@@ -217,7 +217,11 @@ mod tests {
             let t = Timestamp::from_unix_nanos(n).unwrap();
             let mut out = Vec::new();
             t.write_canonical(&mut out);
-            assert_eq!(String::from_utf8(out).unwrap(), t.canonical_reference(), "{n}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                t.canonical_reference(),
+                "{n}"
+            );
         }
     }
 
