@@ -206,7 +206,7 @@ mod tests {
             x ^= x << 17;
             let span: i128 = 253_402_300_799_999_999_999 + 62_167_219_200_000_000_000;
             let mut n = i128::from(x) * 1_000_003 % span - 62_167_219_200_000_000_000;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 n -= n.rem_euclid(1_000_000_000); // whole seconds
             } else if x % 3 == 1 {
                 n -= n.rem_euclid(1_000_000); // milliseconds
