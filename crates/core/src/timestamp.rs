@@ -81,16 +81,17 @@ impl Timestamp {
                 let _ = write!(out, "{year:04}");
             }
         }
-        out.push(b'-');
-        two(out, u8::from(date.month()));
-        out.push(b'-');
-        two(out, date.day());
-        out.push(b'T');
-        two(out, hour);
-        out.push(b':');
-        two(out, minute);
-        out.push(b':');
-        two(out, second);
+        let fields = [
+            (b'-', u8::from(date.month())),
+            (b'-', date.day()),
+            (b'T', hour),
+            (b':', minute),
+            (b':', second),
+        ];
+        for (separator, n) in fields {
+            out.push(separator);
+            two(out, n);
+        }
         if nanos > 0 {
             let mut frac = [b'0'; 9];
             let mut n = nanos;
