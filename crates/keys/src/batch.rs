@@ -1,10 +1,11 @@
 //! Verifying many signatures at once.
 //!
-//! The cross-verifier re-checks every approval and notary signature in a range of records;
-//! Ed25519 batch verification makes that several times cheaper than one `verify_strict` per
-//! signature (see `benches/verify.rs`).
+//! The write path judges the approvals of every submission waiting for the next commit
+//! together, and the cross-verifier re-checks every approval and notary signature in a range of
+//! records; Ed25519 batch verification makes both several times cheaper than one verification
+//! per signature (see `benches/verify.rs`).
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::Signature;
 
 use crate::public_key::{PublicKey, VerifyError};
 
@@ -21,61 +22,55 @@ pub struct VerifyItem<'a> {
 /// batch is barely faster per signature (see `benches/verify.rs`).
 const CHUNK: usize = 256;
 
-/// Verifies every item; `result[i]` is the verdict on `items[i]`.
+/// Below this many Ed25519 items a batch is not worth its set-up (hashing keys into a map,
+/// drawing weights); they are verified one by one.
+const MIN_BATCH: usize = 4;
+
+/// Verifies every item; `result[i]` is the verdict on `items[i]`, and it is exactly the verdict
+/// of [`PublicKey::verify`] on that item.
 ///
-/// P-256 items are verified one by one with [`PublicKey::verify`]. Ed25519 items go through
-/// `ed25519_dalek::verify_batch` in chunks; a chunk that passes is accepted whole, and only a
-/// chunk that fails is re-verified item by item with `verify_strict` to find the culprits.
+/// P-256 items are verified one by one. Ed25519 items whose signature is well formed (canonical
+/// `s`; canonical `R`, not of small order: [`ed25519_signature`]) go through `ed25519-zebra`'s
+/// batch verifier in chunks; a chunk that passes is accepted whole, and only a chunk that fails
+/// is re-verified item by item to find the culprits. The others are refused without batching.
 ///
-/// # How this differs from [`PublicKey::verify`]
+/// # Why the batch and one-by-one verification agree
 ///
-/// `verify_strict` checks `[s]B == R + [k]A` exactly and refuses a small-order `R` or `A`. The
-/// batch checks a random linear combination of the same equations. For signatures that pass
-/// `verify_strict` the batch always passes, and a signature that fails the equation on the
-/// prime-order subgroup fails the batch except with negligible probability. They can disagree
-/// only through small-order (torsion) components, which we close off as follows:
-///
-/// - keys: [`PublicKey::new`] refuses weak keys, keys with a torsion component and
-///   non-canonical encodings, so no batched key has a torsion part;
-/// - before batching, each signature must have canonical `s` (`s < ℓ`) and a canonically
-///   encoded `R` that is not one of the eight points of small order; a signature that fails
-///   these goes straight to `verify_strict` (which refuses it), so it cannot spoil its chunk.
-///   An `R` that is not a point at all fails its chunk, which is then checked item by item.
-///
-/// What remains: an `R` that is a valid point plus a small torsion point. Such a signature
-/// fails `verify_strict` but satisfies the batch equation whenever the batch's random weight
-/// for it is a multiple of the torsion point's order (probability 1/2, 1/4 or 1/8; the
-/// weights are derived from the batch contents, so a signer can try again). Only the holder of
-/// the secret key can make one: it needs a valid `s` for the altered `R`, so this is not a
-/// forgery, only a signature two of our paths judge differently. Checking every `R` for a
-/// torsion part would close the gap, but it is a full scalar multiplication (about 30 µs, as
-/// much as `verify_strict` itself), which is more than the batch saves.
-///
-/// So: use this for bulk re-verification (the cross-verifier's sweeps), where every signature
-/// was already accepted by [`PublicKey::verify`] on the write path, and the question is whether
-/// stored bytes still verify. Accept new signatures (the write path, receipts checked offline,
-/// checkpoints) with [`PublicKey::verify`] only.
+/// Both check the cofactored equation `[8]([s]B - R - [k]A) = 0` (see [`PublicKey::verify`]);
+/// the batch checks `[8]` times a random linear combination of the same terms, with 128-bit
+/// weights drawn from the thread's CSPRNG for each chunk. A chunk of signatures that all verify
+/// always passes. A chunk with one that does not fails except with probability about 2^-128:
+/// multiplying by 8 removes every small-order part, what remains lies in the prime-order
+/// subgroup, where a non-zero term survives a random weight. (The cofactorless
+/// `verify_strict`, which this function's earlier version had to pair with
+/// `ed25519_dalek::verify_batch`, differs exactly on `R`s with a small-order part: its batch
+/// accepts some of them with probability 1/2 to 1/8 and its single check refuses them all.)
 pub fn verify_many(items: &[VerifyItem<'_>]) -> Vec<Result<(), VerifyError>> {
     let mut results: Vec<Result<(), VerifyError>> = Vec::with_capacity(items.len());
     // Indices of Ed25519 items that passed the pre-checks, with their parsed parts.
-    let mut batch: Vec<(usize, &VerifyingKey, Signature)> = Vec::new();
+    let mut batch: Vec<(usize, ed25519_zebra::VerificationKeyBytes, Signature)> = Vec::new();
 
     for (i, item) in items.iter().enumerate() {
         results.push(Ok(()));
-        match item.key.ed25519() {
-            Some(vk) => match batchable_signature(item.sig) {
-                Some(sig) => batch.push((i, vk, sig)),
-                None => results[i] = item.key.verify(item.msg, item.sig),
-            },
-            None => results[i] = item.key.verify(item.msg, item.sig),
+        match (item.key.ed25519_bytes(), ed25519_signature(item.sig)) {
+            (Some(vk), Some(sig)) => batch.push((i, vk, sig)),
+            _ => results[i] = item.key.verify(item.msg, item.sig),
         }
     }
 
+    if batch.len() < MIN_BATCH {
+        for &(i, _, _) in &batch {
+            results[i] = items[i].key.verify(items[i].msg, items[i].sig);
+        }
+        return results;
+    }
+    let mut rng = rand::thread_rng();
     for chunk in batch.chunks(CHUNK) {
-        let msgs: Vec<&[u8]> = chunk.iter().map(|&(i, _, _)| items[i].msg).collect();
-        let sigs: Vec<Signature> = chunk.iter().map(|(_, _, s)| *s).collect();
-        let keys: Vec<VerifyingKey> = chunk.iter().map(|(_, vk, _)| **vk).collect();
-        if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
+        let mut verifier = ed25519_zebra::batch::Verifier::new();
+        for &(i, vk, sig) in chunk {
+            verifier.queue((vk, sig, items[i].msg));
+        }
+        if verifier.verify(&mut rng).is_ok() {
             continue;
         }
         tracing::debug!(
@@ -89,16 +84,17 @@ pub fn verify_many(items: &[VerifyItem<'_>]) -> Vec<Result<(), VerifyError>> {
     results
 }
 
-/// The signature, if it is one the batch and `verify_strict` judge alike (see [`verify_many`]).
-fn batchable_signature(sig: &[u8]) -> Option<Signature> {
+/// The signature, if it is well formed under our rules: 64 bytes `R || s` with `s < ℓ` and `R`
+/// the canonical encoding of a point that is not of small order (whether `R` is a point at all
+/// is found by the verification itself). [`PublicKey::verify`] refuses every other signature.
+pub(crate) fn ed25519_signature(sig: &[u8]) -> Option<Signature> {
     let sig = Signature::from_slice(sig).ok()?;
     if !scalar_is_canonical(sig.s_bytes()) {
         return None;
     }
     let r_bytes = sig.r_bytes();
-    // Checked on the bytes: decoding R here would cost a square root, which the batch pays
-    // again, and is a third of what batching saves per signature. An R that does not decode at
-    // all fails the batch and is then found by `verify_strict`.
+    // Checked on the bytes: decoding R here would cost a square root, which the verification
+    // pays again.
     if !field_element_is_canonical(r_bytes) || is_small_order_encoding(r_bytes) {
         return None;
     }
@@ -166,7 +162,8 @@ fn scalar_is_canonical(s: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::{Signer as _, SigningKey};
+    use curve25519_dalek::{constants, scalar::clamp_integer, EdwardsPoint, Scalar};
+    use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
     use triplicate_core::Algorithm;
 
@@ -237,7 +234,7 @@ mod tests {
         // And an honest R is not on the list.
         let sk = SigningKey::from_bytes(&[5u8; 32]);
         let sig = sk.sign(b"m");
-        assert!(batchable_signature(&sig.to_bytes()).is_some());
+        assert!(ed25519_signature(&sig.to_bytes()).is_some());
     }
 
     #[test]
@@ -392,10 +389,12 @@ mod tests {
     #[test]
     fn small_order_r_is_refused_without_batching() {
         let (_, pk) = ed_key(7);
-        // R = identity, s = 0: passes the cofactored check for some keys; never verify_strict.
+        // R = identity, s = 0: passes the bare cofactored equation for any key whose [8]A is
+        // the identity... and for none of ours, but small-order R is refused before any
+        // equation is checked, by both paths.
         let mut sig = [0u8; 64];
         sig[0] = 1;
-        assert!(batchable_signature(&sig).is_none());
+        assert!(ed25519_signature(&sig).is_none());
         assert_eq!(
             verify_many(&[VerifyItem {
                 key: &pk,
@@ -404,5 +403,197 @@ mod tests {
             }]),
             vec![Err(pk.invalid())]
         );
+    }
+
+    /// The secret scalar `a` of `seed`'s key (RFC 8032 §5.1.5) and the key `A = [a]B`, with the
+    /// nonce prefix.
+    fn secret(seed: u8) -> (Scalar, [u8; 32], [u8; 32]) {
+        use sha2::{Digest, Sha512};
+        let h = Sha512::digest([seed; 32]);
+        let mut low = [0u8; 32];
+        low.copy_from_slice(&h[..32]);
+        let a = Scalar::from_bytes_mod_order(clamp_integer(low));
+        let mut prefix = [0u8; 32];
+        prefix.copy_from_slice(&h[32..]);
+        let big_a = (constants::ED25519_BASEPOINT_POINT * a)
+            .compress()
+            .to_bytes();
+        (a, big_a, prefix)
+    }
+
+    /// `SHA-512(parts...) mod ℓ`.
+    fn hash_scalar(parts: &[&[u8]]) -> Scalar {
+        use sha2::{Digest, Sha512};
+        let mut h = Sha512::new();
+        for p in parts {
+            h.update(p);
+        }
+        let mut wide = [0u8; 64];
+        wide.copy_from_slice(&h.finalize());
+        Scalar::from_bytes_mod_order_wide(&wide)
+    }
+
+    /// `R ‖ s` with `s = r + k·a` for `R` the encoding of `big_r`.
+    fn signature(
+        a: Scalar,
+        big_a: &[u8; 32],
+        r: Scalar,
+        big_r: EdwardsPoint,
+        msg: &[u8],
+    ) -> [u8; 64] {
+        let big_r = big_r.compress();
+        let k = hash_scalar(&[big_r.as_bytes(), big_a, msg]);
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(big_r.as_bytes());
+        sig[32..].copy_from_slice((r + k * a).as_bytes());
+        sig
+    }
+
+    /// A signature by `seed`'s key over `msg` whose `R` has the small-order point `torsion`
+    /// added (the identity for an ordinary signature). Only the key's holder can make one: `s`
+    /// is computed with the secret scalar for the altered `R`.
+    fn sign_with_torsion(seed: u8, msg: &[u8], torsion: &EdwardsPoint) -> [u8; 64] {
+        let (a, big_a, prefix) = secret(seed);
+        let r = hash_scalar(&[&prefix, msg]);
+        signature(
+            a,
+            &big_a,
+            r,
+            constants::ED25519_BASEPOINT_POINT * r + torsion,
+            msg,
+        )
+    }
+
+    #[test]
+    fn crafted_signatures_match_the_library_signer() {
+        // With no torsion the construction is RFC 8032 signing itself.
+        let (sk, _) = ed_key(9);
+        let honest = sk.sign(b"same bytes").to_bytes();
+        let crafted = sign_with_torsion(9, b"same bytes", &EdwardsPoint::default());
+        assert_eq!(honest, crafted);
+    }
+
+    #[test]
+    fn a_torsion_component_in_r_is_judged_alike_by_both_paths() {
+        let (_, pk) = ed_key(3);
+        let msg = b"a decision digest";
+        for t in 1..8 {
+            let torsion = constants::EIGHT_TORSION[t];
+            let sig = sign_with_torsion(3, msg, &torsion);
+            // The cofactorless rule refuses it ...
+            let dalek = VerifyingKey::from_bytes(pk.as_bytes().try_into().unwrap()).unwrap();
+            let strict = dalek.verify_strict(msg, &Signature::from_bytes(&sig));
+            assert!(strict.is_err(), "torsion point {t}");
+            // ... ours accepts it, alone and in every position of a batch, every time (the
+            // cofactorless batch accepted it only when its random weight was a multiple of the
+            // torsion point's order).
+            assert_eq!(pk.verify(msg, &sig), Ok(()), "torsion point {t}");
+            let keys: Vec<_> = (20..40u8).map(ed_key).collect();
+            let msgs: Vec<Vec<u8>> = (0..20u32).map(|i| i.to_le_bytes().to_vec()).collect();
+            let sigs: Vec<[u8; 64]> = keys
+                .iter()
+                .zip(&msgs)
+                .map(|((sk, _), m)| sk.sign(m).to_bytes())
+                .collect();
+            for pos in [0, 7, 20] {
+                let mut items: Vec<_> = keys
+                    .iter()
+                    .zip(&msgs)
+                    .zip(&sigs)
+                    .map(|(((_, pk), m), s)| VerifyItem {
+                        key: pk,
+                        msg: m,
+                        sig: s,
+                    })
+                    .collect();
+                items.insert(
+                    pos,
+                    VerifyItem {
+                        key: &pk,
+                        msg,
+                        sig: &sig,
+                    },
+                );
+                for _ in 0..4 {
+                    assert!(
+                        verify_many(&items).iter().all(Result::is_ok),
+                        "t {t} pos {pos}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_order_r_is_refused_with_or_without_a_valid_equation() {
+        // R = T (small order) with s computed by the holder: the equation holds, the rule
+        // refuses it on R's encoding, before any arithmetic.
+        let (_, pk) = ed_key(4);
+        let msg = b"m";
+        for t in 0..8 {
+            let torsion = constants::EIGHT_TORSION[t];
+            // r = 0 makes R = T exactly.
+            let (a, big_a, _) = secret(4);
+            let sig = signature(a, &big_a, Scalar::ZERO, torsion, msg);
+            assert!(ed25519_signature(&sig).is_none(), "{t}");
+            assert_eq!(pk.verify(msg, &sig), Err(pk.invalid()), "{t}");
+            let items = vec![
+                VerifyItem {
+                    key: &pk,
+                    msg,
+                    sig: &sig
+                };
+                MIN_BATCH + 1
+            ];
+            assert!(verify_many(&items).iter().all(Result::is_err), "{t}");
+        }
+    }
+
+    #[test]
+    fn batches_agree_with_one_by_one_on_random_mixes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x7121);
+        let keys: Vec<_> = (50..58u8).map(ed_key).collect();
+        for round in 0..20 {
+            let n = rng.gen_range(1..40);
+            let mut owned: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
+            for i in 0..n {
+                let k = rng.gen_range(0..keys.len());
+                let msg = format!("round {round} item {i}").into_bytes();
+                let seed = 50 + k as u8;
+                let mut sig = match rng.gen_range(0..6) {
+                    0 => sign_with_torsion(
+                        seed,
+                        &msg,
+                        &constants::EIGHT_TORSION[rng.gen_range(1..8)],
+                    ),
+                    _ => keys[k].0.sign(&msg).to_bytes(),
+                };
+                match rng.gen_range(0..8) {
+                    0 => sig[rng.gen_range(0..64)] ^= 1 << rng.gen_range(0..8),
+                    1 => sig[32..].copy_from_slice(&ELL),
+                    _ => {}
+                }
+                let key = if rng.gen_range(0..10) == 0 {
+                    (k + 1) % keys.len()
+                } else {
+                    k
+                };
+                owned.push((key, msg, sig.to_vec()));
+            }
+            let items: Vec<_> = owned
+                .iter()
+                .map(|(k, m, s)| VerifyItem {
+                    key: &keys[*k].1,
+                    msg: m,
+                    sig: s,
+                })
+                .collect();
+            let one_by_one: Vec<_> = items
+                .iter()
+                .map(|it| it.key.verify(it.msg, it.sig))
+                .collect();
+            assert_eq!(verify_many(&items), one_by_one, "round {round}");
+        }
     }
 }

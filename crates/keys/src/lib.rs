@@ -14,8 +14,9 @@
 //! starts a thread (one per signature, to time out a touch; see `piv`).
 //!
 //! **Architecture invariant:** every acceptance decision about a single signature goes through
-//! [`PublicKey::verify`] (Ed25519 `verify_strict`, ECDSA P-256 via `ring`). [`verify_many`] is
-//! a faster route to the same verdicts, with one documented difference (see its docs).
+//! [`PublicKey::verify`] (Ed25519 by the cofactored rule with canonical encodings, ECDSA P-256
+//! via `ring`). [`verify_many`] is a faster route to exactly the same verdicts (Ed25519 in
+//! batches), which is what lets the write path verify approvals in batches.
 
 pub mod attest;
 mod batch;

@@ -164,8 +164,9 @@ impl signed_note::Signer for NoteSigner<'_> {
     }
 }
 
-/// Adapts a [`PublicKey`] to `signed_note::Verifier`, verifying with `verify_strict` (the
-/// crate's own `StandardVerifier` uses the laxer `verify`).
+/// Adapts a [`PublicKey`] to `signed_note::Verifier`, verifying with [`PublicKey::verify`], the
+/// rule every other signature is judged by (the crate's own `StandardVerifier` uses
+/// ed25519-dalek's `verify`, which does not refuse non-canonical or small-order `R`).
 struct NoteVerifier {
     name: String,
     key_id: u32,

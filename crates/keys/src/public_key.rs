@@ -90,9 +90,32 @@ pub struct PublicKey {
 
 #[derive(Clone)]
 enum Inner {
-    // The decompressed point is kept so verification does not pay a square root per call.
-    Ed25519(VerifyingKey),
+    Ed25519(Box<Ed25519Key>),
     EcdsaP256([u8; 65]),
+}
+
+/// An Ed25519 key in the two forms we use it in: `ed25519-dalek`'s, for signed notes and
+/// signers, and `ed25519-zebra`'s, for verification (see [`PublicKey::verify`]). Both keep the
+/// decompressed point, so verification does not pay a square root per call.
+#[derive(Clone)]
+struct Ed25519Key {
+    dalek: VerifyingKey,
+    /// Always `Some`: zebra decodes every encoding dalek decodes (both decompress with
+    /// curve25519-dalek, and zebra also accepts non-canonical encodings). Were it ever `None`,
+    /// the key verifies nothing.
+    zebra: Option<ed25519_zebra::VerificationKey>,
+}
+
+impl Ed25519Key {
+    fn new(dalek: VerifyingKey) -> Ed25519Key {
+        let zebra = ed25519_zebra::VerificationKey::try_from(dalek.to_bytes()).ok();
+        if zebra.is_none() {
+            tracing::error!(
+                "ed25519-zebra refused a key ed25519-dalek decoded; it will verify nothing"
+            );
+        }
+        Ed25519Key { dalek, zebra }
+    }
 }
 
 impl PublicKey {
@@ -101,8 +124,8 @@ impl PublicKey {
     /// Ed25519: 32 bytes that decode to a curve point, in canonical encoding, not of small order
     /// (a "weak" key, for which one signature verifies for many messages) and with no
     /// small-order component. Honest key generation (`A = a·B`) never produces the last three;
-    /// refusing them here means [`verify_many`](crate::verify_many)'s batch path and
-    /// `verify_strict` can only disagree on signatures, never because of a key.
+    /// refusing them here means no key has a torsion part for a signature to play with, and
+    /// every key has exactly one encoding.
     ///
     /// ECDSA P-256: 65 bytes, `0x04 || x || y`, a point on the curve (NIST SP 800-56A partial
     /// public-key validation, which suffices for a prime-order curve). The check is `ring`'s own
@@ -146,7 +169,7 @@ impl PublicKey {
                     });
                 }
                 Ok(PublicKey {
-                    inner: Inner::Ed25519(vk),
+                    inner: Inner::Ed25519(Box::new(Ed25519Key::new(vk))),
                 })
             }
             Algorithm::EcdsaP256 => {
@@ -182,7 +205,7 @@ impl PublicKey {
     /// in [`PublicKey::new`] are skipped.
     pub(crate) fn from_ed25519(vk: VerifyingKey) -> PublicKey {
         PublicKey {
-            inner: Inner::Ed25519(vk),
+            inner: Inner::Ed25519(Box::new(Ed25519Key::new(vk))),
         }
     }
 
@@ -197,7 +220,7 @@ impl PublicKey {
     /// The key as records carry it (32 bytes for Ed25519, 65 for P-256).
     pub fn as_bytes(&self) -> &[u8] {
         match &self.inner {
-            Inner::Ed25519(vk) => vk.as_bytes(),
+            Inner::Ed25519(k) => k.dalek.as_bytes(),
             Inner::EcdsaP256(b) => b,
         }
     }
@@ -212,21 +235,42 @@ impl PublicKey {
         BASE64_STANDARD.encode(self.as_bytes())
     }
 
-    /// The Ed25519 key, for the batch verifier and signed notes.
+    /// The Ed25519 key, for signed notes.
     pub(crate) fn ed25519(&self) -> Option<&VerifyingKey> {
         match &self.inner {
-            Inner::Ed25519(vk) => Some(vk),
+            Inner::Ed25519(k) => Some(&k.dalek),
+            Inner::EcdsaP256(_) => None,
+        }
+    }
+
+    /// The Ed25519 key as the batch verifier takes it.
+    pub(crate) fn ed25519_bytes(&self) -> Option<ed25519_zebra::VerificationKeyBytes> {
+        match &self.inner {
+            Inner::Ed25519(k) => k.zebra.map(Into::into),
             Inner::EcdsaP256(_) => None,
         }
     }
 
     /// Verifies `sig` over `msg`.
     ///
-    /// Ed25519: `verify_strict` (RFC 8032 cofactorless check; also refuses a small-order `R`
-    /// and non-canonical `R` or `s`), so there is exactly one valid encoding of a signature
-    /// and nobody can turn one valid signature into another. ECDSA P-256: `ring`'s
-    /// `ECDSA_P256_SHA256_FIXED` over SHA-256(`msg`); it accepts both `s` and `n - s`, as PIV
-    /// cards produce either.
+    /// Ed25519, signature `R || s` by key `A`: `s` must be canonical (`s < ℓ`), `R` must be
+    /// the canonical encoding of a point that is not of small order, and the RFC 8032 §5.1.7
+    /// group equation must hold in its cofactored form, `[8][s]B = [8]R + [8][k]A` with
+    /// `k = SHA-512(R || A || msg)`, checked by `ed25519-zebra` (ZIP 215's rule, with the
+    /// encoding checks above added). [`verify_many`](crate::verify_many) checks exactly the same
+    /// rule in batches, so the write path may verify approvals in batches and every verifier
+    /// (the service, the cross-verifier, `triplicate verify` offline) reaches the same verdict
+    /// on every signature. Nobody but the key's holder can turn one valid signature into
+    /// another: a different `R` changes `k`, and `s` and `R` have one encoding each.
+    ///
+    /// How this relates to `verify_strict` (the cofactorless equation), which this crate used
+    /// before: every signature `verify_strict` accepts is accepted here. The only signatures
+    /// accepted here and refused there have an `R` with a small-order component added, which
+    /// only the key's holder can make (it needs a matching `s`); honest signers never produce
+    /// one. See ARCHITECTURE.md ("Signature rule").
+    ///
+    /// ECDSA P-256: `ring`'s `ECDSA_P256_SHA256_FIXED` over SHA-256(`msg`); it accepts both `s`
+    /// and `n - s`, as PIV cards produce either.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
         let alg = self.alg();
         let expected = alg.signature_len();
@@ -238,9 +282,9 @@ impl PublicKey {
             });
         }
         let ok = match &self.inner {
-            Inner::Ed25519(vk) => match ed25519_dalek::Signature::from_slice(sig) {
-                Ok(sig) => vk.verify_strict(msg, &sig).is_ok(),
-                Err(_) => false,
+            Inner::Ed25519(k) => match crate::batch::ed25519_signature(sig) {
+                Some(sig) => k.zebra.is_some_and(|vk| vk.verify(&sig, msg).is_ok()),
+                None => false,
             },
             Inner::EcdsaP256(key) => {
                 ring_sig::UnparsedPublicKey::new(&ring_sig::ECDSA_P256_SHA256_FIXED, &key[..])

@@ -189,8 +189,8 @@ impl Refusal {
 }
 
 impl Policy {
-    /// The write path's one call: verifies each approval's signature over `decision` with
-    /// the registered key ([`Policy::verify_signatures`]), checks each approval's key at its
+    /// Judges one submission: verifies each approval's signature over `decision` with the
+    /// registered key ([`Policy::verify_signatures`]), checks each approval's key at its
     /// `signed_at` and at `now` (the submission time), and checks the quorum for the
     /// decision's kind ([`Policy::evaluate`]). Everything wrong is reported together.
     pub fn check(
@@ -201,6 +201,72 @@ impl Policy {
     ) -> Result<QuorumOk, Refusal> {
         let signatures = self.verify_signatures(decision, approvals);
         self.judge(&decision.kind, approvals, now, signatures)
+    }
+
+    /// The write path's call: judges many submissions at once, each exactly as
+    /// [`Policy::check`] would, with every approval signature of every submission verified
+    /// together by `triplicate_keys::verify_many` (Ed25519 in batches, which reaches the same
+    /// verdict on each signature as one-by-one verification and costs a third to a half as
+    /// much). `result[i]` is the judgement of `submissions[i]`; a bad signature in one
+    /// submission never affects another's.
+    pub fn check_many(
+        &self,
+        submissions: &[(&Decision, &[Approval])],
+        now: Timestamp,
+    ) -> Vec<Result<QuorumOk, Refusal>> {
+        let mut problems: Vec<Vec<ApprovalProblem>> = vec![Vec::new(); submissions.len()];
+        let mut messages: Vec<Vec<u8>> = Vec::new();
+        // (submission, approval index, registered key) of each message.
+        let mut owners: Vec<(usize, usize, &triplicate_keys::PublicKey)> = Vec::new();
+        for (n, (decision, approvals)) in submissions.iter().enumerate() {
+            let digest = decision.digest();
+            for (index, a) in approvals.iter().enumerate() {
+                let Some(entry) = self.key(&a.key_id).filter(|e| e.alg() == a.alg) else {
+                    continue;
+                };
+                let msg = match &digest {
+                    Err(e) => Err(format!("cannot compute the decision digest: {e}")),
+                    Ok(digest) => a
+                        .message(digest)
+                        .map_err(|e| format!("cannot build the signed message: {e}")),
+                };
+                match msg {
+                    Ok(msg) => {
+                        messages.push(msg);
+                        owners.push((n, index, &entry.public_key));
+                    }
+                    Err(message) => problems[n].push(bad_signature(index, a, message)),
+                }
+            }
+        }
+        let items: Vec<triplicate_keys::VerifyItem<'_>> = owners
+            .iter()
+            .zip(&messages)
+            .map(|(&(n, index, key), msg)| triplicate_keys::VerifyItem {
+                key,
+                msg,
+                sig: &submissions[n].1[index].signature,
+            })
+            .collect();
+        let verdicts = triplicate_keys::verify_many(&items);
+        for (&(n, index, _), verdict) in owners.iter().zip(verdicts) {
+            if let Err(e) = verdict {
+                problems[n].push(bad_signature(
+                    index,
+                    &submissions[n].1[index],
+                    e.to_string(),
+                ));
+            }
+        }
+        submissions
+            .iter()
+            .zip(problems)
+            .map(|((decision, approvals), mut signature_problems)| {
+                // In approval order, as `verify_signatures` reports them.
+                signature_problems.sort_by_key(|p| p.index);
+                self.judge(&decision.kind, approvals, now, signature_problems)
+            })
+            .collect()
     }
 
     /// Verifies each approval's signature over `decision` with the key registered under its
@@ -232,12 +298,7 @@ impl Policy {
                 },
             };
             if let Err(message) = verdict {
-                problems.push(ApprovalProblem {
-                    index,
-                    key_id: a.key_id.clone(),
-                    reason: ApprovalFault::BadSignature,
-                    message,
-                });
+                problems.push(bad_signature(index, a, message));
             }
         }
         problems
@@ -398,5 +459,14 @@ impl Policy {
             }
         }
         (met, unmet)
+    }
+}
+
+fn bad_signature(index: usize, a: &Approval, message: String) -> ApprovalProblem {
+    ApprovalProblem {
+        index,
+        key_id: a.key_id.clone(),
+        reason: ApprovalFault::BadSignature,
+        message,
     }
 }

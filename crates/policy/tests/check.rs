@@ -214,3 +214,53 @@ fn the_kind_comes_from_the_decision() {
     assert_eq!(r.kind, "motion");
     assert!(r.approvals.is_empty(), "{r}");
 }
+
+#[test]
+fn many_submissions_judged_together_are_judged_as_one_by_one() {
+    let w = world();
+    let mut subs = Vec::new();
+    for i in 0..40 {
+        let d = decision("budget.approval");
+        let mut approvals = vec![
+            approve(&d, &w.alice, SIGNED),
+            approve(&d, &w.bob, SIGNED),
+            approve(&d, &w.carol, SIGNED),
+        ];
+        match i % 8 {
+            // A corrupted signature.
+            1 => approvals[1].signature[10] ^= 0x04,
+            // A signature over another decision.
+            2 => approvals[0] = approve(&decision("budget.approval"), &w.alice, SIGNED),
+            // Too few approvals.
+            3 => {
+                approvals.pop();
+            }
+            // A revoked key, signing after its revocation, plus a bad signature elsewhere.
+            4 => {
+                approvals[1] = approve(&d, &w.erin, SIGNED);
+                approvals[2].signature[63] ^= 0x01;
+            }
+            // A truncated signature.
+            5 => approvals[2].signature.truncate(63),
+            _ => {}
+        }
+        subs.push((d, approvals));
+    }
+    let refs: Vec<(&triplicate_core::Decision, &[triplicate_core::Approval])> =
+        subs.iter().map(|(d, a)| (d, a.as_slice())).collect();
+    let together = w.policy.check_many(&refs, t(NOW));
+    let one_by_one: Vec<_> = subs
+        .iter()
+        .map(|(d, a)| w.policy.check(d, a, t(NOW)))
+        .collect();
+    assert_eq!(together, one_by_one);
+    // And the mix is what it says: five of every eight accepted.
+    let accepted = together.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, 40 / 8 * 3);
+    let bad = together[1].as_ref().unwrap_err();
+    assert_eq!(bad.reasons_for(1), vec![ApprovalFault::BadSignature]);
+    let revoked = together[4].as_ref().unwrap_err();
+    assert_eq!(revoked.reasons_for(1), vec![ApprovalFault::Revoked]);
+    assert_eq!(revoked.reasons_for(2), vec![ApprovalFault::BadSignature]);
+    assert!(w.policy.check_many(&[], t(NOW)).is_empty());
+}

@@ -27,7 +27,7 @@ use triplicate_core::{
 };
 use triplicate_keys::Signer;
 use triplicate_ledger::{Ledger, LedgerError, SignedCheckpoint};
-use triplicate_policy::{Policy, PolicyError, QuorumOk, Refusal};
+use triplicate_policy::{Policy, PolicyError, Refusal};
 use triplicate_projection::Projection;
 use triplicate_stream::{AppendRequest, DecisionRecorded, EventStream};
 use uuid::Uuid;
@@ -196,6 +196,9 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Service {
     pub(crate) inner: Arc<Inner>,
+    /// To the judge: submissions whose approvals are yet to be verified and judged.
+    judge_tx: mpsc::Sender<Job>,
+    /// To the committer: judged submissions, and the service's own audit records.
     tx: mpsc::Sender<Job>,
     /// The committer task, for [`Service::close`].
     committer: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -366,8 +369,11 @@ impl Service {
             freeze_file,
         });
         let committer = tokio::spawn(committer(inner.clone(), rx));
+        let (judge_tx, judge_rx) = mpsc::channel(inner.options.batch_max * 4);
+        tokio::spawn(judge(inner.clone(), judge_rx, tx.clone()));
         Ok(Service {
             inner,
+            judge_tx,
             tx,
             committer: Arc::new(std::sync::Mutex::new(Some(committer))),
         })
@@ -593,17 +599,10 @@ impl Service {
         if let Some(outcome) = self.existing(&submission)? {
             return Ok(outcome);
         }
-        let policy = self.policy();
-        let now = Timestamp::now();
-        // ~35 µs per Ed25519 approval (`verify_strict`; batch verification is for re-checking
-        // stored signatures only, see `triplicate_keys::verify_many`): short enough to run on
-        // the async worker. A hop to the blocking pool per submission cost more in thread
-        // switches than it saved (5.7k/s against 4.2k/s in-process, measured).
-        let judged = policy.check(&submission.decision, &submission.approvals, now);
-        let quorum: QuorumOk = judged.map_err(|r| SubmitError::Refused(Box::new(r)))?;
-        tracing::debug!(rule = ?quorum.rule, "quorum met");
+        // The judge verifies and judges the approvals (with those of every other submission
+        // waiting) and hands accepted ones to the committer, which answers.
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.judge_tx
             .send(Job { submission, reply })
             .await
             .map_err(|_| SubmitError::Unavailable("the committer has stopped".into()))?;
@@ -738,6 +737,70 @@ fn receipt_at(
 /// the committer assigns seqs, notarises and appends to the ledger; the publisher writes the
 /// stream and the projection (in seq order: batches reach it in commit order) and answers
 /// the callers.
+/// Judges submissions against the policy in force, many at a time: every approval signature of
+/// every submission waiting is verified in one `Policy::check_many` call (Ed25519 in batches,
+/// each signature judged exactly as alone; see `triplicate_keys::verify_many`), refusals are
+/// answered here, and accepted submissions go on to the committer in arrival order. A
+/// submission waits for at most the batch being judged before its own is taken.
+///
+/// The judge does not wait for a batch to fill: it takes what is queued. Waiting up to 2 ms for
+/// more while the committer was busy was measured and dropped (in-process closed loop
+/// 2,466–2,660/s against 3,290–3,340/s without): on two saturated cores the wait left work
+/// undone and made the commit batches smaller.
+async fn judge(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>, committer: mpsc::Sender<Job>) {
+    let max = inner.options.batch_max;
+    let mut jobs = Vec::with_capacity(max);
+    while rx.recv_many(&mut jobs, max).await > 0 {
+        let batch = std::mem::take(&mut jobs);
+        let policy = inner
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let now = Timestamp::now();
+        let judge = move |batch: Vec<Job>| {
+            let subs: Vec<(&Decision, &[triplicate_core::Approval])> = batch
+                .iter()
+                .map(|j| (&j.submission.decision, j.submission.approvals.as_slice()))
+                .collect();
+            let verdicts = policy.check_many(&subs, now);
+            (batch, verdicts)
+        };
+        // One submission (a quiet service) is judged right here, as cheaply as before; a
+        // batch goes to the blocking pool so the async workers keep serving meanwhile.
+        let judged = if batch.len() == 1 {
+            Ok(judge(batch))
+        } else {
+            tokio::task::spawn_blocking(move || judge(batch)).await
+        };
+        let (batch, verdicts) = match judged {
+            Ok(judged) => judged,
+            Err(e) => {
+                // The batch's jobs (and their reply channels) went down with the task, so
+                // their callers are answered "the committer dropped the submission".
+                tracing::error!(error = %e, "judging a batch panicked; its submissions fail");
+                continue;
+            }
+        };
+        for (job, verdict) in batch.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(quorum) => {
+                    tracing::debug!(decision_id = %job.submission.decision.id, rule = ?quorum.rule, "quorum met");
+                    if let Err(mpsc::error::SendError(job)) = committer.send(job).await {
+                        let _ = job.reply.send(Err(SubmitError::Unavailable(
+                            "the committer has stopped".into(),
+                        )));
+                    }
+                }
+                Err(refusal) => {
+                    let _ = job.reply.send(Err(SubmitError::Refused(Box::new(refusal))));
+                }
+            }
+        }
+    }
+    tracing::debug!("judge stopped: no more submissions");
+}
+
 async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
     let (publish_tx, mut publish_rx) = mpsc::channel::<Committed>(2);
     let publisher = {
