@@ -230,6 +230,7 @@ pub struct Metrics {
     submissions: Family<Outcome, Counter>,
     submit_seconds: Histogram,
     batch_size: Histogram,
+    judge_batch: Histogram,
     catchup_records: Family<StoreLabel, Counter>,
     store_lag: Family<StoreLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     store_healthy: Family<StoreLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -258,6 +259,12 @@ impl Default for Metrics {
             "commit_batch_records",
             "Records per ledger commit (group commit)",
             batch_size.clone(),
+        );
+        let judge_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "judge_batch_submissions",
+            "Submissions judged together, their approval signatures verified in one batch",
+            judge_batch.clone(),
         );
         let catchup_records = Family::<StoreLabel, Counter>::default();
         registry.register(
@@ -292,6 +299,7 @@ impl Default for Metrics {
             submissions,
             submit_seconds,
             batch_size,
+            judge_batch,
             catchup_records,
             store_lag,
             store_healthy,
@@ -326,6 +334,10 @@ impl Metrics {
 
     pub(crate) fn observe_batch(&self, records: usize) {
         self.batch_size.observe(records as f64);
+    }
+
+    pub(crate) fn observe_judge_batch(&self, submissions: usize) {
+        self.judge_batch.observe(submissions as f64);
     }
 
     pub(crate) fn observe_catchup(&self, store: &'static str, records: u64) {

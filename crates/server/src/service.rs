@@ -752,6 +752,7 @@ async fn judge(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>, committer: mpsc::
     let mut jobs = Vec::with_capacity(max);
     while rx.recv_many(&mut jobs, max).await > 0 {
         let batch = std::mem::take(&mut jobs);
+        inner.metrics.observe_judge_batch(batch.len());
         let policy = inner
             .policy
             .read()

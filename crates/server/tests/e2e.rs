@@ -176,6 +176,12 @@ async fn submit_verify_and_all_three_stores_agree() {
         metrics.contains("triplicate_submissions_total{outcome=\"created\"} 5"),
         "{metrics}"
     );
+    // The five were judged one at a time (the client waits for each receipt).
+    assert!(
+        metrics.contains("triplicate_judge_batch_submissions_sum 5.0")
+            && metrics.contains("triplicate_judge_batch_submissions_count 5"),
+        "{metrics}"
+    );
     r.stop().await.unwrap();
 }
 
