@@ -731,12 +731,6 @@ fn receipt_at(
     })
 }
 
-/// Takes every waiting submission into one commit, until the channel closes.
-///
-/// Two stages, so the ledger commit of one batch overlaps the store writes of the one before:
-/// the committer assigns seqs, notarises and appends to the ledger; the publisher writes the
-/// stream and the projection (in seq order: batches reach it in commit order) and answers
-/// the callers.
 /// Judges submissions against the policy in force, many at a time: every approval signature of
 /// every submission waiting is verified in one `Policy::check_many` call (Ed25519 in batches,
 /// each signature judged exactly as alone; see `triplicate_keys::verify_many`), refusals are
@@ -802,6 +796,12 @@ async fn judge(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>, committer: mpsc::
     tracing::debug!("judge stopped: no more submissions");
 }
 
+/// Takes every waiting submission into one commit, until the channel closes.
+///
+/// Two stages, so the ledger commit of one batch overlaps the store writes of the one before:
+/// the committer assigns seqs, notarises and appends to the ledger; the publisher writes the
+/// stream and the projection (in seq order: batches reach it in commit order) and answers
+/// the callers.
 async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
     let (publish_tx, mut publish_rx) = mpsc::channel::<Committed>(2);
     let publisher = {
