@@ -7,8 +7,8 @@
 //! 3. projection rows forged past the ledger's end: major, a removal proposed, approved by the
 //!    development auditor with a signed verdict, and run;
 //! 4. a stream event's data altered: major, a stream rebuild proposed and approved, which the
-//!    service records as deferred to the operator (rebuilding the stream is a recovery drill);
-//!    the demo then puts the original bytes back, as restoring the stream would;
+//!    service runs: a new stream filled from the ledger, checked against its signed checkpoint
+//!    and put in place, the damaged file kept beside it;
 //! 5. a byte flipped in a ledger entry bundle: critical, writes frozen (a submission gets 503);
 //!    the byte is put back, as restoring the ledger's files from a backup would, and an admin
 //!    resumes writes;
@@ -346,15 +346,23 @@ pub async fn tour(running: &Running, data_dir: &Path, tour: &Tour) -> anyhow::Re
                 )
                 .await?;
             tour.say(format!(
-                "   auditor approved it: {} (the stream is append-only; rebuilding it is an operator's \
-                 recovery drill)",
-                out["status"].as_str().unwrap_or("?")
+                "   auditor approved it: {}: {}",
+                out["status"].as_str().unwrap_or("?"),
+                out["outcome"].as_str().unwrap_or("?")
             ));
+            anyhow::ensure!(
+                out["status"] == "applied",
+                "the approved stream rebuild did not run: {out}"
+            );
         }
-        under_trigger(&stream_db, "events_no_update", |tx| {
-            tx.execute("UPDATE events SET data = ?1 WHERE seq = 2", [&original])
-        })?;
-        tour.say("   the demo puts the event's original bytes back, as restoring the stream would");
+        let rebuilt: Vec<u8> = rusqlite::Connection::open(&stream_db)?
+            .query_row("SELECT data FROM events WHERE seq = 2", [], |r| r.get(0))
+            .context("read the rebuilt stream's event at seq 2")?;
+        anyhow::ensure!(
+            rebuilt == original,
+            "the rebuilt stream does not hold the ledger's record at seq 2"
+        );
+        tour.say("   the stream holds the ledger's record at seq 2 again");
         runs.push(run_summary("stream event altered", &stream));
     } else {
         tour.say(format!(

@@ -16,12 +16,13 @@ use triplicate_projection::Projection as _;
 use triplicate_stream::EventStream as _;
 use triplicate_verifier::review::{ReviewStatement, Verdict};
 use triplicate_verifier::{
-    apply_approved, apply_repairs, ActionStatus, Class, DeliveryOptions, Report, RunMode,
-    RunRequest, Stores, Trust, VerificationPolicy, VerifyError, WebhookSender,
+    apply_approved, apply_repairs, ActionStatus, Class, DeliveryOptions, Operation, Report,
+    RunMode, RunRequest, Stores, Trust, VerificationPolicy, VerifyError, WebhookSender,
 };
 
 use uuid::Uuid;
 
+use crate::rebuild::RebuildError;
 use crate::service::{Service, SubmitOutcome};
 
 /// The service's cross-verifier.
@@ -523,9 +524,10 @@ impl CrossCheck {
     }
 
     /// Records an auditor's verdict on a proposed repair, signed with the auditor's key (see
-    /// [`triplicate_verifier::review`]), and on approval runs the repair when the service can
-    /// (projection rows, missing stream events; anything else is recorded as `deferred` for
-    /// the operator). One verdict closes an action, except an approval whose repair failed,
+    /// [`triplicate_verifier::review`]), and on approval runs the repair: projection rows,
+    /// missing stream events, and a rebuild of the embedded stream from the ledger
+    /// ([`crate::rebuild`]); a JetStream or KurrentDB rebuild, or any repair of a run that
+    /// found the ledger itself at fault, is recorded as `deferred` for the operator. One verdict closes an action, except an approval whose repair failed,
     /// which may be approved again. Serialised with runs.
     pub async fn review(
         &self,
@@ -581,7 +583,29 @@ impl CrossCheck {
                             "action {action_id} is in the report's rows but not in its body"
                         ))
                     })?;
-                if action.operation.is_executable() && report.counts.critical == 0 {
+                if report.counts.critical > 0 {
+                    "deferred: approved; the run found the ledger itself at fault, so nothing is \
+                     copied from it: the operator restores the ledger first and the next run \
+                     confirms the rest"
+                        .to_owned()
+                } else if action.operation == Operation::RebuildStream {
+                    let label = action_id.to_string();
+                    match crate::rebuild::rebuild_stream(&self.service.inner, &label).await {
+                        Ok(r) => format!(
+                            "applied: the stream was rebuilt from the ledger's {} entries (its \
+                             signed checkpoint), checked against the checkpoint's root and put \
+                             in place; the replaced stream is kept at {}",
+                            r.size,
+                            r.kept_at.display()
+                        ),
+                        Err(RebuildError::Unsupported(backend)) => format!(
+                            "deferred: approved; the service does not rebuild a {backend} \
+                             stream: the operator rebuilds it from the ledger (a new stream, \
+                             filled with `triplicate recovery`) and the next run confirms it"
+                        ),
+                        Err(e) => format!("failed: {e}"),
+                    }
+                } else if action.operation.is_executable() {
                     let inner = &self.service.inner;
                     let _stream = inner.stream_state.write.lock().await;
                     let _projection = inner.projection_state.write.lock().await;
@@ -600,9 +624,8 @@ impl CrossCheck {
                     }
                 } else {
                     format!(
-                        "deferred: approved; {:?} is not an operation the service runs (a \
-                         stream rebuild): the operator carries it out and the next run confirms \
-                         it",
+                        "deferred: approved; {:?} is not an operation the service runs: the \
+                         operator carries it out and the next run confirms it",
                         action.operation
                     )
                 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod rebuild;
 pub mod recovery;
 pub mod service;
 pub mod setup;

@@ -509,7 +509,7 @@ fn paths() -> Value {
                 "operationId": "approveRepair",
                 "tags": ["verification"],
                 "summary": "An auditor's signed approval; the service runs the repair when it can",
-                "description": "The signature is over `\"triplicate/repair-review/v1\\n\" || JCS({action_id, alg, key_id, reason, report_digest (hex), run_id, signed_at, verdict})` with a key in group `auditors`. Projection rows (replaced, restored, or removed past the ledger's end) and missing stream events are repaired at once (outcome `applied` or `unchanged`); a stream rebuild is recorded as `deferred` for the operator. A failed repair leaves the action proposed.",
+                "description": "The signature is over `\"triplicate/repair-review/v1\\n\" || JCS({action_id, alg, key_id, reason, report_digest (hex), run_id, signed_at, verdict})` with a key in group `auditors`. Projection rows (replaced, restored, or removed past the ledger's end) and missing stream events are repaired at once (outcome `applied` or `unchanged`); so is a rebuild of the embedded stream (a new stream filled from the ledger, checked against its signed checkpoint, swapped in; the damaged file is kept and named in the outcome). A JetStream or KurrentDB stream rebuild is recorded as `deferred` for the operator. A failed repair leaves the action proposed.",
                 "security": needs("auditor"),
                 "parameters": [{ "name": "id", "in": "path", "required": true, "description": "The action id.", "schema": schema("Uuid") }],
                 "requestBody": {

@@ -12,7 +12,7 @@
 //! | projection: a row deleted | minor | gap | replace (restore) rows, automatic, applied | next run clean |
 //! | projection: a row the ledger lacks | major | extra | remove rows, proposed | approved: removed; clean after |
 //! | stream: an event deleted | major | gap | rebuild stream, proposed | rejected: found again |
-//! | stream: an event's data altered | major | differs | rebuild stream, proposed | approved: deferred; found again |
+//! | stream: an event's data altered | major | differs | rebuild stream, proposed | approved: rebuilt from the ledger, checked against the signed checkpoint, swapped in; clean |
 //! | stream: a forged event | major | extra | rebuild stream, proposed | rejected: found again (as differs) |
 //! | ledger: a byte of an entry bundle | critical | ledger_files, leaf_mismatch, root_mismatch | none; writes frozen | resumed; restored: clean |
 //! | ledger: a byte of a hash tile | critical | ledger_files | none; writes frozen | resumed; restored: clean |
@@ -820,7 +820,7 @@ async fn stream_last_event_deleted_is_a_major_gap_not_lag_and_nothing_is_appende
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_event_altered_is_major_and_its_rebuild_approved_and_deferred() {
+async fn stream_event_altered_is_major_and_its_approved_rebuild_is_run() {
     let dir = tempfile::tempdir().unwrap();
     let h = start(dir.path(), "TRIPLICATE_TEST_TAMPER_SECRET_STREAM_ALTER").await;
     h.populate(RECORDS).await;
@@ -833,14 +833,7 @@ async fn stream_event_altered_is_major_and_its_rebuild_approved_and_deferred() {
         &format!("\"title\":\"{title}\""),
         "\"title\":\"Adopt a motion nobody approved\"",
     );
-    let c = raw(dir.path(), "stream.db");
-    c.execute_batch("DROP TRIGGER events_no_update;").unwrap();
-    c.execute(
-        &format!("UPDATE events SET data = ?1 WHERE seq = {SEQ}"),
-        [&altered],
-    )
-    .unwrap();
-    drop(c);
+    alter_stream_event(dir.path(), SEQ, &altered);
 
     let run = h.run().await;
     check_stored(&h, &run, (0, 0, 1, 0), json!(n)).await;
@@ -875,31 +868,243 @@ async fn stream_event_altered_is_major_and_its_rebuild_approved_and_deferred() {
         .await;
     check_alert(&h.alert(1).await, &run);
 
-    // The auditor approves the rebuild. The service cannot rebuild a stream yet: the approval
-    // is recorded as deferred to the operator, and the proposal is closed.
+    // The auditor approves the rebuild: the service rebuilds the stream from the ledger,
+    // checks it against the signed checkpoint, and puts it in place.
     let action_id = a["id"].as_str().unwrap();
     let (status, out) = h
         .verdict(action_id, Verdict::Approved, "rebuild it from the ledger")
         .await;
     assert_eq!(status, 200, "{out}");
-    assert_eq!(out["status"], "approved", "{out}");
+    assert_eq!(out["status"], "applied", "{out}");
     let outcome = out["outcome"].as_str().unwrap();
-    assert!(outcome.starts_with("deferred: approved;"), "{outcome}");
-    assert!(outcome.contains("RebuildStream"), "{outcome}");
+    assert!(
+        outcome.starts_with("applied: the stream was rebuilt from the ledger's"),
+        "{outcome}"
+    );
+    let kept = dir.path().join(format!("stream.db.replaced-{action_id}"));
+    assert!(outcome.contains(&kept.display().to_string()), "{outcome}");
     let stored = h.stored(&run).await;
-    assert_eq!(stored["actions"][0]["status"], "approved");
+    assert_eq!(stored["actions"][0]["status"], "applied");
     assert_eq!(stored["actions"][0]["pending"], false);
     assert_eq!(stored["actions"][0]["reviews"][0]["verdict"], "approved");
     assert_eq!(stored["actions"][0]["reviews"][0]["outcome"], outcome);
     h.assert_metrics(&["triplicate_crosscheck_pending_repairs 0".into()])
         .await;
+    // A second approval is refused: the action is closed.
+    let (status, out) = h.verdict(action_id, Verdict::Approved, "once more").await;
+    assert_eq!(status, 409, "{out}");
 
-    // Until the operator rebuilds it, the stream still holds the altered event.
+    // The damaged file is kept as evidence; the live stream holds the ledger's record.
+    let evidence: Vec<u8> = raw(dir.path(), &format!("stream.db.replaced-{action_id}"))
+        .query_row(
+            &format!("SELECT data FROM events WHERE seq = {SEQ}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(evidence, altered);
+    let live: Vec<u8> = raw(dir.path(), "stream.db")
+        .query_row(
+            &format!("SELECT data FROM events WHERE seq = {SEQ}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(live, bytes);
+    assert!(!dir.path().join("stream-rebuild").exists());
+
+    // Submissions go on into the rebuilt stream, and the next run is clean.
+    for i in 0..3 {
+        let (status, out) = h.submit(&format!("After the rebuild {i}")).await;
+        assert_eq!(status, 201, "{out}");
+    }
     h.settle().await;
     let next = h.run().await;
-    assert_eq!(counts(&next["report"]), (0, 0, 1, 0), "{next}");
-    assert_eq!(only(&next["report"])["kind"], "differs");
+    assert_eq!(counts(&next["report"]), (0, 0, 0, 0), "{next}");
+    h.settle().await;
+    let held: i64 = raw(dir.path(), "stream.db")
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(held as u64, h.r.service.ledger().tree_size());
     h.stop().await;
+}
+
+/// Alters the stream's event at `seq` (its data, not its metadata) past the append-only guard.
+fn alter_stream_event(dir: &Path, seq: u64, data: &[u8]) {
+    let c = raw(dir, "stream.db");
+    c.execute_batch("DROP TRIGGER events_no_update;").unwrap();
+    c.execute(
+        &format!("UPDATE events SET data = ?1 WHERE seq = {seq}"),
+        [data],
+    )
+    .unwrap();
+}
+
+/// The stream's data at `seq`.
+fn stream_data(dir: &Path, file: &str, seq: u64) -> Vec<u8> {
+    raw(dir, file)
+        .query_row(
+            &format!("SELECT data FROM events WHERE seq = {seq}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_rebuild_runs_beside_submissions_and_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(
+        dir.path(),
+        "TRIPLICATE_TEST_TAMPER_SECRET_STREAM_REBUILD_LIVE",
+    )
+    .await;
+    h.populate(RECORDS).await;
+    raw(dir.path(), "stream.db")
+        .execute_batch(&format!(
+            "DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = {SEQ};"
+        ))
+        .unwrap();
+    let run = h.run().await;
+    assert_eq!(counts(&run["report"]), (0, 0, 1, 0), "{run}");
+    let action_id = run["report"]["actions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A secretary keeps submitting while the auditor's approval rebuilds the stream.
+    let submitting = async {
+        let mut seqs = Vec::new();
+        for i in 0..40 {
+            let (status, out) = h.submit(&format!("During the rebuild {i}")).await;
+            assert_eq!(status, 201, "{out}");
+            seqs.push(out["receipt"]["seq"].as_u64().unwrap());
+        }
+        seqs
+    };
+    let ((status, out), seqs) = tokio::join!(
+        h.verdict(&action_id, Verdict::Approved, "rebuild it from the ledger"),
+        submitting
+    );
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["status"], "applied", "{out}");
+    assert_eq!(seqs.len(), 40);
+
+    // Every acknowledged record is in the rebuilt stream, as the ledger holds it.
+    h.settle().await;
+    let ledger = h.r.service.ledger();
+    let n = ledger.tree_size();
+    let c = raw(dir.path(), "stream.db");
+    let mut q = c
+        .prepare("SELECT seq, data FROM events ORDER BY position")
+        .unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = q
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len() as u64, n);
+    for (i, (seq, data)) in rows.iter().enumerate() {
+        assert_eq!(*seq as u64, i as u64, "in seq order");
+        assert_eq!(data, &ledger.entry(i as u64).unwrap());
+    }
+    assert!(seqs.iter().all(|s| *s < n));
+    let next = h.run().await;
+    assert_eq!(counts(&next["report"]), (0, 0, 0, 0), "{next}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_rebuild_that_does_not_match_the_signed_checkpoint_is_not_put_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(
+        dir.path(),
+        "TRIPLICATE_TEST_TAMPER_SECRET_STREAM_REBUILD_CHECK",
+    )
+    .await;
+    h.populate(LEDGER_RECORDS).await;
+    let (bytes, _, _, title) = h.ledger_record(SEQ);
+    let altered = replace_once(
+        &bytes,
+        &format!("\"title\":\"{title}\""),
+        "\"title\":\"Adopt a motion nobody approved\"",
+    );
+    alter_stream_event(dir.path(), SEQ, &altered);
+    let run = h.run().await;
+    assert_eq!(counts(&run["report"]), (0, 0, 1, 0), "{run}");
+    let action_id = run["report"]["actions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // After the run, someone also edits the ledger's copy of entry 0 (one letter of its title
+    // in the entry bundle on disk, so the record still parses). A rebuild would copy it.
+    h.flushed().await;
+    let (entry0, _, _, title0) = h.ledger_record(0);
+    let at = find(&entry0, format!("\"title\":\"{title0}\"").as_bytes()) + 9;
+    let k = at
+        + entry0[at..]
+            .iter()
+            .position(u8::is_ascii_alphabetic)
+            .unwrap();
+    let bundle = h
+        .ledger_dir()
+        .join(triplicate_ledger::layout::bundle_path(0, 256));
+    let original = std::fs::read(&bundle).unwrap();
+    let offset = find(&original, &entry0) + k;
+    let mut edited = original.clone();
+    edited[offset] ^= 0x20;
+    std::fs::write(&bundle, &edited).unwrap();
+
+    let (status, out) = h
+        .verdict(&action_id, Verdict::Approved, "rebuild it from the ledger")
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let outcome = out["outcome"].as_str().unwrap();
+    assert!(
+        outcome.starts_with("failed: the new stream's")
+            && outcome.contains("do not hash to the root of the ledger's signed checkpoint"),
+        "{outcome}"
+    );
+    // Nothing was put in place: the live stream is as it was, no file is kept.
+    assert_eq!(stream_data(dir.path(), "stream.db", SEQ), altered);
+    assert_eq!(stream_data(dir.path(), "stream.db", 0), entry0);
+    assert!(!dir
+        .path()
+        .join(format!("stream.db.replaced-{action_id}"))
+        .exists());
+    // Submissions still reach the stream once the catch-up worker has probed it again.
+    let (status, out) = h.submit("After the failed rebuild").await;
+    assert_eq!(status, 201, "{out}");
+    h.settle().await;
+
+    // With the bundle restored, approving again runs the rebuild.
+    std::fs::write(&bundle, &original).unwrap();
+    let (status, out) = h
+        .verdict(
+            &action_id,
+            Verdict::Approved,
+            "the ledger is restored; rebuild",
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["status"], "applied", "{out}");
+    assert_eq!(stream_data(dir.path(), "stream.db", SEQ), bytes);
+    assert_eq!(
+        stream_data(dir.path(), &format!("stream.db.replaced-{action_id}"), SEQ),
+        altered
+    );
+    h.settle().await;
+    let next = h.run().await;
+    assert_eq!(counts(&next["report"]), (0, 0, 0, 0), "{next}");
+    h.stop().await;
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

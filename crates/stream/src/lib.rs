@@ -65,7 +65,7 @@ pub use nats::{
     NatsOptions, NatsStream, DEFAULT_STREAM_NAME as NATS_DEFAULT_STREAM,
     DEFAULT_SUBJECT_PREFIX as NATS_DEFAULT_SUBJECT_PREFIX,
 };
-pub use sqlite::{SqliteOptions, SqliteStream};
+pub use sqlite::{Replaced, Replacement, SqliteOptions, SqliteStream};
 
 /// What the writer expects of an event's stream before the event is appended
 /// (KurrentDB's `StreamState`).

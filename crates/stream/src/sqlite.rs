@@ -23,7 +23,7 @@
 //! automatic checkpoint remains as a backstop at [`AUTOCHECKPOINT_PAGES`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -118,7 +118,11 @@ struct Inner {
     rows_per_insert: usize,
     /// `None` once closed.
     writer: Mutex<Option<Writer>>,
-    readers: Mutex<Vec<Connection>>,
+    /// Idle reader connections, each with the [`Inner::generation`] of the file it opened.
+    readers: Mutex<Vec<(u64, Connection)>>,
+    /// Bumped when [`SqliteStream::replace`] puts another file at `path`: a reader of an
+    /// older generation still reads the replaced file and is not pooled again.
+    generation: AtomicU64,
     closed: AtomicBool,
     /// Bumped after every commit that wrote events (and on close), to wake subscriptions.
     commits: watch::Sender<u64>,
@@ -214,6 +218,7 @@ impl SqliteStream {
                     uncheckpointed: CHECKPOINT_BYTES,
                 })),
                 readers: Mutex::new(Vec::new()),
+                generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 commits,
             }),
@@ -251,6 +256,129 @@ impl SqliteStream {
         out
     }
 
+    /// Starts rebuilding this stream beside it: a new, empty stream database in
+    /// `<data-dir>/stream-rebuild/` (a leftover of an interrupted rebuild there is discarded:
+    /// it was never in use), whose positions continue after every position this file has
+    /// used, so a subscriber's cursor never points into the new file's events. Fill it through
+    /// its ordinary appends (every rule of the trait holds), then put it in place with
+    /// [`SqliteStream::replace`]. Dropping the [`Replacement`] instead leaves this stream as
+    /// it is.
+    ///
+    /// The stream is append-only: this is how a damaged one is mended (an event altered,
+    /// removed or forged by someone with the file), never by changing its rows.
+    pub async fn prepare_replacement(&self) -> Result<Replacement, StreamError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StreamError::Closed);
+        }
+        let dir = self.rebuild_dir();
+        let d = dir.clone();
+        blocking(move || match std::fs::remove_dir_all(&d) {
+            Ok(()) => {
+                tracing::warn!(dir = %d.display(), "discarded the leftover of an interrupted stream rebuild");
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StreamError::Io {
+                context: "remove the leftover of an interrupted rebuild",
+                path: d,
+                source,
+            }),
+        })
+        .await?;
+        // The highest position ever used here: the larger of the row ids and SQLite's own
+        // AUTOINCREMENT counter (either could have been edited by someone with the file).
+        let used: i64 = self
+            .read(|c| {
+                c.query_row(
+                    "SELECT MAX(COALESCE((SELECT MAX(position) FROM events), 0),
+                                COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sql("read the highest position"))
+            })
+            .await?;
+        let stream = SqliteStream::open_with(&dir, self.inner.options.clone()).await?;
+        let inner = stream.inner.clone();
+        blocking(move || {
+            let guard = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let w = guard.as_ref().ok_or(StreamError::Closed)?;
+            w.conn
+                .execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?1)",
+                    [used],
+                )
+                .map_err(sql("continue the positions"))?;
+            Ok(())
+        })
+        .await?;
+        tracing::info!(dir = %dir.display(), after_position = used, "preparing a replacement stream");
+        Ok(Replacement { stream, dir })
+    }
+
+    fn rebuild_dir(&self) -> PathBuf {
+        self.inner.path.parent().map_or_else(
+            || PathBuf::from("stream-rebuild"),
+            |p| p.join("stream-rebuild"),
+        )
+    }
+
+    /// Puts a filled [`Replacement`] in this stream's place, for this handle and its clones:
+    /// waits for an append in progress, closes the file (checkpointing its WAL), renames it
+    /// (and its `-wal`/`-shm` files, if a reader still holds them) to
+    /// `stream.db.replaced-<label>`, kept as evidence, moves the new file to `stream.db` and
+    /// reopens it. Reads already running finish on the old file; later ones and
+    /// subscriptions (woken now) read the new one, whose events all come after the old
+    /// positions. `label` (letters, digits, `-`, `_`, at most 64) names the kept file; a file
+    /// of that name already there is refused, as is a closed handle.
+    ///
+    /// If a rename fails the old file is put back and reopened, and the error returned; if the
+    /// new file then cannot be opened the handle is left closed ([`StreamError::Closed`] on
+    /// every later call) and the error says why.
+    pub async fn replace(
+        &self,
+        replacement: Replacement,
+        label: &str,
+    ) -> Result<Replaced, StreamError> {
+        if label.is_empty()
+            || label.len() > 64
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(StreamError::Backend {
+                context: "replace stream.db",
+                source: format!("the label {label:?} is not 1 to 64 letters, digits, '-' or '_'")
+                    .into(),
+            });
+        }
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StreamError::Closed);
+        }
+        let highest_seq = replacement.stream.highest_seq().await?;
+        let new_path = replacement.stream.path().to_path_buf();
+        replacement.stream.close().await?;
+        let kept_at = self
+            .inner
+            .path
+            .with_file_name(format!("stream.db.replaced-{label}"));
+        let inner = self.inner.clone();
+        let (dir, kept) = (replacement.dir.clone(), kept_at.clone());
+        let out = blocking(move || swap_files(&inner, &new_path, &kept, &dir)).await;
+        self.inner.commits.send_modify(|n| *n = n.wrapping_add(1));
+        out?;
+        tracing::warn!(
+            path = %self.inner.path.display(),
+            kept_at = %kept_at.display(),
+            ?highest_seq,
+            "the stream was replaced by a rebuilt one"
+        );
+        Ok(Replaced {
+            kept_at,
+            highest_seq,
+        })
+    }
+
     /// Runs `f` with a reader connection from the pool (opening one if none is idle).
     async fn read<T: Send + 'static>(
         &self,
@@ -261,26 +389,158 @@ impl SqliteStream {
             if inner.closed.load(Ordering::SeqCst) {
                 return Err(StreamError::Closed);
             }
+            let current = inner.generation.load(Ordering::SeqCst);
             let pooled = inner
                 .readers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .pop();
-            let conn = match pooled {
+                .pop()
+                .filter(|(g, _)| *g == current);
+            let (generation, conn) = match pooled {
                 Some(c) => c,
-                None => open_reader(&inner.path, &inner.options)?,
+                None => (current, open_reader(&inner.path, &inner.options)?),
             };
             let out = f(&conn);
-            if !inner.closed.load(Ordering::SeqCst) {
+            if !inner.closed.load(Ordering::SeqCst)
+                && generation == inner.generation.load(Ordering::SeqCst)
+            {
                 let mut pool = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
                 if pool.len() < READER_POOL {
-                    pool.push(conn);
+                    pool.push((generation, conn));
                 }
             }
             out
         })
         .await
     }
+}
+
+/// A new stream being built to replace a damaged one ([`SqliteStream::prepare_replacement`]).
+#[derive(Debug)]
+pub struct Replacement {
+    stream: SqliteStream,
+    dir: PathBuf,
+}
+
+impl Replacement {
+    /// The new stream: fill it through its ordinary appends.
+    pub fn stream(&self) -> &SqliteStream {
+        &self.stream
+    }
+}
+
+/// What [`SqliteStream::replace`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    /// Where the replaced file is kept.
+    pub kept_at: PathBuf,
+    /// The highest seq the new stream holds (`None`: empty).
+    pub highest_seq: Option<u64>,
+}
+
+/// The file moves of [`SqliteStream::replace`], under the writer lock.
+fn swap_files(
+    inner: &Inner,
+    new_path: &Path,
+    kept: &Path,
+    rebuild_dir: &Path,
+) -> Result<(), StreamError> {
+    let io = |context: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StreamError::Io {
+            context,
+            path,
+            source,
+        }
+    };
+    let mut guard = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    if inner.closed.load(Ordering::SeqCst) {
+        return Err(StreamError::Closed);
+    }
+    if kept.exists() {
+        return Err(StreamError::Io {
+            context: "keep the replaced stream",
+            path: kept.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a replaced stream is already kept under this name",
+            ),
+        });
+    }
+    let Some(w) = guard.take() else {
+        return Err(StreamError::Closed);
+    };
+    inner.generation.fetch_add(1, Ordering::SeqCst);
+    drop(std::mem::take(
+        &mut *inner.readers.lock().unwrap_or_else(PoisonError::into_inner),
+    ));
+    if let Err((conn, e)) = w.conn.close() {
+        *guard = Some(Writer {
+            conn,
+            uncheckpointed: w.uncheckpointed,
+        });
+        return Err(sql("close stream.db before replacing it")(e));
+    }
+    let path = &inner.path;
+    let side = |p: &Path, suffix: &str| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    // Put whatever is at `path` back in use; `result` is what the caller hears.
+    let reopen = |guard: &mut Option<Writer>, result: Result<(), StreamError>| match open_writer(
+        path,
+        &inner.options,
+    ) {
+        Ok((conn, _)) => {
+            *guard = Some(Writer {
+                conn,
+                uncheckpointed: CHECKPOINT_BYTES,
+            });
+            result
+        }
+        Err(e) => {
+            inner.closed.store(true, Ordering::SeqCst);
+            tracing::error!(path = %path.display(), error = %e, "stream.db could not be reopened; the stream is closed");
+            result.and(Err(e))
+        }
+    };
+    if let Err(e) = std::fs::rename(path, kept).map_err(io("keep the replaced stream", kept)) {
+        return reopen(&mut guard, Err(e));
+    }
+    for suffix in ["-wal", "-shm"] {
+        let from = side(path, suffix);
+        if from.exists() {
+            if let Err(e) = std::fs::rename(&from, side(kept, suffix)) {
+                tracing::warn!(file = %from.display(), error = %e, "could not move a replaced stream's side file");
+            }
+        }
+    }
+    if let Err(e) =
+        std::fs::rename(new_path, path).map_err(io("move the new stream in place", path))
+    {
+        if let Err(back) = std::fs::rename(kept, path) {
+            // Nothing is at `path` now: reopening would create an empty stream there.
+            inner.closed.store(true, Ordering::SeqCst);
+            tracing::error!(
+                path = %path.display(),
+                kept = %kept.display(),
+                error = %back,
+                "the old stream could not be put back; the stream is closed"
+            );
+            return Err(e);
+        }
+        return reopen(&mut guard, Err(e));
+    }
+    if let Some(parent) = path.parent() {
+        if let Err(e) = std::fs::File::open(parent).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %parent.display(), error = %e, "could not sync the data directory after replacing the stream");
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(rebuild_dir) {
+        tracing::warn!(dir = %rebuild_dir.display(), error = %e, "could not remove the rebuild directory");
+    }
+    reopen(&mut guard, Ok(()))
 }
 
 fn open_writer(path: &Path, o: &SqliteOptions) -> Result<(Connection, usize), StreamError> {

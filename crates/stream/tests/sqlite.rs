@@ -537,3 +537,127 @@ proptest! {
         })?;
     }
 }
+
+/// Alters an event's data the way someone with the file would: past the append-only trigger.
+fn tamper(dir: &Path, seq: u64) {
+    let mut c = raw(dir);
+    let tx = c.transaction().unwrap();
+    tx.execute_batch("DROP TRIGGER events_no_update").unwrap();
+    tx.execute(
+        "UPDATE events SET data = ?1 WHERE seq = ?2",
+        rusqlite::params![event_with(seq, seq, 7).record_bytes, seq as i64],
+    )
+    .unwrap();
+    tx.execute_batch(
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+         BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_replacement_takes_the_place_of_a_damaged_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    let clone = s.clone();
+    s.append(batch(0..50)).await.unwrap();
+    tamper(dir.path(), 10);
+    let before = everything(&s).await;
+    assert_ne!(before[10].event, event(10), "the tamper took");
+    let last_old = before.last().unwrap().position;
+    // A subscriber and a pooled reader from before the replacement.
+    let mut sub = s.subscribe(None);
+    for _ in 0..50 {
+        sub.next().await.unwrap().unwrap();
+    }
+
+    let r = s.prepare_replacement().await.unwrap();
+    assert!(dir.path().join("stream-rebuild/stream.db").exists());
+    r.stream().append(batch(0..50)).await.unwrap();
+    // Until it is put in place, the live stream is untouched.
+    assert_eq!(everything(&s).await, before);
+    let out = s.replace(r, "run-1").await.unwrap();
+    assert_eq!(out.highest_seq, Some(49));
+    assert_eq!(out.kept_at, dir.path().join("stream.db.replaced-run-1"));
+    assert!(!dir.path().join("stream-rebuild").exists());
+
+    // Every handle reads the new file; its positions come after the old ones.
+    for h in [&s, &clone] {
+        let after = everything(h).await;
+        assert_eq!(after.len(), 50);
+        for (i, e) in after.iter().enumerate() {
+            assert_eq!(e.event, event(i as u64));
+            assert!(e.position > last_old, "{:?} after {last_old:?}", e.position);
+        }
+    }
+    // The subscriber hears the rebuilt events, in order.
+    for i in 0..50u64 {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.event, event(i));
+    }
+    // Appends go on from there, through either handle.
+    clone.append(batch(50..60)).await.unwrap();
+    assert_eq!(s.highest_seq().await.unwrap(), Some(59));
+    let e = s.append(batch(10..11)).await.unwrap();
+    assert_eq!(e.already_present, 1, "the rebuilt event is the ledger's");
+
+    // The damaged file is kept, as it was, for whoever investigates.
+    let kept = rusqlite::Connection::open(&out.kept_at).unwrap();
+    let data: Vec<u8> = kept
+        .query_row("SELECT data FROM events WHERE seq = 10", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(data, event_with(10, 10, 7).record_bytes);
+    // And the new file keeps the append-only guard.
+    let e = raw(dir.path())
+        .execute("DELETE FROM events WHERE seq = 0", [])
+        .unwrap_err();
+    assert!(e.to_string().contains("append-only"), "{e}");
+    s.close().await.unwrap();
+    assert_eq!(everything(&open(dir.path()).await).await.len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_refuses_a_bad_label_and_a_used_one_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    s.append(batch(0..5)).await.unwrap();
+    let before = everything(&s).await;
+    for label in ["", "../escape", "a b", &"x".repeat(65)] {
+        let r = s.prepare_replacement().await.unwrap();
+        r.stream().append(batch(0..1)).await.unwrap();
+        let e = s.replace(r, label).await.unwrap_err();
+        assert!(e.to_string().contains("label"), "{label:?}: {e}");
+        assert_eq!(everything(&s).await, before);
+    }
+    std::fs::write(dir.path().join("stream.db.replaced-taken"), b"evidence").unwrap();
+    let r = s.prepare_replacement().await.unwrap();
+    r.stream().append(batch(0..1)).await.unwrap();
+    let e = s.replace(r, "taken").await.unwrap_err();
+    assert!(e.to_string().contains("already kept"), "{e}");
+    assert_eq!(
+        std::fs::read(dir.path().join("stream.db.replaced-taken")).unwrap(),
+        b"evidence"
+    );
+    assert_eq!(everything(&s).await, before);
+    s.append(batch(5..6)).await.unwrap();
+
+    // A leftover rebuild directory (a crash mid-rebuild) is discarded by the next one, and a
+    // replacement dropped without being put in place leaves the stream as it was.
+    let r = s.prepare_replacement().await.unwrap();
+    r.stream().append(batch(0..3)).await.unwrap();
+    drop(r);
+    let r = s.prepare_replacement().await.unwrap();
+    assert_eq!(r.stream().highest_seq().await.unwrap(), None);
+    drop(r);
+    assert_eq!(s.highest_seq().await.unwrap(), Some(5));
+
+    s.close().await.unwrap();
+    let r = open(dir.path()).await.prepare_replacement().await.unwrap();
+    let e = s.replace(r, "closed").await.unwrap_err();
+    assert!(matches!(e, StreamError::Closed), "{e}");
+}
