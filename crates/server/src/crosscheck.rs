@@ -590,21 +590,36 @@ impl CrossCheck {
                         .to_owned()
                 } else if action.operation == Operation::RebuildStream {
                     let label = action_id.to_string();
-                    match crate::rebuild::rebuild_stream(&self.service.inner, &label).await {
-                        Ok(r) => format!(
-                            "applied: the stream was rebuilt from the ledger's {} entries (its \
-                             signed checkpoint), checked against the checkpoint's root and put \
-                             in place; the replaced stream is kept at {}",
-                            r.size,
-                            r.kept_at.display()
-                        ),
-                        Err(RebuildError::Unsupported(backend)) => format!(
-                            "deferred: approved; the service does not rebuild a {backend} \
-                             stream: the operator rebuilds it from the ledger (a new stream, \
-                             filled with `triplicate recovery`) and the next run confirms it"
-                        ),
-                        Err(e) => format!("failed: {e}"),
+                    let frozen = self.service.writes_frozen();
+                    match frozen {
+                        // A later run found the ledger at fault: nothing is copied from it
+                        // until an operator has acted; the approval may be given again.
+                        Some(reason) => Err(RebuildError::Failed(format!(
+                            "writes are frozen ({reason}): the stream is not rebuilt from a \
+                             ledger under suspicion; approve again once writes are resumed"
+                        ))),
+                        None => crate::rebuild::rebuild_stream(&self.service.inner, &label).await,
                     }
+                    .map_or_else(
+                        |e| match e {
+                            RebuildError::Unsupported(backend) => format!(
+                                "deferred: approved; the service does not rebuild a {backend} \
+                                 stream: the operator rebuilds it from the ledger (a new \
+                                 stream, filled with `triplicate recovery`) and the next run \
+                                 confirms it"
+                            ),
+                            e => format!("failed: {e}"),
+                        },
+                        |r| {
+                            format!(
+                                "applied: the stream was rebuilt from the ledger's {} entries \
+                                 (its signed checkpoint), checked against the checkpoint's root \
+                                 and put in place; the replaced stream is kept at {}",
+                                r.size,
+                                r.kept_at.display()
+                            )
+                        },
+                    )
                 } else if action.operation.is_executable() {
                     let inner = &self.service.inner;
                     let _stream = inner.stream_state.write.lock().await;

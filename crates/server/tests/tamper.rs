@@ -972,6 +972,25 @@ async fn a_stream_rebuild_runs_beside_submissions_and_loses_none() {
         .unwrap()
         .to_owned();
 
+    // While writes are frozen (a later run found the ledger at fault), nothing is copied from
+    // the ledger: the approval fails and the repair waits for another.
+    h.r.service.freeze_writes("a test froze writes".into());
+    let (status, out) = h
+        .verdict(&action_id, Verdict::Approved, "rebuild it from the ledger")
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let outcome = out["outcome"].as_str().unwrap();
+    assert!(
+        outcome.starts_with("failed: writes are frozen (a test froze writes)"),
+        "{outcome}"
+    );
+    assert_eq!(h.stored(&run).await["actions"][0]["pending"], true);
+    assert!(!dir
+        .path()
+        .join(format!("stream.db.replaced-{action_id}"))
+        .exists());
+    h.r.service.resume_writes();
+
     // A secretary keeps submitting while the auditor's approval rebuilds the stream.
     let submitting = async {
         let mut seqs = Vec::new();
