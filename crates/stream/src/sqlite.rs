@@ -532,6 +532,16 @@ fn swap_files(
         }
         return reopen(&mut guard, Err(e));
     }
+    // The new file was closed by its only connection, which leaves no WAL behind; should one
+    // be there all the same, it holds committed events and goes with the file.
+    for suffix in ["-wal", "-shm"] {
+        let from = side(new_path, suffix);
+        if from.exists() {
+            if let Err(e) = std::fs::rename(&from, side(path, suffix)) {
+                tracing::warn!(file = %from.display(), error = %e, "could not move the new stream's side file");
+            }
+        }
+    }
     if let Some(parent) = path.parent() {
         if let Err(e) = std::fs::File::open(parent).and_then(|d| d.sync_all()) {
             tracing::warn!(dir = %parent.display(), error = %e, "could not sync the data directory after replacing the stream");
