@@ -438,6 +438,24 @@ pub struct Replaced {
     pub highest_seq: Option<u64>,
 }
 
+/// Moves a database's `-wal` and `-shm` files, where there are any, along with it (a reader
+/// still holding the old file open keeps its WAL).
+fn move_side_files(from: &Path, to: &Path) {
+    let side = |p: &Path, suffix: &str| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    for suffix in ["-wal", "-shm"] {
+        let file = side(from, suffix);
+        if file.exists() {
+            if let Err(e) = std::fs::rename(&file, side(to, suffix)) {
+                tracing::warn!(file = %file.display(), error = %e, "could not move a stream database's side file");
+            }
+        }
+    }
+}
+
 /// The file moves of [`SqliteStream::replace`], under the writer lock.
 fn swap_files(
     inner: &Inner,
@@ -482,11 +500,6 @@ fn swap_files(
         return Err(sql("close stream.db before replacing it")(e));
     }
     let path = &inner.path;
-    let side = |p: &Path, suffix: &str| {
-        let mut s = p.as_os_str().to_owned();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
     // Put whatever is at `path` back in use; `result` is what the caller hears.
     let reopen = |guard: &mut Option<Writer>, result: Result<(), StreamError>| match open_writer(
         path,
@@ -508,14 +521,7 @@ fn swap_files(
     if let Err(e) = std::fs::rename(path, kept).map_err(io("keep the replaced stream", kept)) {
         return reopen(&mut guard, Err(e));
     }
-    for suffix in ["-wal", "-shm"] {
-        let from = side(path, suffix);
-        if from.exists() {
-            if let Err(e) = std::fs::rename(&from, side(kept, suffix)) {
-                tracing::warn!(file = %from.display(), error = %e, "could not move a replaced stream's side file");
-            }
-        }
-    }
+    move_side_files(path, kept);
     if let Err(e) =
         std::fs::rename(new_path, path).map_err(io("move the new stream in place", path))
     {
@@ -530,18 +536,12 @@ fn swap_files(
             );
             return Err(e);
         }
+        move_side_files(kept, path);
         return reopen(&mut guard, Err(e));
     }
     // The new file was closed by its only connection, which leaves no WAL behind; should one
     // be there all the same, it holds committed events and goes with the file.
-    for suffix in ["-wal", "-shm"] {
-        let from = side(new_path, suffix);
-        if from.exists() {
-            if let Err(e) = std::fs::rename(&from, side(path, suffix)) {
-                tracing::warn!(file = %from.display(), error = %e, "could not move the new stream's side file");
-            }
-        }
-    }
+    move_side_files(new_path, path);
     if let Some(parent) = path.parent() {
         if let Err(e) = std::fs::File::open(parent).and_then(|d| d.sync_all()) {
             tracing::warn!(dir = %parent.display(), error = %e, "could not sync the data directory after replacing the stream");
