@@ -117,7 +117,10 @@ fn submit(a: SubmitBenchArgs) -> anyhow::Result<ExitCode> {
                     projection: ProjectionChoice::Sqlite,
                     stream: Default::default(),
                     origin: DEV_ORIGIN.to_owned(),
-                    options: ServiceOptions::default(),
+                    options: ServiceOptions {
+                        scheduled_crosscheck: false,
+                        ..ServiceOptions::default()
+                    },
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!(e))

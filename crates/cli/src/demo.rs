@@ -217,7 +217,10 @@ async fn start(data_dir: &Path, origin: &str, stream: StreamChoice) -> anyhow::R
         projection: ProjectionChoice::Sqlite,
         stream,
         origin: origin.to_owned(),
-        options: ServiceOptions::default(),
+        options: ServiceOptions {
+            scheduled_crosscheck: false,
+            ..ServiceOptions::default()
+        },
     })
     .await
     .map_err(|e| anyhow::anyhow!(e))

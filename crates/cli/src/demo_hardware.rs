@@ -139,10 +139,16 @@ pub async fn start(data_dir: &Path, origin: &str) -> anyhow::Result<Hardware> {
             tok("demo-auditor", Role::Auditor, &auditor_token),
         ],
     };
-    let mut running = triplicate_server::start_configured(config, ServiceOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("start the service with the notary on SoftHSM2")?;
+    let mut running = triplicate_server::start_configured(
+        config,
+        ServiceOptions {
+            scheduled_crosscheck: false,
+            ..ServiceOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+    .context("start the service with the notary on SoftHSM2")?;
     running.admin_token = admin;
     running.auditor_token = auditor_token;
     running.auditor = Some(auditor);

@@ -46,7 +46,7 @@ async fn start(dir: &Path, listen: SocketAddr) -> Running {
         projection: ProjectionChoice::Sqlite,
         stream: Default::default(),
         origin: DEV_ORIGIN.into(),
-        options: ServiceOptions::default(),
+        options: ServiceOptions::on_demand_crosscheck(),
     })
     .await
     .unwrap()

@@ -50,7 +50,7 @@ async fn reports_show_approve_and_reject_through_the_cli() {
         projection: ProjectionChoice::Sqlite,
         stream: Default::default(),
         origin: DEV_ORIGIN.into(),
-        options: ServiceOptions::default(),
+        options: ServiceOptions::on_demand_crosscheck(),
     })
     .await
     .unwrap();
@@ -173,7 +173,7 @@ async fn crosscheck_run_on_a_data_dir_and_through_the_service() {
         projection: ProjectionChoice::Sqlite,
         stream: Default::default(),
         origin: DEV_ORIGIN.into(),
-        options: ServiceOptions::default(),
+        options: ServiceOptions::on_demand_crosscheck(),
     })
     .await
     .unwrap();

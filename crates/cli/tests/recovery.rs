@@ -51,7 +51,7 @@ async fn start(dir: &Path) -> Result<triplicate_server::Running, triplicate_serv
         projection: ProjectionChoice::Sqlite,
         stream: Default::default(),
         origin: DEV_ORIGIN.into(),
-        options: ServiceOptions::default(),
+        options: ServiceOptions::on_demand_crosscheck(),
     })
     .await
 }

@@ -233,6 +233,7 @@ async fn launch(
 ) -> Result<Running, StartFailure> {
     let verification = crosscheck::load_policy(parts.policy_dir.as_deref())
         .map_err(|e| StartFailure::Config(format!("verification policy: {e}")))?;
+    let scheduled = parts.options.scheduled_crosscheck;
     let service = Service::start(parts).await?;
     let checker = std::sync::Arc::new(
         crosscheck::CrossCheck::new(service.clone(), verification)
@@ -249,7 +250,12 @@ async fn launch(
     let addr = listener.local_addr()?;
     let catchup = catchup::spawn(&service, stopped(stop_rx.clone()));
     let flusher = spawn_flusher(ledger, stopped(stop_rx.clone()));
-    let verifier = checker.clone().spawn(stopped(stop_rx.clone()));
+    let verifier = if scheduled {
+        checker.clone().spawn(stopped(stop_rx.clone()))
+    } else {
+        tracing::info!("the scheduled cross-check is off (runs happen on demand only)");
+        tokio::spawn(async {})
+    };
     let drill_loop = drills.clone().spawn(stopped(stop_rx.clone()));
     let state = http::AppState {
         service: service.clone(),

@@ -48,6 +48,11 @@ pub struct ServiceOptions {
     pub catchup_batch: usize,
     /// How often the catch-up worker retries a pending store.
     pub catchup_interval: Duration,
+    /// Whether the service runs the cross-check on its own, on the `verification.toml`
+    /// schedule (on by default). `triplicate demo` and the embedded `bench submit` turn it
+    /// off: they run the cross-check when they mean to, and a scheduled run landing in the
+    /// middle would change what they show. On-demand runs and drills are not affected.
+    pub scheduled_crosscheck: bool,
 }
 
 impl Default for ServiceOptions {
@@ -57,6 +62,17 @@ impl Default for ServiceOptions {
             store_timeout: Duration::from_secs(5),
             catchup_batch: 1000,
             catchup_interval: Duration::from_secs(1),
+            scheduled_crosscheck: true,
+        }
+    }
+}
+
+impl ServiceOptions {
+    /// The defaults without the scheduled cross-check: runs happen on demand only.
+    pub fn on_demand_crosscheck() -> ServiceOptions {
+        ServiceOptions {
+            scheduled_crosscheck: false,
+            ..ServiceOptions::default()
         }
     }
 }

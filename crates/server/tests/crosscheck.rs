@@ -32,12 +32,23 @@ async fn start(dir: &std::path::Path) -> Harness {
     start_with(dir, None).await
 }
 
-/// Starts the service; `verification` is written as the policy's `verification.toml`.
+/// Starts the service; `verification` is written as the policy's `verification.toml`. The
+/// schedule runs only where a test wrote one: otherwise the default (every five minutes) could
+/// add a run, and its audit record, in the middle of a test.
 async fn start_with(dir: &std::path::Path, verification: Option<&str>) -> Harness {
     let dev = dev_setup(dir).unwrap();
     if let Some(v) = verification {
         std::fs::write(dev.policy_dir.join("verification.toml"), v).unwrap();
     }
+    let scheduled = std::fs::read_to_string(dev.policy_dir.join("verification.toml"))
+        .is_ok_and(|t| t.contains("[schedule]"));
+    launch(dir, scheduled).await
+}
+
+/// Starts the service on the development set-up in `dir`, with the scheduled cross-check on
+/// or off.
+async fn launch(dir: &std::path::Path, scheduled: bool) -> Harness {
+    let dev = dev_setup(dir).unwrap();
     let entry = |name: &str, role: Role, token: &str| TokenEntry {
         name: name.into(),
         role,
@@ -65,7 +76,11 @@ async fn start_with(dir: &std::path::Path, verification: Option<&str>) -> Harnes
             entry("submitter", Role::Submitter, SUBMITTER),
         ],
     };
-    let r = triplicate_server::start_configured(config, ServiceOptions::default())
+    let options = ServiceOptions {
+        scheduled_crosscheck: scheduled,
+        ..ServiceOptions::default()
+    };
+    let r = triplicate_server::start_configured(config, options)
         .await
         .unwrap();
     let base = format!("http://{}", r.addr);
@@ -442,5 +457,29 @@ async fn the_loop_runs_on_the_verification_toml_schedule() {
     assert_eq!(counts(&last), (0, 0, 0, 0), "{last}");
     // Signatures were re-verified, as the file asks: two approvals and the notary per record.
     assert!(last["signatures_checked"].as_u64().unwrap() >= 15, "{last}");
+    h.r.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_schedule_off_nothing_runs_until_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    dev_setup(dir.path()).unwrap();
+    std::fs::write(
+        DevPaths::new(dir.path()).policies.join("verification.toml"),
+        "[schedule]\nincremental = \"* * * * * *\"\nfull = \"* * * * * *\"\n",
+    )
+    .unwrap();
+    let h = launch(dir.path(), false).await;
+    h.submit_many(3).await;
+    // Three seconds of a schedule that fires every second: no run, no audit record.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (status, _) = h
+        .call("GET", "/v1/crosscheck/last", Some(AUDITOR), None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(h.r.service.ledger().tree_size(), 3);
+    // On demand it runs as ever.
+    let report = h.crosscheck(false).await;
+    assert_eq!(report["records_compared"], 3, "{report}");
     h.r.stop().await.unwrap();
 }

@@ -25,7 +25,7 @@ async fn start(dir: &std::path::Path) -> Running {
         projection: ProjectionChoice::Sqlite,
         stream: Default::default(),
         origin: DEV_ORIGIN.into(),
-        options: ServiceOptions::default(),
+        options: ServiceOptions::on_demand_crosscheck(),
     })
     .await
     .unwrap()

@@ -136,7 +136,7 @@ async fn approvers_on_piv_and_softhsm_notary_on_softhsm_end_to_end() {
             entry("submitter", Role::Submitter, SUBMITTER),
         ],
     };
-    let r = triplicate_server::start_configured(config, ServiceOptions::default())
+    let r = triplicate_server::start_configured(config, ServiceOptions::on_demand_crosscheck())
         .await
         .unwrap_or_else(|e| panic!("start with the notary on SoftHSM2: {e}"));
     let base = format!("http://{}", r.addr);

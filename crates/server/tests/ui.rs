@@ -104,7 +104,7 @@ async fn start(verification: &str) -> H {
         projection: ProjectionChoice::Sqlite,
         stream: Default::default(),
         origin: DEV_ORIGIN.into(),
-        options: ServiceOptions::default(),
+        options: ServiceOptions::on_demand_crosscheck(),
     })
     .await
     .unwrap();

@@ -36,7 +36,7 @@ async fn start(dir: &std::path::Path, verification: &str) -> H {
         projection: ProjectionChoice::Sqlite,
         stream: Default::default(),
         origin: DEV_ORIGIN.into(),
-        options: ServiceOptions::default(),
+        options: ServiceOptions::on_demand_crosscheck(),
     })
     .await
     .unwrap();

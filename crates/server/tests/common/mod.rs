@@ -249,7 +249,7 @@ pub async fn start_with(
         projection,
         stream,
         origin: triplicate_server::setup::DEV_ORIGIN.into(),
-        options: triplicate_server::ServiceOptions::default(),
+        options: triplicate_server::ServiceOptions::on_demand_crosscheck(),
     })
     .await
     .unwrap()
