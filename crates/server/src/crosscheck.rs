@@ -526,8 +526,9 @@ impl CrossCheck {
     /// Records an auditor's verdict on a proposed repair, signed with the auditor's key (see
     /// [`triplicate_verifier::review`]), and on approval runs the repair: projection rows,
     /// missing stream events, and a rebuild of the embedded stream from the ledger
-    /// ([`crate::rebuild`]); a JetStream or KurrentDB rebuild, or any repair of a run that
-    /// found the ledger itself at fault, is recorded as `deferred` for the operator. One verdict closes an action, except an approval whose repair failed,
+    /// ([`crate::rebuild`]; not while writes are frozen). A JetStream or KurrentDB rebuild, or
+    /// any repair of a run that found the ledger itself at fault, is recorded as `deferred`
+    /// for the operator. One verdict closes an action, except an approval whose repair failed,
     /// which may be approved again. Serialised with runs.
     pub async fn review(
         &self,
