@@ -201,12 +201,14 @@ pub(crate) async fn run_drill(
     }
     let drills = s
         .drills
-        .as_ref()
+        .clone()
         .ok_or_else(|| Problem::unavailable("this service runs no drills"))?;
     tracing::info!(by = %who, %scenario, "drill requested");
-    let out = drills
-        .run(DrillOptions::new(scenario))
+    // A task of its own, so the drill runs to the end (and its report is kept) even if the
+    // caller hangs up: a drill cut short would leave its scratch copy and no report.
+    let out = tokio::spawn(async move { drills.run(DrillOptions::new(scenario)).await })
         .await
+        .map_err(|e| Problem::internal(format!("the drill failed: {e}")))?
         .map_err(|e| match e {
             DrillError::Busy => Problem::new(
                 StatusCode::CONFLICT,

@@ -585,10 +585,7 @@ async fn crosscheck_run(
     } else {
         serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("the body: {e}")))?
     };
-    let report = checker(&s)?
-        .run_now(params.full)
-        .await
-        .map_err(|e| Problem::unavailable(format!("the cross-check could not run: {e}")))?;
+    let report = crate::verification_http::run_detached(&s, params.full).await?;
     Ok(Json(&report.report).into_response())
 }
 

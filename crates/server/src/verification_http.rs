@@ -268,10 +268,7 @@ pub(crate) async fn post_run(
     } else {
         serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("the body: {e}")))?
     };
-    let run = checker(&s)?
-        .run_now(params.full)
-        .await
-        .map_err(|e| Problem::unavailable(format!("the cross-check could not run: {e}")))?;
+    let run = run_detached(&s, params.full).await?;
     let run_id = run.report.run_id;
     // Served from the store, as every later read will be; if the store is down the run is
     // still answered from memory (its report waits to be stored).
@@ -416,8 +413,24 @@ pub(crate) fn not_an_auditor(role: Role, how: &str) -> Problem {
     )
 }
 
+/// Runs the cross-check as a task of its own, to the end even if the caller hangs up: a run
+/// cut short would leave repairs made and no report saying so.
+pub(crate) async fn run_detached(
+    s: &AppState,
+    full: bool,
+) -> Result<std::sync::Arc<crate::crosscheck::RunRecord>, Problem> {
+    let checker = checker(s)?.clone();
+    tokio::spawn(async move { checker.run_now(full).await })
+        .await
+        .map_err(|e| Problem::internal(format!("the cross-check run failed: {e}")))?
+        .map_err(|e| Problem::unavailable(format!("the cross-check could not run: {e}")))
+}
+
 /// Records `who`'s verdict on repair `action_id` through the cross-verifier (which checks the
-/// signature and runs an approved repair), mapping its refusals to problems.
+/// signature and runs an approved repair), mapping its refusals to problems. The review runs
+/// as a task of its own, to the end even if the caller hangs up: an approved repair (a stream
+/// rebuild may take a while) and the verdict that records its outcome are never cut apart by a
+/// dropped connection.
 pub(crate) async fn record_verdict(
     s: &AppState,
     who: &str,
@@ -425,9 +438,10 @@ pub(crate) async fn record_verdict(
     verdict: Verdict,
     signed: SignedVerdict,
 ) -> Result<ReviewOutcome, Problem> {
-    let out = checker(s)?
-        .review(action_id, verdict, signed)
+    let checker = checker(s)?.clone();
+    let out = tokio::spawn(async move { checker.review(action_id, verdict, signed).await })
         .await
+        .map_err(|e| Problem::internal(format!("the review of {action_id} failed: {e}")))?
         .map_err(|e| match e {
             ReviewFailure::NotFound(_) => Problem::not_found(e.to_string()),
             ReviewFailure::Closed { .. } => Problem::new(

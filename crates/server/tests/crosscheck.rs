@@ -483,3 +483,53 @@ async fn with_the_schedule_off_nothing_runs_until_asked() {
     assert_eq!(report["records_compared"], 3, "{report}");
     h.r.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_caller_hangs_up_still_finishes_and_is_stored() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let h = launch(dir.path(), false).await;
+    h.submit_many(300).await;
+    // The whole request is sent, then, once the server has had a moment to take it up, the
+    // connection is closed before any answer (a client that timed out during a long run).
+    let body = r#"{"full": true}"#;
+    let request = format!(
+        "POST /v1/verification/runs HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {AUDITOR}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        h.r.addr,
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(h.r.addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(socket);
+
+    // The run finished: its report is stored and its audit record is in the ledger.
+    let mut last = (0, Value::Null);
+    for _ in 0..300 {
+        last = h
+            .call("GET", "/v1/crosscheck/last", Some(AUDITOR), None)
+            .await;
+        if last.0 == 200 && h.r.service.ledger().tree_size() == 301 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, report) = last;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["records_compared"], 300, "{report}");
+    assert_eq!(h.r.service.ledger().tree_size(), 301, "its audit record");
+    let (status, stored) = h
+        .call(
+            "GET",
+            &format!(
+                "/v1/verification/reports/{}",
+                report["run_id"].as_str().unwrap()
+            ),
+            Some(AUDITOR),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{stored}");
+    h.r.stop().await.unwrap();
+}

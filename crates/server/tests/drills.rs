@@ -298,6 +298,41 @@ async fn drills_run_one_at_a_time_and_need_an_admin() {
     assert_eq!(statuses, [201, 409], "{} {}", a.1, b.1);
     let done = if a.0 == 201 { a.1 } else { b.1 };
     assert_eq!(done["report"]["passed"], true, "{done}");
+
+    // A caller that hangs up mid-drill (a client timeout): the drill still runs to the end
+    // and its report is kept.
+    use tokio::io::AsyncWriteExt as _;
+    let body = body.to_string();
+    let request = format!(
+        "POST /v1/drills/runs HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        r.addr,
+        r.admin_token,
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    drop(socket);
+    let mut listed = 0;
+    for _ in 0..600 {
+        let (status, page) = common::call(
+            &http,
+            &base,
+            "GET",
+            "/v1/drills?scenario=lose-projection",
+            Some(&r.auditor_token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        listed = page["drills"].as_array().unwrap().len();
+        if listed == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed, 2, "the hung-up drill's report is kept");
     r.stop().await.unwrap();
 }
 

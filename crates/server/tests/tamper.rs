@@ -1119,6 +1119,73 @@ async fn a_stream_rebuild_that_does_not_match_the_signed_checkpoint_is_not_put_i
     h.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_whose_caller_hangs_up_still_runs_and_is_recorded() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(
+        dir.path(),
+        "TRIPLICATE_TEST_TAMPER_SECRET_STREAM_REBUILD_HANGUP",
+    )
+    .await;
+    h.populate(LEDGER_RECORDS).await;
+    let (bytes, _, _, title) = h.ledger_record(SEQ);
+    let altered = replace_once(
+        &bytes,
+        &format!("\"title\":\"{title}\""),
+        "\"title\":\"Adopt a motion nobody approved\"",
+    );
+    alter_stream_event(dir.path(), SEQ, &altered);
+    let run = h.run().await;
+    assert_eq!(counts(&run["report"]), (0, 0, 1, 0), "{run}");
+    let action_id = run["report"]["actions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The whole request is sent, then, once the server has had a moment to take it up, the
+    // connection is closed before any answer, as a client that timed out during a long rebuild
+    // would. (A connection closed at once may be dropped before its request is read at all.)
+    let path = format!("/v1/verification/repairs/{action_id}");
+    let (status, repair) = h.call("GET", &path, Some(h.auditor()), None).await;
+    assert_eq!(status, 200, "{repair}");
+    let body = verdict_body(
+        h.r.auditor.as_ref().unwrap(),
+        &repair,
+        Verdict::Approved,
+        "rebuild it from the ledger",
+    )
+    .to_string();
+    let request = format!(
+        "POST {path}/approve HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        h.r.addr,
+        h.auditor(),
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(h.r.addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(socket);
+
+    // The rebuild ran to the end and its verdict was recorded.
+    let mut stored = Value::Null;
+    for _ in 0..300 {
+        stored = h.stored(&run).await;
+        if stored["actions"][0]["status"] == "applied" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored["actions"][0]["status"], "applied", "{stored}");
+    assert_eq!(stored["actions"][0]["reviews"][0]["verdict"], "approved");
+    assert_eq!(stream_data(dir.path(), "stream.db", SEQ), bytes);
+    h.settle().await;
+    let next = h.run().await;
+    assert_eq!(counts(&next["report"]), (0, 0, 0, 0), "{next}");
+    h.stop().await;
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> usize {
     haystack
         .windows(needle.len())
