@@ -486,23 +486,18 @@ async fn with_the_schedule_off_nothing_runs_until_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_caller_hangs_up_still_finishes_and_is_stored() {
-    use tokio::io::AsyncWriteExt as _;
     let dir = tempfile::tempdir().unwrap();
     let h = launch(dir.path(), false).await;
     h.submit_many(300).await;
     // The whole request is sent, then, once the server has had a moment to take it up, the
     // connection is closed before any answer (a client that timed out during a long run).
-    let body = r#"{"full": true}"#;
-    let request = format!(
-        "POST /v1/verification/runs HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {AUDITOR}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+    common::post_and_hang_up(
         h.r.addr,
-        body.len()
-    );
-    let mut socket = tokio::net::TcpStream::connect(h.r.addr).await.unwrap();
-    socket.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    drop(socket);
+        "/v1/verification/runs",
+        AUDITOR,
+        r#"{"full": true}"#,
+    )
+    .await;
 
     // The run finished: its report is stored and its audit record is in the ledger.
     let mut last = (0, Value::Null);

@@ -301,19 +301,7 @@ async fn drills_run_one_at_a_time_and_need_an_admin() {
 
     // A caller that hangs up mid-drill (a client timeout): the drill still runs to the end
     // and its report is kept.
-    use tokio::io::AsyncWriteExt as _;
-    let body = body.to_string();
-    let request = format!(
-        "POST /v1/drills/runs HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        r.addr,
-        r.admin_token,
-        body.len()
-    );
-    let mut socket = tokio::net::TcpStream::connect(r.addr).await.unwrap();
-    socket.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    drop(socket);
+    common::post_and_hang_up(r.addr, "/v1/drills/runs", &r.admin_token, &body.to_string()).await;
     let mut listed = 0;
     for _ in 0..600 {
         let (status, page) = common::call(

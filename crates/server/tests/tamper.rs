@@ -1121,7 +1121,6 @@ async fn a_stream_rebuild_that_does_not_match_the_signed_checkpoint_is_not_put_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_whose_caller_hangs_up_still_runs_and_is_recorded() {
-    use tokio::io::AsyncWriteExt as _;
     let dir = tempfile::tempdir().unwrap();
     let h = start(
         dir.path(),
@@ -1156,17 +1155,7 @@ async fn an_approval_whose_caller_hangs_up_still_runs_and_is_recorded() {
         "rebuild it from the ledger",
     )
     .to_string();
-    let request = format!(
-        "POST {path}/approve HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        h.r.addr,
-        h.auditor(),
-        body.len()
-    );
-    let mut socket = tokio::net::TcpStream::connect(h.r.addr).await.unwrap();
-    socket.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    drop(socket);
+    common::post_and_hang_up(h.r.addr, &format!("{path}/approve"), h.auditor(), &body).await;
 
     // The rebuild ran to the end and its verdict was recorded.
     let mut stored = Value::Null;

@@ -293,3 +293,19 @@ pub async fn drop_nats(choice: &triplicate_server::setup::StreamChoice) {
         }
     }
 }
+
+/// POSTs `body` (JSON) to `path` with `token`, then hangs up 30 ms later without reading the
+/// answer, as a client that timed out would: the server has the whole request and has started
+/// on it.
+pub async fn post_and_hang_up(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) {
+    use tokio::io::AsyncWriteExt as _;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    drop(socket);
+}
