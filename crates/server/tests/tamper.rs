@@ -1042,19 +1042,7 @@ async fn a_stream_rebuild_that_does_not_match_the_signed_checkpoint_is_not_put_i
     )
     .await;
     h.populate(LEDGER_RECORDS).await;
-    let (bytes, _, _, title) = h.ledger_record(SEQ);
-    let altered = replace_once(
-        &bytes,
-        &format!("\"title\":\"{title}\""),
-        "\"title\":\"Adopt a motion nobody approved\"",
-    );
-    alter_stream_event(dir.path(), SEQ, &altered);
-    let run = h.run().await;
-    assert_eq!(counts(&run["report"]), (0, 0, 1, 0), "{run}");
-    let action_id = run["report"]["actions"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (bytes, altered, _, action_id) = altered_and_proposed(&h, dir.path()).await;
 
     // After the run, someone also edits the ledger's copy of entry 0 (one letter of its title
     // in the entry bundle on disk, so the record still parses). A rebuild would copy it.
@@ -1128,19 +1116,7 @@ async fn an_approval_whose_caller_hangs_up_still_runs_and_is_recorded() {
     )
     .await;
     h.populate(LEDGER_RECORDS).await;
-    let (bytes, _, _, title) = h.ledger_record(SEQ);
-    let altered = replace_once(
-        &bytes,
-        &format!("\"title\":\"{title}\""),
-        "\"title\":\"Adopt a motion nobody approved\"",
-    );
-    alter_stream_event(dir.path(), SEQ, &altered);
-    let run = h.run().await;
-    assert_eq!(counts(&run["report"]), (0, 0, 1, 0), "{run}");
-    let action_id = run["report"]["actions"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (bytes, _, run, action_id) = altered_and_proposed(&h, dir.path()).await;
 
     // The whole request is sent, then, once the server has had a moment to take it up, the
     // connection is closed before any answer, as a client that timed out during a long rebuild
@@ -1173,6 +1149,26 @@ async fn an_approval_whose_caller_hangs_up_still_runs_and_is_recorded() {
     let next = h.run().await;
     assert_eq!(counts(&next["report"]), (0, 0, 0, 0), "{next}");
     h.stop().await;
+}
+
+/// Changes the title of the stream's event at `SEQ` (its data only) and runs: the run finds
+/// it (major) and proposes a rebuild. The ledger's bytes, the altered bytes, the run and the
+/// proposed action's id.
+async fn altered_and_proposed(h: &H, dir: &Path) -> (Vec<u8>, Vec<u8>, Value, String) {
+    let (bytes, _, _, title) = h.ledger_record(SEQ);
+    let altered = replace_once(
+        &bytes,
+        &format!("\"title\":\"{title}\""),
+        "\"title\":\"Adopt a motion nobody approved\"",
+    );
+    alter_stream_event(dir, SEQ, &altered);
+    let run = h.run().await;
+    assert_eq!(counts(&run["report"]), (0, 0, 1, 0), "{run}");
+    let action_id = run["report"]["actions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (bytes, altered, run, action_id)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> usize {
