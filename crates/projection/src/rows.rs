@@ -453,7 +453,7 @@ pub(crate) fn assemble(
 /// range reads went from ~123,000 to ~180,000 records/s against leaving one core to the
 /// reading side; PostgreSQL's were about the same either way.)
 pub(crate) fn rebuild_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    triplicate_core::available_threads()
 }
 
 /// Re-derives the bytes of many records on up to `threads` threads (canonicalising is most of
@@ -517,7 +517,7 @@ pub(crate) const CHUNK: usize = 500;
 /// database while validating on the other was 10–25 % slower; the writer spends much of its
 /// time waiting on I/O and the server.)
 pub(crate) fn validation_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    triplicate_core::available_threads()
 }
 
 /// Parses and validates records `offset..offset + part.len()` of a batch

@@ -6,7 +6,8 @@
 //! ledger — the source of truth — and writes them through the stores' ordinary idempotent
 //! append/apply, in batches, holding the store's write lock so the committer waits rather than
 //! racing it. When a store has caught up it is marked healthy and the committer writes it
-//! directly again.
+//! directly again. Each store has its own loop, so one store's long write or hung call never
+//! holds up the other's catch-up.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,30 +19,49 @@ use triplicate_stream::EventStream;
 use crate::service::{event_for, Downstream, Inner, Service};
 
 /// Starts the worker; it stops when `shutdown` resolves.
+///
+/// Each store has a loop of its own, so a store that is slow, unreachable until its timeout, or
+/// held by a long write (an approved stream rebuild holds the stream's write lock while it
+/// copies the ledger) never delays the other's catch-up. A loop finishes the batch it is
+/// writing before it stops.
 pub fn spawn(
     service: &Service,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
     let inner = service.inner.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        tokio::pin!(shutdown);
-        loop {
-            let stream_done = catch_up(&inner, Store::Stream).await;
-            let projection_done = catch_up(&inner, Store::Projection).await;
-            let wait = if stream_done && projection_done {
-                // Nothing pending: wake on the committer's call, or re-probe now and then.
-                inner.options.catchup_interval * 10
-            } else {
-                inner.options.catchup_interval
-            };
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = inner.catchup.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
+        let stream = tokio::spawn(run(inner.clone(), Store::Stream, stop_rx.clone()));
+        let projection = tokio::spawn(run(inner, Store::Projection, stop_rx));
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = stream.await;
+        let _ = projection.await;
         tracing::info!("catch-up worker stopped");
     })
+}
+
+/// One store's loop: catch up, then wait for the committer's call (`Downstream::wake`), the
+/// retry interval while the store is pending, or a longer re-probe interval when it is not.
+async fn run(inner: Arc<Inner>, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let d = store.state(&inner);
+    while !*stop.borrow_and_update() {
+        let wait = if catch_up(&inner, store).await {
+            inner.options.catchup_interval * 10
+        } else {
+            inner.options.catchup_interval
+        };
+        tokio::select! {
+            // A stop, or the worker's handle gone (then there is nobody left to stop it).
+            _ = stop.changed() => {}
+            () = d.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+        if stop.has_changed().is_err() {
+            break;
+        }
+    }
+    tracing::debug!(store = store.name(), "catch-up loop stopped");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,5 +194,129 @@ async fn write(
             .map_err(|_| "timed out".to_owned())?
             .map(|_| ())
             .map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use serde_json::json;
+    use triplicate_core::{Approval, Decision, Timestamp};
+    use triplicate_keys::Signer;
+
+    use super::*;
+    use crate::service::SubmitOutcome;
+    use crate::setup::ProjectionChoice;
+    use crate::{Running, ServeConfig, ServiceOptions};
+
+    async fn submit(r: &Running, title: &str) {
+        let d = Decision::from_json(
+            json!({
+                "id": uuid::Uuid::now_v7().to_string(),
+                "kind": "motion",
+                "title": title,
+                "body": "Moved and carried.",
+                "payload": {},
+                "proposed_at": Timestamp::now().to_string(),
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let approvals: Vec<Approval> = r.approvers[..2]
+            .iter()
+            .map(|key| {
+                let signed_at = Timestamp::now();
+                let msg = triplicate_core::digest::approval_message(
+                    &d.digest().unwrap(),
+                    &key.key_id(),
+                    key.algorithm(),
+                    &signed_at,
+                )
+                .unwrap();
+                Approval {
+                    key_id: key.key_id(),
+                    alg: key.algorithm(),
+                    signature: key.sign(&msg).unwrap(),
+                    signed_at,
+                }
+            })
+            .collect();
+        let body = json!({ "decision": d, "approvals": approvals }).to_string();
+        let out = r.service.submit(body.as_bytes()).await.unwrap();
+        assert!(matches!(out, SubmitOutcome::Created(_)), "{out:?}");
+    }
+
+    /// Waits up to 10 s for `store` to hold everything the ledger does.
+    async fn caught_up(inner: &Inner, store: Store) -> bool {
+        let size = inner.ledger.tree_size();
+        for _ in 0..400 {
+            let d = store.state(inner);
+            if d.size.load(Ordering::Acquire) == size && d.healthy.load(Ordering::Acquire) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    /// An approved stream rebuild marks the stream pending and holds its write lock while it
+    /// copies the ledger (minutes, for a large one). Meanwhile the projection fails and
+    /// misses records: it must be caught up without waiting for the rebuild. (With one loop
+    /// over both stores, the worker sat on the stream's lock and the projection stayed behind
+    /// until the rebuild ended.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_held_by_a_long_write_does_not_hold_up_the_others_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = crate::start(ServeConfig {
+            data_dir: dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            projection: ProjectionChoice::Sqlite,
+            stream: Default::default(),
+            origin: crate::setup::DEV_ORIGIN.into(),
+            options: ServiceOptions {
+                catchup_interval: Duration::from_millis(50),
+                ..ServiceOptions::on_demand_crosscheck()
+            },
+        })
+        .await
+        .unwrap();
+        let inner = r.service.inner.clone();
+        submit(&r, "Before the rebuild").await;
+        assert!(caught_up(&inner, Store::Stream).await);
+        assert!(caught_up(&inner, Store::Projection).await);
+
+        // What `rebuild::rebuild_stream` does before it copies anything.
+        inner.stream_state.healthy.store(false, Ordering::Release);
+        let rebuilding = inner.stream_state.write.lock().await;
+        crate::service::mark_pending(&inner.projection_state, "projection", "test: an outage");
+        for i in 0..3 {
+            submit(&r, &format!("During the rebuild {i}")).await;
+        }
+        assert_eq!(inner.ledger.tree_size(), 4);
+        assert!(
+            caught_up(&inner, Store::Projection).await,
+            "the projection is caught up while the stream's write lock is held: {:?}",
+            r.service.health()
+        );
+        assert_eq!(
+            inner.stream_state.size.load(Ordering::Acquire),
+            1,
+            "the stream was not written while its lock was held"
+        );
+
+        drop(rebuilding);
+        inner.stream_state.wake.notify_one();
+        assert!(
+            caught_up(&inner, Store::Stream).await,
+            "the stream catches up once its lock is released: {:?}",
+            r.service.health()
+        );
+        assert_eq!(inner.stream.highest_seq().await.unwrap(), Some(3));
+        assert_eq!(inner.projection.highest_seq().await.unwrap(), Some(3));
+        r.stop().await.unwrap();
     }
 }

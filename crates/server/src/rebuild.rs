@@ -111,7 +111,7 @@ pub(crate) async fn rebuild_stream(
     }
     drop(guard);
     // Either way the catch-up worker probes the stream and brings it up to the ledger.
-    inner.catchup.notify_one();
+    d.wake.notify_one();
     out
 }
 

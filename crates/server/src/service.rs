@@ -172,6 +172,9 @@ pub(crate) struct Downstream {
     /// Held by whoever writes the store (the committer or the catch-up worker), so their
     /// appends never race into each other's gap checks.
     pub write: tokio::sync::Mutex<()>,
+    /// Wakes this store's catch-up loop: the committer found the store behind or failing, or
+    /// a rebuild finished.
+    pub wake: Notify,
 }
 
 impl Downstream {
@@ -181,6 +184,7 @@ impl Downstream {
             acked: AtomicU64::new(size.min(ledger_size)),
             healthy: AtomicBool::new(true),
             write: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
         }
     }
 }
@@ -197,7 +201,6 @@ pub(crate) struct Inner {
     index: Mutex<HashMap<Uuid, u64>>,
     pub stream_state: Downstream,
     pub projection_state: Downstream,
-    pub catchup: Notify,
     pub options: ServiceOptions,
     pub metrics: crate::metrics::Metrics,
     /// Why writes are refused, when the cross-verifier found the ledger at fault; cleared by
@@ -378,7 +381,6 @@ impl Service {
             index: Mutex::new(index),
             stream_state: Downstream::new(stream_size, size),
             projection_state: Downstream::new(projection_size, size),
-            catchup: Notify::new(),
             options,
             metrics: crate::metrics::Metrics::default(),
             frozen: RwLock::new(frozen),
@@ -1085,12 +1087,12 @@ fn notarise(
 async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u8>]) {
     let d = &inner.stream_state;
     if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
-        inner.catchup.notify_one();
+        d.wake.notify_one();
         return;
     }
     let _guard = d.write.lock().await;
     if d.size.load(Ordering::Acquire) != start {
-        inner.catchup.notify_one();
+        d.wake.notify_one();
         return;
     }
     let batch: Vec<AppendRequest> = match records
@@ -1100,15 +1102,15 @@ async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u
         .collect()
     {
         Ok(b) => b,
-        Err(e) => return mark_pending(inner, d, "stream", &e),
+        Err(e) => return mark_pending(d, "stream", &e),
     };
     match tokio::time::timeout(inner.options.store_timeout, inner.stream.append(batch)).await {
         Ok(Ok(_)) => {
             d.size.store(end, Ordering::Release);
             d.acked.fetch_max(end, Ordering::AcqRel);
         }
-        Ok(Err(e)) => mark_pending(inner, d, "stream", &e.to_string()),
-        Err(_) => mark_pending(inner, d, "stream", "timed out"),
+        Ok(Err(e)) => mark_pending(d, "stream", &e.to_string()),
+        Err(_) => mark_pending(d, "stream", "timed out"),
     }
 }
 
@@ -1116,12 +1118,12 @@ async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u
 async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u8>]) {
     let d = &inner.projection_state;
     if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
-        inner.catchup.notify_one();
+        d.wake.notify_one();
         return;
     }
     let _guard = d.write.lock().await;
     if d.size.load(Ordering::Acquire) != start {
-        inner.catchup.notify_one();
+        d.wake.notify_one();
         return;
     }
     match tokio::time::timeout(
@@ -1134,12 +1136,12 @@ async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[V
             d.size.store(end, Ordering::Release);
             d.acked.fetch_max(end, Ordering::AcqRel);
         }
-        Ok(Err(e)) => mark_pending(inner, d, "projection", &e.to_string()),
-        Err(_) => mark_pending(inner, d, "projection", "timed out"),
+        Ok(Err(e)) => mark_pending(d, "projection", &e.to_string()),
+        Err(_) => mark_pending(d, "projection", "timed out"),
     }
 }
 
-pub(crate) fn mark_pending(inner: &Inner, d: &Downstream, store: &str, reason: &str) {
+pub(crate) fn mark_pending(d: &Downstream, store: &str, reason: &str) {
     if d.healthy.swap(false, Ordering::AcqRel) {
         tracing::warn!(
             store,
@@ -1147,7 +1149,7 @@ pub(crate) fn mark_pending(inner: &Inner, d: &Downstream, store: &str, reason: &
             "store write failed; records are pending until catch-up"
         );
     }
-    inner.catchup.notify_one();
+    d.wake.notify_one();
 }
 
 /// The stream event for committed record bytes at `seq` (the stream validates them fully).

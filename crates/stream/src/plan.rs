@@ -87,8 +87,7 @@ impl<'a> Validation<'a> {
             0
         } else {
             // The calling thread validates too, whenever it waits.
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
+            triplicate_core::available_threads()
                 .saturating_sub(1)
                 .max(1)
         };

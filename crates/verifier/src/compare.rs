@@ -510,9 +510,7 @@ fn head(bytes: &[u8]) -> Option<Head> {
 /// Maps `items` on every available core (the batch's CPU work is SHA-256, parsing and
 /// signature checks), unless there are fewer than `min_each` items per core to give.
 fn par_map<T: Sync, R: Send>(items: &[T], min_each: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
+    let threads = triplicate_core::available_threads().min(8);
     if threads <= 1 || items.len() < min_each.max(1) * 2 {
         return items.iter().map(&f).collect();
     }

@@ -206,7 +206,7 @@ impl<L: Ledger + ?Sized> RowDigestSource for LedgerLeaves<'_, L> {
     ) -> Result<Vec<(u32, Hash)>, VerifyError> {
         let width = row_digest::part_width(range.start, range.end, parts);
         let end = range.end.min(self.0.tree_size());
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = triplicate_core::available_threads();
         let mut digests = row_digest::PartDigests::new(range.start, width);
         let mut lo = range.start;
         while lo < end {
