@@ -98,14 +98,5 @@ pub fn decision(i: u64) -> anyhow::Result<Decision> {
 /// [`Approval::message`] of the decision's digest, which binds the key id, the algorithm and
 /// `signed_at` too.
 pub fn approve(decision: &Decision, signer: &dyn Signer) -> anyhow::Result<Approval> {
-    let digest = decision.digest().context("decision digest")?;
-    let mut approval = Approval {
-        key_id: signer.key_id(),
-        alg: signer.algorithm(),
-        signature: Vec::new(),
-        signed_at: Timestamp::now(),
-    };
-    let msg = approval.message(&digest).context("approval message")?;
-    approval.signature = signer.sign(&msg).context("approver signs")?;
-    Ok(approval)
+    triplicate_keys::approve(decision, signer, Timestamp::now()).context("approver signs")
 }

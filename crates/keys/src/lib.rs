@@ -43,7 +43,7 @@ pub use batch::{verify_many, VerifyItem};
 pub use note::NoteError;
 pub use pkcs11::Pkcs11Signer;
 pub use public_key::{KeyError, PublicKey, VerifyError};
-pub use signer::{SignError, Signer};
+pub use signer::{approve, ApproveError, SignError, Signer};
 pub use software::{KeyFileError, SoftwareSigner, DEFAULT_KEY_NAME};
 pub use spec::{Interaction, KeySpec, KeySpecError, OpenOptions, PinError, PinSource};
 pub use triplicate_core::{Algorithm, KeyId};

@@ -105,3 +105,36 @@ pub trait Signer: Send + Sync + fmt::Debug {
         self.public_key()
     }
 }
+
+/// Why [`approve`] could not make an approval.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    /// The decision could not be canonicalised for its digest or the approval message.
+    #[error("approve: canonicalise the decision: {0}")]
+    Canonical(#[from] triplicate_core::canonical::CanonicalError),
+    /// The signer failed.
+    #[error("approve: {0}")]
+    Sign(#[from] SignError),
+}
+
+/// `signer`'s approval of `decision` at `signed_at`: the signature is over
+/// [`Approval::message`](triplicate_core::Approval::message) of the decision's digest, which
+/// binds the key id, the algorithm and `signed_at` too. What `triplicate sign` does for an
+/// approver, and the notary for the service's own audit records.
+///
+/// May block (it calls [`Signer::sign`]); see the trait docs.
+pub fn approve(
+    decision: &triplicate_core::Decision,
+    signer: &dyn Signer,
+    signed_at: triplicate_core::Timestamp,
+) -> Result<triplicate_core::Approval, ApproveError> {
+    let mut approval = triplicate_core::Approval {
+        key_id: signer.key_id(),
+        alg: signer.algorithm(),
+        signature: Vec::new(),
+        signed_at,
+    };
+    let msg = approval.message(&decision.digest()?)?;
+    approval.signature = signer.sign(&msg)?;
+    Ok(approval)
+}

@@ -205,7 +205,6 @@ mod tests {
 
     use serde_json::json;
     use triplicate_core::{Approval, Decision, Timestamp};
-    use triplicate_keys::Signer;
 
     use super::*;
     use crate::service::SubmitOutcome;
@@ -228,22 +227,7 @@ mod tests {
         .unwrap();
         let approvals: Vec<Approval> = r.approvers[..2]
             .iter()
-            .map(|key| {
-                let signed_at = Timestamp::now();
-                let msg = triplicate_core::digest::approval_message(
-                    &d.digest().unwrap(),
-                    &key.key_id(),
-                    key.algorithm(),
-                    &signed_at,
-                )
-                .unwrap();
-                Approval {
-                    key_id: key.key_id(),
-                    alg: key.algorithm(),
-                    signature: key.sign(&msg).unwrap(),
-                    signed_at,
-                }
-            })
+            .map(|key| triplicate_keys::approve(&d, key, Timestamp::now()).unwrap())
             .collect();
         let body = json!({ "decision": d, "approvals": approvals }).to_string();
         let out = r.service.submit(body.as_bytes()).await.unwrap();

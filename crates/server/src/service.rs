@@ -22,8 +22,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 use triplicate_core::{digest::leaf_hash, NotarySignature};
 use triplicate_core::{
-    Approval, Decision, Receipt, Record, Submission, Timestamp, UnsignedRecord, ValidationError,
-    AUDIT_KIND, RECEIPT_VERSION, RECORD_VERSION,
+    Decision, Receipt, Record, Submission, Timestamp, UnsignedRecord, ValidationError, AUDIT_KIND,
+    RECEIPT_VERSION, RECORD_VERSION,
 };
 use triplicate_keys::Signer;
 use triplicate_ledger::{Ledger, LedgerError, SignedCheckpoint};
@@ -651,21 +651,13 @@ impl Service {
         let notary = self.inner.notary.clone();
         let signed_at = Timestamp::now();
         let approval = tokio::task::spawn_blocking(move || {
-            let digest = decision
-                .digest()
-                .map_err(|e| SubmitError::Internal(format!("digest the audit decision: {e}")))?;
-            let (key_id, alg) = (notary.key_id(), notary.algorithm());
-            let msg = triplicate_core::digest::approval_message(&digest, &key_id, alg, &signed_at)
-                .map_err(|e| SubmitError::Internal(format!("build the approval message: {e}")))?;
-            let signature = notary
-                .sign(&msg)
-                .map_err(|e| SubmitError::Unavailable(format!("the notary could not sign: {e}")))?;
-            let approval = Approval {
-                key_id,
-                alg,
-                signature,
-                signed_at,
-            };
+            let approval =
+                triplicate_keys::approve(&decision, &*notary, signed_at).map_err(|e| match e {
+                    triplicate_keys::ApproveError::Sign(e) => {
+                        SubmitError::Unavailable(format!("the notary could not sign: {e}"))
+                    }
+                    e => SubmitError::Internal(format!("approve the audit decision: {e}")),
+                })?;
             Ok::<_, SubmitError>(Submission {
                 decision,
                 approvals: vec![approval],

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use triplicate_core::{Approval, Decision, Timestamp};
-use triplicate_keys::{Signer, SoftwareSigner};
+use triplicate_core::{Decision, Timestamp};
+use triplicate_keys::SoftwareSigner;
 use triplicate_projection::testkit::PgTestDb;
 use triplicate_projection::Projection;
 use triplicate_server::setup::{ProjectionChoice, DEV_ORIGIN};
@@ -126,22 +126,8 @@ fn submission(r: &Running, title: &str) -> Value {
         .as_bytes(),
     )
     .unwrap();
-    let approve = |key: &SoftwareSigner| {
-        let signed_at = Timestamp::now();
-        let msg = triplicate_core::digest::approval_message(
-            &d.digest().unwrap(),
-            &key.key_id(),
-            key.algorithm(),
-            &signed_at,
-        )
-        .unwrap();
-        Approval {
-            key_id: key.key_id(),
-            alg: key.algorithm(),
-            signature: key.sign(&msg).unwrap(),
-            signed_at,
-        }
-    };
+    let approve =
+        |key: &SoftwareSigner| triplicate_keys::approve(&d, key, Timestamp::now()).unwrap();
     json!({ "decision": d, "approvals": [approve(&r.approvers[0]), approve(&r.approvers[1])] })
 }
 

@@ -6,25 +6,12 @@
 
 use serde_json::json;
 use triplicate_core::{Approval, Decision, Timestamp};
-use triplicate_keys::{Signer, SoftwareSigner};
+use triplicate_keys::SoftwareSigner;
 use uuid::Uuid;
 
 /// `key`'s approval of `d`, signed now.
 pub fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
-    let signed_at = Timestamp::now();
-    let msg = triplicate_core::digest::approval_message(
-        &d.digest().unwrap(),
-        &key.key_id(),
-        key.algorithm(),
-        &signed_at,
-    )
-    .unwrap();
-    Approval {
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signature: key.sign(&msg).unwrap(),
-        signed_at,
-    }
+    triplicate_keys::approve(d, key, Timestamp::now()).unwrap()
 }
 
 /// Submits `n` motions titled `"{title} {i}"`, each approved by the development approvers 1

@@ -93,15 +93,7 @@ pub fn decision(kind: &str) -> Decision {
 
 /// `signer`'s real approval of `decision`, signed at `signed_at`.
 pub fn approve(decision: &Decision, signer: &SoftwareSigner, signed_at: &str) -> Approval {
-    let mut a = Approval {
-        key_id: signer.key_id(),
-        alg: signer.algorithm(),
-        signature: Vec::new(),
-        signed_at: t(signed_at),
-    };
-    let msg = a.message(&decision.digest().unwrap()).unwrap();
-    a.signature = signer.sign(&msg).unwrap();
-    a
+    triplicate_keys::approve(decision, signer, t(signed_at)).unwrap()
 }
 
 /// An approval by `key` with a signature that is never checked (for `Policy::evaluate`,

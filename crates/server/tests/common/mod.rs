@@ -28,20 +28,7 @@ pub fn decision(kind: &str, title: &str) -> Decision {
 
 /// `key`'s approval of `d`, signed now.
 pub fn approve(d: &Decision, key: &dyn Signer) -> Approval {
-    let signed_at = Timestamp::now();
-    let msg = triplicate_core::digest::approval_message(
-        &d.digest().unwrap(),
-        &key.key_id(),
-        key.algorithm(),
-        &signed_at,
-    )
-    .unwrap();
-    Approval {
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signature: key.sign(&msg).unwrap(),
-        signed_at,
-    }
+    triplicate_keys::approve(d, key, Timestamp::now()).unwrap()
 }
 
 /// The `POST /v1/decisions` body.

@@ -166,20 +166,7 @@ pub fn decision(seq: u64, kind: &str) -> Decision {
 }
 
 pub fn approve(d: &Decision, key: &SoftwareSigner) -> Approval {
-    let signed_at = Timestamp::now();
-    let msg = triplicate_core::digest::approval_message(
-        &d.digest().unwrap(),
-        &key.key_id(),
-        key.algorithm(),
-        &signed_at,
-    )
-    .unwrap();
-    Approval {
-        key_id: key.key_id(),
-        alg: key.algorithm(),
-        signature: key.sign(&msg).unwrap(),
-        signed_at,
-    }
+    triplicate_keys::approve(d, key, Timestamp::now()).unwrap()
 }
 
 pub fn record_bytes(
