@@ -49,36 +49,6 @@ ensure_tool chromium "${CHROMIUM:-chromium}" chromium "the review pages' browser
 # The Prometheus alert rules (ops/prometheus/) are checked and unit-tested with promtool.
 ensure_tool promtool promtool prometheus "the alert rules' unit tests"
 
-# The hardware-signer suites (PKCS#11 on SoftHSM2 and on ykcs11, the `yubikey` crate, both
-# against an emulated PIV card) run against the stand-ins of ../shared/tools/hwtoken. Stand-ins
-# a developer already brought up (HWTOKEN_* set) are used as they are; otherwise this script
-# starts them, provisions them and stops them when it exits. Outside this workplace (no
-# hwtoken tools) the suites are skipped with one loud line; in CI they must run.
-hwtoken_tools() {
-  local d
-  for d in "${TRIPLICATE_HWTOKEN_TOOLS:-}" ../shared/tools/hwtoken /work/shared/tools/hwtoken; do
-    if [ -n "$d" ] && [ -x "$d/up.sh" ]; then (cd "$d" && pwd); return 0; fi
-  done
-  return 1
-}
-if [ -n "${HWTOKEN_SOFTHSM_MODULE:-}" ]; then
-  echo "hwtoken: using the stand-ins already up (HWTOKEN_* set)" >&2
-elif tools=$(hwtoken_tools); then
-  hw_dir=$PWD/target/hwtoken
-  export PIVEMU_TARGET_DIR=${PIVEMU_TARGET_DIR:-$PWD/target/pivemu}
-  echo "== hardware stand-ins: $tools/up.sh $hw_dir" >&2
-  "$tools/up.sh" "$hw_dir" >&2 ||
-    { echo "hwtoken: FAILED to bring up the stand-ins (see above); the hardware-signer suites cannot run" >&2; exit 1; }
-  on_exit '"$tools/down.sh" "$hw_dir" >/dev/null 2>&1' 
-  scripts/hwtoken-provision.sh "$hw_dir"
-  # shellcheck source=/dev/null
-  . "$hw_dir/env"
-elif [ "${CI:-}" = true ]; then
-  echo "hwtoken: FAILED: CI=true but no hwtoken tools (../shared/tools/hwtoken or TRIPLICATE_HWTOKEN_TOOLS); the hardware-signer suites must run in CI" >&2
-  exit 1
-else
-  echo "########## hwtoken: hardware stand-ins not found: the hardware-signer suites will SKIP. Run ../shared/tools/hwtoken/up.sh DIR && source DIR/env first, or set TRIPLICATE_HWTOKEN_TOOLS. ##########" >&2
-fi
 # The `yubikey` feature (YubiKey PIV through the yubikey crate) links libpcsclite.
 if ! pkg-config --exists libpcsclite 2>/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -116,11 +86,57 @@ if [ -z "${TRIPLICATE_TEST_NATS_URL:-}" ]; then
   fi
 fi
 
+# The hardware-signer suites (PKCS#11 on SoftHSM2 and on ykcs11, the `yubikey` crate, both
+# against an emulated PIV card) run against the stand-ins of ../shared/tools/hwtoken. Stand-ins
+# a developer already brought up (HWTOKEN_* set) are used as they are; otherwise this script
+# starts them, provisions them and stops them when it exits. Outside this workplace (no
+# hwtoken tools) the suites are skipped with one loud line; in CI they must run.
+hwtoken_tools() {
+  local d
+  for d in "${TRIPLICATE_HWTOKEN_TOOLS:-}" ../shared/tools/hwtoken /work/shared/tools/hwtoken; do
+    if [ -n "$d" ] && [ -x "$d/up.sh" ]; then (cd "$d" && pwd); return 0; fi
+  done
+  return 1
+}
+hw_pid=
+if [ -n "${HWTOKEN_SOFTHSM_MODULE:-}" ]; then
+  echo "hwtoken: using the stand-ins already up (HWTOKEN_* set)" >&2
+elif tools=$(hwtoken_tools); then
+  # Brought up in the background while fmt and clippy run (installing its Debian packages and
+  # building the emulated card is mostly waiting on the network, dpkg and a release build);
+  # `cargo test` waits for it. Every other apt-get install above has finished by now.
+  hw_dir=$PWD/target/hwtoken
+  hw_log=$(mktemp)
+  export PIVEMU_TARGET_DIR=${PIVEMU_TARGET_DIR:-$PWD/target/pivemu}
+  echo "== hardware stand-ins: $tools/up.sh $hw_dir (in the background; log $hw_log)" >&2
+  ("$tools/up.sh" "$hw_dir" && scripts/hwtoken-provision.sh "$hw_dir") >"$hw_log" 2>&1 &
+  hw_pid=$!
+  # At exit: let a bring-up still running finish (never stop apt-get midway), then stop it all.
+  on_exit 'wait "$hw_pid" 2>/dev/null; "$tools/down.sh" "$hw_dir" >/dev/null 2>&1; rm -f "$hw_log"'
+elif [ "${CI:-}" = true ]; then
+  echo "hwtoken: FAILED: CI=true but no hwtoken tools (../shared/tools/hwtoken or TRIPLICATE_HWTOKEN_TOOLS); the hardware-signer suites must run in CI" >&2
+  exit 1
+else
+  echo "########## hwtoken: hardware stand-ins not found: the hardware-signer suites will SKIP. Run ../shared/tools/hwtoken/up.sh DIR && source DIR/env first, or set TRIPLICATE_HWTOKEN_TOOLS. ##########" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+if [ -n "$hw_pid" ]; then
+  echo "== waiting for the hardware stand-ins" >&2
+  if ! wait "$hw_pid"; then
+    cat "$hw_log" >&2
+    echo "hwtoken: FAILED to bring up the stand-ins (see above); the hardware-signer suites cannot run" >&2
+    exit 1
+  fi
+  cat "$hw_log" >&2
+  # shellcheck source=/dev/null
+  . "$hw_dir/env"
+fi
 
 echo "== cargo test (all crates, all features)"
 cargo test --workspace --all-features --locked
