@@ -25,7 +25,7 @@
 //! are replayed, and the root recomputed from the index must equal the checkpoint's. Anything
 //! else refuses to open with the file named. The full, every-byte check is [`crate::fsck`].
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,9 +84,10 @@ struct Writer {
     size: u64,
     /// Encoded entries of the bundle that holds index `size` (fewer than 256 of them).
     partial_bundle: Vec<u8>,
-    /// Latest width written since the last flush, per (level, tile index); level
-    /// `u8::MAX` stands for entry bundles. Only these need syncing at a flush.
-    dirty: BTreeMap<(u8, u64), u64>,
+    /// Full tiles written since the last flush, as (level, tile index); level `u8::MAX`
+    /// stands for entry bundles. The flush that makes them durable removes the partial
+    /// tiles they replace.
+    completed: BTreeSet<(u8, u64)>,
     last_flush: std::time::Instant,
     poisoned: Option<String>,
     _lock: File,
@@ -102,6 +103,24 @@ pub struct EmbeddedLedger {
     hashes: HashFile,
     snapshot: RwLock<Snapshot>,
     writer: Option<Mutex<Writer>>,
+    /// Held for a whole flush, so flushes run one at a time; appends need only `writer`,
+    /// which a flush holds for two short steps (see [`EmbeddedLedger::flush`]).
+    flushing: Mutex<()>,
+}
+
+/// What the first step of a flush leaves for the rest.
+#[derive(Debug)]
+struct FlushPlan {
+    /// The tree size whose files the flush makes durable.
+    size: u64,
+    /// The checkpoint of that size.
+    checkpoint: SignedCheckpoint,
+    /// The entries of the partial bundle at that size.
+    partial_bundle: Vec<u8>,
+    /// The WAL's length at that size: batches past it stay in the restarted WAL.
+    wal_mark: u64,
+    /// Full tiles written since the previous flush (see [`Writer::completed`]).
+    completed: BTreeSet<(u8, u64)>,
 }
 
 impl std::fmt::Debug for EmbeddedLedger {
@@ -285,11 +304,12 @@ impl EmbeddedLedger {
                     wal,
                     size: 0,
                     partial_bundle: Vec::new(),
-                    dirty: BTreeMap::new(),
+                    completed: BTreeSet::new(),
                     last_flush: std::time::Instant::now(),
                     poisoned: None,
                     _lock: lock_file,
                 })),
+                flushing: Mutex::new(()),
             });
         };
 
@@ -333,12 +353,13 @@ impl EmbeddedLedger {
                 partial: Some(Arc::new(partial_bundle.clone())),
             }),
             writer: None,
+            flushing: Mutex::new(()),
         };
         let mut writer = Writer {
             wal,
             size: base,
             partial_bundle,
-            dirty: BTreeMap::new(),
+            completed: BTreeSet::new(),
             last_flush: std::time::Instant::now(),
             poisoned: None,
             _lock: lock_file,
@@ -429,6 +450,7 @@ impl EmbeddedLedger {
                 partial: None,
             }),
             writer: None,
+            flushing: Mutex::new(()),
         };
         let root = ledger.root_with(&Reader::file(&ledger.hashes, need), checkpoint.size)?;
         if root != checkpoint.root {
@@ -508,7 +530,7 @@ impl EmbeddedLedger {
             if in_bundle == TILE_WIDTH {
                 let path = self.dir.join(layout::bundle_path(bundle_n, TILE_WIDTH));
                 fsutil::write_file(&path, &writer.partial_bundle, replaying)?;
-                writer.dirty.insert((ENTRIES_LEVEL, bundle_n), TILE_WIDTH);
+                writer.completed.insert((ENTRIES_LEVEL, bundle_n));
                 writer.partial_bundle.clear();
                 bundle_n += 1;
                 in_bundle = 0;
@@ -532,7 +554,7 @@ impl EmbeddedLedger {
                 .dir
                 .join(layout::tile_path(t.level(), t.level_index(), width));
             fsutil::write_file(&path, &data, replaying)?;
-            writer.dirty.insert((t.level(), t.level_index()), width);
+            writer.completed.insert((t.level(), t.level_index()));
         }
         writer.size = end;
         Ok(())
@@ -556,18 +578,18 @@ impl EmbeddedLedger {
         Ok(cp)
     }
 
-    /// Writes the partial bundle and the partial tile of every level for the writer's size.
-    fn write_partials(&self, w: &mut Writer) -> Result<(), LedgerError> {
-        let size = w.size;
+    /// Writes the partial bundle and the partial tile of every level for the tree at `size`
+    /// (whose partial bundle holds `partial_bundle`). Safe beside appends: they write only
+    /// full tiles and hashes past `size`, and a partial tile's path names its width.
+    fn write_partials(&self, size: u64, partial_bundle: &[u8]) -> Result<(), LedgerError> {
         let width = size % TILE_WIDTH;
         if width > 0 {
             let n = size / TILE_WIDTH;
             fsutil::write_file(
                 &self.dir.join(layout::bundle_path(n, width)),
-                &w.partial_bundle,
+                partial_bundle,
                 true,
             )?;
-            w.dirty.insert((ENTRIES_LEVEL, n), width);
         }
         let reader = Reader::file(&self.hashes, stored_hash_count(size));
         let mut level: u8 = 0;
@@ -588,7 +610,6 @@ impl EmbeddedLedger {
                     &data,
                     true,
                 )?;
-                w.dirty.insert((level, n), width);
             }
             level += 1;
         }
@@ -596,48 +617,133 @@ impl EmbeddedLedger {
     }
 
     /// Makes every file written since the last flush durable, writes a durable checkpoint,
-    /// removes partial tiles that full tiles replaced, and restarts the WAL at the current
-    /// size. Called automatically when the WAL grows past `flush_bytes`, and on drop.
+    /// restarts the WAL at the checkpoint's size, and removes partial tiles that full tiles
+    /// replaced. Called automatically when the WAL grows past `flush_bytes` or
+    /// `flush_interval` has passed (by the append that notices, after it returns its batch's
+    /// lock), and on drop; the server calls it once a second.
+    ///
+    /// Appends go on while it runs: it holds the writer lock only to write the partial tiles
+    /// for the current size (page cache) and, at the end, to restart the WAL, carrying over
+    /// the batches appended meanwhile. The slow part (one `syncfs` for every file written
+    /// since the last flush, then the checkpoint file) runs without it; holding the lock
+    /// through it stalled every append behind each flush (a p99 tail in the service).
     pub fn flush(&self) -> Result<(), LedgerError> {
-        let Some(w) = &self.writer else {
-            return Err(LedgerError::ReadOnly);
-        };
-        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-        self.flush_locked(&mut w)
+        self.flush_holding(self.flushing.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// [`EmbeddedLedger::flush`], given the guard of `flushing`.
+    fn flush_holding(&self, _one: std::sync::MutexGuard<'_, ()>) -> Result<(), LedgerError> {
+        let Some(writer) = &self.writer else {
+            return Err(LedgerError::ReadOnly);
+        };
+        let lock = || writer.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
+        let (plan, mut locked) = {
+            let mut w = lock();
+            let t = std::time::Instant::now();
+            (self.begin_flush(&mut w)?, t.elapsed())
+        };
+        let syncing = std::time::Instant::now();
+        if let Err(e) = self.make_durable(&plan) {
+            // Nothing to undo: the WAL still holds every batch, and the next flush's `syncfs`
+            // covers these files again. Keep the full tiles so it still removes the partial
+            // tiles they replace.
+            lock().completed.extend(plan.completed);
+            return Err(e);
+        }
+        let synced = syncing.elapsed();
+        {
+            let mut w = lock();
+            let t = std::time::Instant::now();
+            if let Some(reason) = &w.poisoned {
+                return Err(LedgerError::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            if let Err(e) = self.restart_wal(&mut w, &plan) {
+                tracing::error!(error = %e, "restarting the ledger WAL failed; refusing further writes until reopened");
+                w.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+            locked += t.elapsed();
+        }
+        self.remove_superseded(&plan.completed);
+        // `locked_ms` is how long appends could not run because of this flush.
+        tracing::debug!(
+            size = plan.size,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            sync_ms = synced.as_secs_f64() * 1e3,
+            locked_ms = locked.as_secs_f64() * 1e3,
+            "flushed ledger tiles"
+        );
+        Ok(())
+    }
+
+    /// A flush with the writer already held (opening, dropping): the same steps in one go.
     fn flush_locked(&self, w: &mut Writer) -> Result<(), LedgerError> {
+        let plan = self.begin_flush(w)?;
+        self.make_durable(&plan)?;
+        self.restart_wal(w, &plan)?;
+        self.remove_superseded(&plan.completed);
+        tracing::debug!(size = plan.size, "flushed ledger tiles");
+        Ok(())
+    }
+
+    /// First step, under the writer lock: what the rest of the flush needs (the current size,
+    /// its checkpoint and partial bundle, the WAL's length).
+    fn begin_flush(&self, w: &mut Writer) -> Result<FlushPlan, LedgerError> {
         if let Some(reason) = &w.poisoned {
             return Err(LedgerError::Poisoned {
                 reason: reason.clone(),
             });
         }
-        self.write_partials(w)?;
-        let full: Vec<PathBuf> = w
-            .dirty
-            .iter()
-            .filter(|(_, &width)| width == TILE_WIDTH)
-            .map(|(&(level, n), _)| {
-                self.dir.join(if level == ENTRIES_LEVEL {
-                    layout::bundle_path(n, TILE_WIDTH)
-                } else {
-                    layout::tile_path(level, n, TILE_WIDTH)
-                })
-            })
-            .collect();
-        // One barrier for every bundle, tile, directory and the index written since the last
-        // flush; only then may the checkpoint name them.
+        // Appends publish under the writer lock, so the snapshot is of `w.size`.
+        let checkpoint = self.snapshot().checkpoint;
+        debug_assert_eq!(checkpoint.size, w.size);
+        Ok(FlushPlan {
+            size: w.size,
+            checkpoint,
+            partial_bundle: w.partial_bundle.clone(),
+            wal_mark: w.wal.len(),
+            completed: std::mem::take(&mut w.completed),
+        })
+    }
+
+    /// Second step, with no lock: the partial bundle and tiles of the tree at `plan.size`
+    /// (page cache), then one barrier for every bundle, tile, directory and the index
+    /// written so far (so every file of the tree at `plan.size`); only then may the durable
+    /// checkpoint name them. Files appends write meanwhile are synced too, or by the next
+    /// flush; none of them is named by this checkpoint.
+    fn make_durable(&self, plan: &FlushPlan) -> Result<(), LedgerError> {
+        self.write_partials(plan.size, &plan.partial_bundle)?;
         fsutil::sync_filesystem(&self.dir)?;
-        let size = w.size;
-        let cp = self.snapshot().checkpoint;
-        debug_assert_eq!(cp.size, size);
-        fsutil::replace_file(&self.dir.join(layout::CHECKPOINT), cp.note.as_bytes(), true)?;
-        // Restart the WAL at the new size before removing anything: until it is restarted, a
-        // reopen replays from the old base and needs the partial bundle there.
-        w.wal = Wal::create(&self.dir.join(layout::WAL), size)?;
-        // Partial tiles of tiles now full and durable are no longer needed: a client holding
-        // an older checkpoint reads the full tile's prefix.
-        for path in full {
+        fsutil::replace_file(
+            &self.dir.join(layout::CHECKPOINT),
+            plan.checkpoint.note.as_bytes(),
+            true,
+        )
+    }
+
+    /// Third step, under the writer lock: the WAL starts over at `plan.size`, keeping the
+    /// batches appended since the first step. Before this, a reopen replays from the old base
+    /// (which it can: the checkpoint on disk is never past what the WAL and tiles hold).
+    fn restart_wal(&self, w: &mut Writer, plan: &FlushPlan) -> Result<(), LedgerError> {
+        w.wal.restart(plan.size, plan.wal_mark)?;
+        w.last_flush = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Last step: partial tiles of tiles now full and durable are no longer needed (a client
+    /// holding an older checkpoint reads the full tile's prefix). Only after the WAL was
+    /// restarted past them: until then a reopen replays from the old base and needs the
+    /// partial bundle there.
+    fn remove_superseded(&self, completed: &BTreeSet<(u8, u64)>) {
+        for &(level, n) in completed {
+            let path = self.dir.join(if level == ENTRIES_LEVEL {
+                layout::bundle_path(n, TILE_WIDTH)
+            } else {
+                layout::tile_path(level, n, TILE_WIDTH)
+            });
             let mut partial_dir = path.into_os_string();
             partial_dir.push(".p");
             let partial_dir = PathBuf::from(partial_dir);
@@ -647,10 +753,6 @@ impl EmbeddedLedger {
                 }
             }
         }
-        w.dirty.clear();
-        w.last_flush = std::time::Instant::now();
-        tracing::debug!(size, "flushed ledger tiles");
-        Ok(())
     }
 
     fn check_overlap(
@@ -817,10 +919,15 @@ impl Ledger for EmbeddedLedger {
                 return Err(e);
             }
         };
-        if w.wal.len() >= self.flush_bytes || w.last_flush.elapsed() >= self.flush_interval {
-            if let Err(e) = self.flush_locked(&mut w) {
-                tracing::error!(error = %e, "ledger flush failed; refusing further writes until reopened");
-                w.poisoned = Some(e.to_string());
+        let due = w.wal.len() >= self.flush_bytes || w.last_flush.elapsed() >= self.flush_interval;
+        drop(w);
+        // The batch is committed whatever the flush does. A flush already under way (another
+        // thread's) covers this one's reason to flush.
+        if due {
+            if let Ok(one) = self.flushing.try_lock() {
+                if let Err(e) = self.flush_holding(one) {
+                    tracing::error!(error = %e, "ledger flush failed; the WAL keeps every batch and the next flush tries again");
+                }
             }
         }
         Ok(AppendOutcome {

@@ -276,6 +276,55 @@ impl Wal {
         })
     }
 
+    /// Starts the log over at `base_size`, keeping the batches it holds past byte `from` (the
+    /// log's length when the tree had `base_size` entries, so the first kept batch starts at
+    /// that index): they are written after a fresh header to a temporary file, which is
+    /// synced and renamed over this one, and the directory synced. A flush calls this once
+    /// the files of the tree at `base_size` are durable, so the batches appended while it
+    /// synced them stay in the log.
+    ///
+    /// An error before the rename leaves this log as it was; after it, the log on disk is the
+    /// new one and this handle may no longer point at it, so the caller must stop appending.
+    pub fn restart(&mut self, base_size: u64, from: u64) -> Result<(), LedgerError> {
+        use std::os::unix::fs::FileExt;
+        if from < HEADER_LEN as u64 || from > self.len {
+            return Err(LedgerError::Corrupt {
+                file: self.path.clone(),
+                reason: format!(
+                    "cannot restart the log at byte {from} of {} (header {HEADER_LEN})",
+                    self.len
+                ),
+            });
+        }
+        let tail_len = usize::try_from(self.len - from).map_err(|_| LedgerError::Corrupt {
+            file: self.path.clone(),
+            reason: "the log's tail does not fit in memory".into(),
+        })?;
+        let mut buf = Vec::with_capacity(HEADER_LEN + tail_len);
+        buf.extend_from_slice(&header_bytes(base_size));
+        buf.resize(HEADER_LEN + tail_len, 0);
+        self.file
+            .read_exact_at(&mut buf[HEADER_LEN..], from)
+            .map_err(io_err(&self.path, "read WAL"))?;
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp).map_err(io_err(&tmp, "create WAL"))?;
+            f.write_all(&buf).map_err(io_err(&tmp, "write WAL"))?;
+            f.sync_all().map_err(io_err(&tmp, "sync WAL"))?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path, "install WAL"))?;
+        if let Some(dir) = self.path.parent() {
+            crate::fsutil::sync_dir(dir)?;
+        }
+        self.file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path, "open WAL"))?;
+        self.len = buf.len() as u64;
+        Ok(())
+    }
+
     /// Appends one encoded batch and makes it durable. When this returns `Ok` the batch
     /// survives a crash or power loss.
     pub fn append_durable(&mut self, encoded: &[u8]) -> Result<(), LedgerError> {
@@ -304,6 +353,50 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_keeps_the_batches_past_its_mark_and_appends_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let mut wal = Wal::create(&path, 0).unwrap();
+        wal.append_durable(&encode_batch(0, &[b"a".to_vec(), b"b".to_vec()]))
+            .unwrap();
+        let mark = wal.len();
+        wal.append_durable(&encode_batch(2, &[b"c".to_vec()]))
+            .unwrap();
+        wal.append_durable(&encode_batch(3, &[b"d".to_vec(), b"e".to_vec()]))
+            .unwrap();
+
+        wal.restart(2, mark).unwrap();
+        wal.append_durable(&encode_batch(5, &[b"f".to_vec()]))
+            .unwrap();
+        let c = Wal::read(&path).unwrap();
+        assert_eq!(c.base_size, 2);
+        let got: Vec<(u64, usize)> = c
+            .batches
+            .iter()
+            .map(|b| (b.first_index, b.entries.len()))
+            .collect();
+        assert_eq!(got, vec![(2, 1), (3, 2), (5, 1)]);
+        assert_eq!(wal.len(), std::fs::metadata(&path).unwrap().len());
+        assert!(!path.with_extension("tmp").exists());
+
+        // Restarting at the end keeps nothing; a mark outside the log is refused and changes
+        // nothing.
+        wal.restart(6, wal.len()).unwrap();
+        assert!(wal.is_empty());
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            wal.restart(7, wal.len() + 1),
+            Err(LedgerError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            wal.restart(7, 3),
+            Err(LedgerError::Corrupt { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(Wal::read(&path).unwrap().base_size, 6);
+    }
 
     #[test]
     fn append_read_and_torn_tail() {

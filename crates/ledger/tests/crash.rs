@@ -41,7 +41,14 @@ fn sigkill_mid_append_loses_nothing_acknowledged() {
         std::thread::sleep(Duration::from_millis(20 + (round * 37 % 180) as u64));
         child.kill().unwrap(); // SIGKILL
         let stdout = child.stdout.take().unwrap();
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        // It must have been appending (and flushing) until the kill: a child that stopped on
+        // its own hit an error, which the lines it printed to stderr name.
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "round {round}: the child stopped before it was killed: {status}"
+        );
         let acked = BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)

@@ -24,6 +24,14 @@ fn config(dir: &Path) -> LedgerConfig {
     LedgerConfig::new(dir, ORIGIN)
 }
 
+/// A ledger that flushes only when told to (or dropped).
+fn flushed_by_hand(dir: &Path) -> LedgerConfig {
+    let mut c = config(dir);
+    c.flush_bytes = u64::MAX;
+    c.flush_interval = std::time::Duration::MAX;
+    c
+}
+
 fn entry(i: u64) -> Vec<u8> {
     format!(
         "{{\"entry\":{i},\"pad\":\"{}\"}}",
@@ -171,20 +179,31 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A scratch directory with a ledger in `live` that flushes only when told to, holding 1,000
+/// entries, flushed; and the path `lost`, for the files a simulated crash leaves.
+fn flushed_at_1000() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Arc<dyn Signer>,
+    EmbeddedLedger,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let lost = dir.path().join("lost");
+    let s = signer();
+    let l = EmbeddedLedger::open(flushed_by_hand(&live), s.clone()).unwrap();
+    fill(&l, 1000, 100);
+    l.flush().unwrap();
+    (dir, live, lost, s, l)
+}
+
 /// A power loss keeps only what was made durable: the files as of the last flush, plus the
 /// WAL (synced for every batch). Opening must replay the WAL and lose nothing acknowledged.
 #[test]
 fn power_loss_recovers_from_the_wal() {
     for keep_new_checkpoint in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let lost = dir.path().join("lost");
-        let s = signer();
-        let mut c = config(&live);
-        c.flush_bytes = u64::MAX;
-        let l = EmbeddedLedger::open(c, s.clone()).unwrap();
-        fill(&l, 1000, 100);
-        l.flush().unwrap();
+        let (_dir, live, lost, s, l) = flushed_at_1000();
         copy_dir(&live, &lost); // what the disk held durably
         fill(&l, 1700, 37);
         let acked = l.tree_size();
@@ -203,6 +222,76 @@ fn power_loss_recovers_from_the_wal() {
         }
         drop(r);
         assert_eq!(fsck(&lost, None).unwrap().size, acked);
+    }
+}
+
+/// A flush writes the durable checkpoint before it restarts the WAL, and appends go on in
+/// between, so a crash there leaves a checkpoint past the WAL's base and a WAL that runs past
+/// the checkpoint. Opening that must replay it all and lose nothing.
+#[test]
+fn a_crash_between_a_flushs_checkpoint_and_its_wal_restart_loses_nothing() {
+    let (_dir, live, lost, s, l) = flushed_at_1000();
+    // The files at base 1000, among them its partial bundle, which the next flush removes
+    // only once its WAL restart has made the base 1500.
+    copy_dir(&live, &lost);
+    fill(&l, 1500, 37);
+    let old_wal = std::fs::read(live.join("wal")).unwrap(); // base 1000, batches to 1500
+    l.flush().unwrap(); // checkpoint 1500, WAL restarted at 1500
+    fill(&l, 1777, 41);
+    let acked = l.tree_size();
+    copy_dir(&live, &lost);
+    assert!(lost.join("tile/entries/003.p/232").exists());
+    // The old WAL with the batches appended after the checkpoint: what the disk holds when
+    // the flush's checkpoint is durable and its WAL restart never happened.
+    let mut wal = old_wal;
+    wal.extend_from_slice(&std::fs::read(live.join("wal")).unwrap()[32..]);
+    std::fs::write(lost.join("wal"), wal).unwrap();
+    std::mem::forget(l);
+
+    let before = fsck(&lost, None).unwrap();
+    assert_eq!((before.size, before.wal_pending), (1500, acked - 1500));
+    let r = EmbeddedLedger::open(config(&lost), s).unwrap();
+    assert_eq!(r.tree_size(), acked);
+    for (i, e) in r.entries(0, acked).unwrap().iter().enumerate() {
+        assert_eq!(e, &entry(i as u64));
+    }
+    drop(r);
+    let after = fsck(&lost, None).unwrap();
+    assert_eq!((after.size, after.wal_pending), (acked, 0));
+}
+
+/// Flushes from another thread while appends go on (the server's flusher beside its
+/// committer): every append lands, every flush succeeds, and the files check clean.
+#[test]
+fn appends_and_flushes_from_two_threads_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = signer();
+    let mut c = config(dir.path());
+    c.flush_interval = std::time::Duration::MAX;
+    let l = EmbeddedLedger::open(c, s.clone()).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let flushes = std::thread::scope(|sc| {
+        let flusher = sc.spawn(|| {
+            let mut n = 0u32;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                l.flush().unwrap();
+                n += 1;
+            }
+            n
+        });
+        fill(&l, 6_000, 7);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        flusher.join().unwrap()
+    });
+    assert!(flushes > 0);
+    assert_eq!(l.tree_size(), 6_000);
+    l.flush().unwrap();
+    let files = fsck(dir.path(), None).unwrap();
+    assert_eq!((files.size, files.wal_pending), (6_000, 0));
+    drop(l);
+    let r = EmbeddedLedger::open(config(dir.path()), s).unwrap();
+    for (i, e) in r.entries(0, 6_000).unwrap().iter().enumerate() {
+        assert_eq!(e, &entry(i as u64));
     }
 }
 

@@ -51,6 +51,36 @@ async fn conformance() {
     run(&p).await;
 }
 
+/// The WAL is copied into the database file after every few hundred records, by a task of its
+/// own rather than inside a commit: the file grows once enough records were applied, while
+/// SQLite's own checkpoint (a backstop at 64 MB of WAL) would not have run yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_after_enough_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = SqliteProjection::open(dir.path()).await.unwrap();
+    let file = dir.path().join("projection.db");
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let before = size();
+    for k in 0..6 {
+        p.apply(batch(k * 100..(k + 1) * 100)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while size() < before + 256 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projection.db stayed at {} bytes after 600 records (it was {before})",
+            size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let c = raw(dir.path());
+    let pages: i64 = c
+        .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(pages, 1000, "a fresh connection has SQLite's default");
+    assert_eq!(p.highest_seq().await.unwrap(), Some(599));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_conformance() {
     let dir = tempfile::tempdir().unwrap();

@@ -447,7 +447,11 @@ pub async fn open_parts(
     let ledger_dir = data_dir.join("ledger");
     let ledger = {
         let notary = notary.clone();
-        let config = LedgerConfig::new(ledger_dir.clone(), origin.to_owned());
+        let mut config = LedgerConfig::new(ledger_dir.clone(), origin.to_owned());
+        // The service's flusher (`spawn_flusher`) flushes once a second on its own thread;
+        // the append path's own interval is only a backstop, so the committer, which would
+        // otherwise run the flush that falls due, rarely does.
+        config.flush_interval = std::time::Duration::from_secs(10);
         tokio::task::spawn_blocking(move || EmbeddedLedger::open(config, notary))
             .await
             .map_err(|e| SetupError::Io {

@@ -17,10 +17,12 @@
 //! events as soon as they are validated, while helper threads are still validating later ones,
 //! and one commit makes it durable.
 //!
-//! Checkpoints (copying the WAL into the database file) are made by appends, before `BEGIN`,
-//! while the helper threads validate the batch: after a commit, as SQLite does by itself, the
-//! caller would wait for their writes and fsync with nothing else to do meanwhile. SQLite's
-//! automatic checkpoint remains as a backstop at [`AUTOCHECKPOINT_PAGES`].
+//! Checkpoints (copying the WAL into the database file) are made once an append has returned,
+//! on the blocking pool while its callers go on, or, if the next append takes the writer
+//! first, by that append before `BEGIN` while the helper threads validate its batch. Never
+//! inside a commit, as SQLite does by itself: the caller would wait for the checkpoint's writes
+//! and fsync with nothing else to do meanwhile. SQLite's automatic checkpoint remains as a
+//! backstop at [`AUTOCHECKPOINT_PAGES`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -874,6 +876,22 @@ fn checkpoint(conn: &Connection) -> Result<bool, rusqlite::Error> {
     Ok(busy == 0 && copied >= log)
 }
 
+/// Checkpoints when [`CHECKPOINT_BYTES`] went into the WAL since the last complete copy.
+fn checkpoint_if_due(w: &mut Writer) {
+    if w.uncheckpointed < CHECKPOINT_BYTES {
+        return;
+    }
+    match checkpoint(&w.conn) {
+        Ok(true) => w.uncheckpointed = 0,
+        // A reader still needs some frames: the next append tries again.
+        Ok(false) => {}
+        // The batch does not depend on it; SQLite's own checkpoint is the backstop.
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoint of stream.db failed; the next append tries again");
+        }
+    }
+}
+
 fn append_blocking(
     w: &mut Writer,
     batch: &[AppendRequest],
@@ -886,17 +904,7 @@ fn append_blocking(
         // its writes and fsync would delay the caller with nothing else to overlap them.
         // Done before `BEGIN`, so a complete checkpoint lets this transaction start the WAL
         // over (it stays about one batch long, its pages hot in the OS cache).
-        if w.uncheckpointed >= CHECKPOINT_BYTES {
-            match checkpoint(&w.conn) {
-                Ok(true) => w.uncheckpointed = 0,
-                // A reader still needs some frames: the next append tries again.
-                Ok(false) => {}
-                // The batch does not depend on it; SQLite's own checkpoint is the backstop.
-                Err(e) => {
-                    tracing::warn!(error = %e, "checkpoint of stream.db failed; the next append tries again");
-                }
-            }
-        }
+        checkpoint_if_due(w);
         let conn = &mut w.conn;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -984,11 +992,25 @@ impl EventStream for SqliteStream {
                 already_present = out.already_present,
                 "appended"
             );
-            Ok(out)
+            Ok((out, w.uncheckpointed >= CHECKPOINT_BYTES))
         })
         .await?;
+        let (out, due) = out;
         if out.appended > 0 {
             self.inner.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if due {
+            // After this batch's callers have their answer rather than before the next
+            // batch's commit: between batches at moderate rates, so no caller waits for it.
+            // Not awaited; whichever takes the writer first (this or the next append, which
+            // checks too) makes the copy.
+            let inner = self.inner.clone();
+            drop(tokio::task::spawn_blocking(move || {
+                let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(w) = writer.as_mut() {
+                    checkpoint_if_due(w);
+                }
+            }));
         }
         Ok(out)
     }

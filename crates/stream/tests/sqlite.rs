@@ -116,6 +116,33 @@ async fn appends_checkpoint_the_wal_so_it_stays_about_a_batch_long() {
     assert_eq!(everything(&s).await.len(), 6_000);
 }
 
+/// The checkpoint an append makes due runs once that append has returned, without waiting for
+/// the next one: the database file grows while nothing else is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appends_checkpoint_runs_after_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    s.append(batch(0..1)).await.unwrap();
+    let file = dir.path().join("stream.db");
+    let size = || std::fs::metadata(&file).unwrap().len();
+    // A fresh file is checkpointed by its first append (which starts the count over).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let before = size();
+    let b = batch(1..1_200);
+    let written = b.iter().map(|r| r.event.record_bytes.len()).sum::<usize>();
+    assert!(written > 1_100_000, "{written}");
+    s.append(b).await.unwrap();
+    while size() < before + 1_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stream.db stayed at {} bytes after {written} bytes of events (it was {before})",
+            size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.highest_seq().await.unwrap(), Some(1_199));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_is_wal_append_only_and_versioned() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,10 @@
 //! Test helper for `tests/crash.rs`: opens a ledger and appends batches of predictable entries
 //! until killed, printing `ack <size>` after each append returns (that is, once it is durable).
+//! A second thread flushes every few milliseconds meanwhile, as the server's flusher does, so
+//! kills land inside flushes that run beside appends too.
 //! Not part of the product; built only with the `testkit` feature.
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,6 +24,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Small, so flushes (and WAL restarts) happen often and get killed too.
     config.flush_bytes = 16 * 1024;
     let ledger = EmbeddedLedger::open(config, signer)?;
+    std::thread::scope(|s| {
+        s.spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            if let Err(e) = ledger.flush() {
+                eprintln!("flush: {e}");
+                std::process::exit(3);
+            }
+        });
+        append_forever(&ledger, seed)
+    })
+}
+
+fn append_forever(ledger: &EmbeddedLedger, seed: u64) -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     let mut x = seed | 1;
     loop {
