@@ -645,10 +645,12 @@ impl EmbeddedLedger {
         };
         let syncing = std::time::Instant::now();
         if let Err(e) = self.make_durable(&plan) {
-            // Nothing to undo: the WAL still holds every batch, and the next flush's `syncfs`
-            // covers these files again. Keep the full tiles so it still removes the partial
-            // tiles they replace.
-            lock().completed.extend(plan.completed);
+            // The WAL still holds every batch, but a later flush must not restart it: Linux
+            // marks pages whose write-back failed clean and reports the error once, so the
+            // next `syncfs` could succeed over tiles that never reached the disk, and its
+            // WAL restart would drop their only durable copy. Stop; a reopen replays the WAL.
+            tracing::error!(error = %e, "ledger flush could not make its files durable; refusing further writes until reopened");
+            lock().poisoned = Some(e.to_string());
             return Err(e);
         }
         let synced = syncing.elapsed();
@@ -921,13 +923,17 @@ impl Ledger for EmbeddedLedger {
         };
         let due = w.wal.len() >= self.flush_bytes || w.last_flush.elapsed() >= self.flush_interval;
         drop(w);
-        // The batch is committed whatever the flush does. A flush already under way (another
-        // thread's) covers this one's reason to flush.
+        // A flush already under way (another thread's) covers this one's reason to flush.
         if due {
-            if let Ok(one) = self.flushing.try_lock() {
-                if let Err(e) = self.flush_holding(one) {
-                    tracing::error!(error = %e, "ledger flush failed; the WAL keeps every batch and the next flush tries again");
-                }
+            let one = match self.flushing.try_lock() {
+                Ok(one) => Some(one),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(one) = one {
+                // A failure is logged by the flush and refuses later appends; this batch is
+                // committed whatever the flush does.
+                let _ = self.flush_holding(one);
             }
         }
         Ok(AppendOutcome {

@@ -260,6 +260,35 @@ fn a_crash_between_a_flushs_checkpoint_and_its_wal_restart_loses_nothing() {
     assert_eq!((after.size, after.wal_pending), (acked, 0));
 }
 
+/// A flush that cannot make its files durable must not let a later flush restart the WAL over
+/// them (a failed write-back is reported once; the next `syncfs` may succeed with the data
+/// gone): it refuses further appends, and a reopen replays the WAL with nothing lost.
+#[test]
+fn a_flush_that_fails_stops_appends_and_a_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = signer();
+    let l = EmbeddedLedger::open(flushed_by_hand(dir.path()), s.clone()).unwrap();
+    fill(&l, 700, 50);
+    // The checkpoint's temporary file cannot be created: a directory is in the way.
+    let blocker = dir.path().join("checkpoint.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    assert!(matches!(l.flush(), Err(LedgerError::Io { .. })));
+    let refused = l.append(700, &[entry(700)]).unwrap_err();
+    assert!(matches!(refused, LedgerError::Poisoned { .. }), "{refused}");
+    assert_eq!(l.tree_size(), 700);
+    drop(l); // a poisoned ledger does not flush on close
+    std::fs::remove_dir(&blocker).unwrap();
+
+    let r = EmbeddedLedger::open(config(dir.path()), s).unwrap();
+    assert_eq!(r.tree_size(), 700);
+    for (i, e) in r.entries(0, 700).unwrap().iter().enumerate() {
+        assert_eq!(e, &entry(i as u64));
+    }
+    fill(&r, 800, 50);
+    drop(r);
+    assert_eq!(fsck(dir.path(), None).unwrap().size, 800);
+}
+
 /// Flushes from another thread while appends go on (the server's flusher beside its
 /// committer): every append lands, every flush succeeds, and the files check clean.
 #[test]

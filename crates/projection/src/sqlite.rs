@@ -293,9 +293,13 @@ impl SqliteProjection {
 /// pool, not awaited: the records of the apply that asked are committed (the WAL is synced at
 /// every commit) and its callers go on, while the next statement on the connection waits for
 /// the checkpoint. Between two commits the checkpoint usually copies the whole WAL, so the
-/// next commit starts it over and it stays a few MB.
-fn checkpoint_soon(conn: Arc<Mutex<Option<Connection>>>) {
+/// next commit starts it over and it stays a few MB. Holds the connection only weakly until
+/// it runs: a projection dropped meanwhile is not kept open by it.
+fn checkpoint_soon(conn: std::sync::Weak<Mutex<Option<Connection>>>) {
     drop(tokio::task::spawn_blocking(move || {
+        let Some(conn) = conn.upgrade() else {
+            return;
+        };
         let g = conn.lock().unwrap_or_else(|p| p.into_inner());
         let Some(c) = g.as_ref() else {
             return;
@@ -1016,7 +1020,7 @@ impl Projection for SqliteProjection {
         let unchecked = self.unchecked.fetch_add(out.applied, Ordering::Relaxed) + out.applied;
         if unchecked >= CHECKPOINT_RECORDS {
             self.unchecked.store(0, Ordering::Relaxed);
-            checkpoint_soon(self.conn.clone());
+            checkpoint_soon(Arc::downgrade(&self.conn));
         }
         tracing::debug!(
             records = n,

@@ -128,6 +128,8 @@ struct Inner {
     closed: AtomicBool,
     /// Bumped after every commit that wrote events (and on close), to wake subscriptions.
     commits: watch::Sender<u64>,
+    /// A checkpoint task is queued (see `append`).
+    checkpoint_queued: AtomicBool,
 }
 
 /// The writer connection and what it knows of the WAL.
@@ -223,6 +225,7 @@ impl SqliteStream {
                 generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 commits,
+                checkpoint_queued: AtomicBool::new(false),
             }),
         })
     }
@@ -999,13 +1002,18 @@ impl EventStream for SqliteStream {
         if out.appended > 0 {
             self.inner.commits.send_modify(|n| *n = n.wrapping_add(1));
         }
-        if due {
+        if due && !self.inner.checkpoint_queued.swap(true, Ordering::AcqRel) {
             // After this batch's callers have their answer rather than before the next
             // batch's commit: between batches at moderate rates, so no caller waits for it.
             // Not awaited; whichever takes the writer first (this or the next append, which
-            // checks too) makes the copy.
-            let inner = self.inner.clone();
+            // checks too) makes the copy. One queued at a time (a reader holding old frames
+            // keeps it due), holding the store only weakly until it runs.
+            let inner = Arc::downgrade(&self.inner);
             drop(tokio::task::spawn_blocking(move || {
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                inner.checkpoint_queued.store(false, Ordering::Release);
                 let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(w) = writer.as_mut() {
                     checkpoint_if_due(w);
