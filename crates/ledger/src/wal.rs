@@ -253,11 +253,17 @@ impl Wal {
     /// Creates a fresh, durable, empty log whose base is `base_size`, atomically replacing
     /// any existing one (write to a temporary file, fsync, rename, fsync the directory).
     pub fn create(path: &Path, base_size: u64) -> Result<Wal, LedgerError> {
+        Wal::install(path, &header_bytes(base_size))
+    }
+
+    /// Makes `bytes` (a header and whole batches) the log at `path`, durably and atomically:
+    /// a temporary file written and synced, renamed over `path`, the directory synced. An
+    /// error before the rename leaves the old log in place.
+    fn install(path: &Path, bytes: &[u8]) -> Result<Wal, LedgerError> {
         let tmp = path.with_extension("tmp");
         {
             let mut f = File::create(&tmp).map_err(io_err(&tmp, "create WAL"))?;
-            f.write_all(&header_bytes(base_size))
-                .map_err(io_err(&tmp, "write WAL header"))?;
+            f.write_all(bytes).map_err(io_err(&tmp, "write WAL"))?;
             f.sync_all().map_err(io_err(&tmp, "sync WAL"))?;
         }
         std::fs::rename(&tmp, path).map_err(io_err(path, "install WAL"))?;
@@ -272,7 +278,7 @@ impl Wal {
         Ok(Wal {
             path: path.to_path_buf(),
             file,
-            len: HEADER_LEN as u64,
+            len: bytes.len() as u64,
         })
     }
 
@@ -306,22 +312,7 @@ impl Wal {
         self.file
             .read_exact_at(&mut buf[HEADER_LEN..], from)
             .map_err(io_err(&self.path, "read WAL"))?;
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp).map_err(io_err(&tmp, "create WAL"))?;
-            f.write_all(&buf).map_err(io_err(&tmp, "write WAL"))?;
-            f.sync_all().map_err(io_err(&tmp, "sync WAL"))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path, "install WAL"))?;
-        if let Some(dir) = self.path.parent() {
-            crate::fsutil::sync_dir(dir)?;
-        }
-        self.file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .map_err(io_err(&self.path, "open WAL"))?;
-        self.len = buf.len() as u64;
+        *self = Wal::install(&self.path, &buf)?;
         Ok(())
     }
 
