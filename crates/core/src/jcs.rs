@@ -41,8 +41,28 @@ fn check<T: serde::Serialize + ?Sized>(bytes: &[u8], value: &T) {
 /// `JCS(record)`.
 pub(crate) fn record_bytes(r: &Record) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024 + r.decision.body.len());
-    write_record(&mut out, r);
+    write_record(&mut out, r, None);
     check(&out, r);
+    out
+}
+
+/// `JCS(record)` with `payload` (the RFC 8785 text of an object, checked by the caller) written
+/// as the payload member in place of `r.decision.payload`, which must be empty.
+pub(crate) fn record_bytes_with_payload(r: &Record, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024 + r.decision.body.len() + payload.len());
+    write_record(&mut out, r, Some(payload));
+    if cfg!(debug_assertions) {
+        let object: Map<String, Value> =
+            serde_json::from_slice(payload).expect("the payload text is a JSON object");
+        assert_eq!(
+            String::from_utf8_lossy(payload),
+            String::from_utf8_lossy(&object_bytes(&object)),
+            "the payload text is not its own RFC 8785 form"
+        );
+        let mut whole = r.clone();
+        whole.decision.payload = object;
+        check(&out, &whole);
+    }
     out
 }
 
@@ -58,7 +78,7 @@ pub(crate) fn unsigned_bytes(prefix: &[u8], r: &UnsignedRecord) -> Vec<u8> {
 /// `JCS(decision)`.
 pub(crate) fn decision_bytes(d: &Decision) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + d.body.len());
-    write_decision(&mut out, d);
+    write_decision(&mut out, d, None);
     check(&out, d);
     out
 }
@@ -81,7 +101,7 @@ fn write_unsigned(out: &mut Vec<u8>, r: &UnsignedRecord) {
     } = r;
     write_approvals(out, approvals);
     out.extend_from_slice(b",\"decision\":");
-    write_decision(out, decision);
+    write_decision(out, decision, None);
     out.extend_from_slice(b",\"recorded_at\":");
     write_time(out, recorded_at);
     out.extend_from_slice(b",\"seq\":");
@@ -103,7 +123,7 @@ fn write_approvals(out: &mut Vec<u8>, approvals: &[Approval]) {
     out.push(b']');
 }
 
-fn write_record(out: &mut Vec<u8>, r: &Record) {
+fn write_record(out: &mut Vec<u8>, r: &Record, payload_text: Option<&[u8]>) {
     let Record {
         version,
         seq,
@@ -114,7 +134,7 @@ fn write_record(out: &mut Vec<u8>, r: &Record) {
     } = r;
     write_approvals(out, approvals);
     out.extend_from_slice(b",\"decision\":");
-    write_decision(out, decision);
+    write_decision(out, decision, payload_text);
     out.extend_from_slice(b",\"notary\":");
     write_notary(out, notary);
     out.extend_from_slice(b",\"recorded_at\":");
@@ -160,7 +180,8 @@ fn write_notary(out: &mut Vec<u8>, n: &NotarySignature) {
     out.push(b'}');
 }
 
-fn write_decision(out: &mut Vec<u8>, d: &Decision) {
+/// With `payload_text`, that text is written as the payload member instead of `d.payload`.
+fn write_decision(out: &mut Vec<u8>, d: &Decision, payload_text: Option<&[u8]>) {
     let Decision {
         id,
         kind,
@@ -190,7 +211,10 @@ fn write_decision(out: &mut Vec<u8>, d: &Decision) {
     out.extend_from_slice(b",\"kind\":");
     write_str(out, kind);
     out.extend_from_slice(b",\"payload\":");
-    write_object(out, payload);
+    match payload_text {
+        Some(text) => out.extend_from_slice(text),
+        None => write_object(out, payload),
+    }
     out.extend_from_slice(b",\"proposed_at\":");
     write_time(out, proposed_at);
     if let Some(s) = supersedes {
@@ -226,6 +250,20 @@ fn write_attachment(out: &mut Vec<u8>, a: &Attachment) {
 /// RFC 8785 §3.2.2.2: `"` and `\` escaped, U+0000–U+001F as `\b \t \n \f \r` or `\u00xx`
 /// (lowercase hex), everything else as itself. `serde_json` writes strings exactly so.
 fn write_str(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    // RFC 8785 §3.2.2.2 escapes only `"`, `\` and the controls below U+0020; most strings
+    // (titles, bodies, kinds) hold none, and are copied whole. The test is a fold rather than
+    // `any`, so the compiler can check many bytes at once.
+    let plain = !b.iter().fold(false, |bad, &c| {
+        bad | (c < 0x20) | (c == b'"') | (c == b'\\')
+    });
+    if plain {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
     // Writing to a Vec cannot fail, and a &str always serialises.
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -362,6 +400,13 @@ mod tests {
         }
 
         #[test]
+        fn any_string_matches_serde_jcs(s in "[\\x00-\\x21\"\\\\a-z\u{7f}\u{80}\u{2028}\u{e000}\u{10000}]{0,40}") {
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            proptest::prop_assert_eq!(out, serde_jcs::to_vec(&s).unwrap());
+        }
+
+        #[test]
         fn any_integer_matches_serde_jcs(i in proptest::prelude::any::<i64>(), u in proptest::prelude::any::<u64>()) {
             let mut out = Vec::new();
             write_number(&mut out, &Number::from(i));
@@ -381,6 +426,26 @@ mod tests {
 
     #[test]
     // RFC 8785's own examples are written with more digits than a double holds.
+    #[allow(clippy::excessive_precision)]
+    fn strings_are_escaped_as_rfc_8785_says() {
+        for (s, want) in [
+            ("", r#""""#),
+            ("plain text, é, 🗳, \u{7f}", "\"plain text, é, 🗳, \u{7f}\""),
+            ("a\"b", r#""a\"b""#),
+            ("back\\slash", r#""back\\slash""#),
+            ("\u{8}\t\n\u{c}\r", r#""\b\t\n\f\r""#),
+            ("\u{0}\u{1f}", r#""\u0000\u001f""#),
+            ("\u{2028}\u{2029}", "\"\u{2028}\u{2029}\""),
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    // The literals are written as the test vectors give them (the double nearest to each is
+    // the case under test), not as their shortest round-trip form.
     #[allow(clippy::excessive_precision)]
     fn numbers_match_ecmascript() {
         for (x, want) in [

@@ -793,6 +793,21 @@ impl Record {
         Ok(crate::jcs::record_bytes(self))
     }
 
+    /// `JCS(record)` for a record whose payload is held as text: `payload` is written as the
+    /// payload member, in place of `self.decision.payload`. For a reader that rebuilds records
+    /// from stored columns (the projection) and has checked that the text is the RFC 8785 form
+    /// of a JSON object, which spares parsing it and writing it back.
+    ///
+    /// `None` unless `self.decision.payload` is empty, so the text cannot silently replace a
+    /// payload the record holds. Nothing here checks the text: the caller must have checked it
+    /// (debug builds do, and panic on text that is not an object's canonical form).
+    pub fn to_bytes_with_payload_text(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        self.decision
+            .payload
+            .is_empty()
+            .then(|| crate::jcs::record_bytes_with_payload(self, payload))
+    }
+
     /// `SHA-256(0x00 || record_bytes)`.
     pub fn leaf_hash(&self) -> Result<Hash, CanonicalError> {
         Ok(leaf_hash(&self.to_bytes()?))

@@ -94,6 +94,10 @@ pub enum Rederived {
 pub struct RederivedRecord {
     pub seq: u64,
     pub content: Rederived,
+    /// The decision id the rows name, when they re-derive to a record (`None` for damaged
+    /// rows). It is part of the bytes; a reader that has matched the bytes against another
+    /// copy can take it from here instead of parsing them.
+    pub decision_id: Option<Uuid>,
 }
 
 impl RederivedRecord {

@@ -4,9 +4,8 @@
 //!
 //! [`canonical_object_len`] instead checks, without building anything, that a text is exactly
 //! its own RFC 8785 form. When it says so, the text is what `object_jcs(strict parse(text))`
-//! would produce byte for byte, so it can stand in for that: re-derivation writes the record
-//! with an empty payload through core's writer and puts the checked text in its place
-//! ([`splice`]). When the quick check cannot decide (a float, an escape in a member name,
+//! would produce byte for byte, so it can stand in for that: re-derivation has core's writer
+//! write the checked text as the payload member (`Record::to_bytes_with_payload_text`). When the quick check cannot decide (a float, an escape in a member name,
 //! a name with characters at or above U+E000, deep nesting, an integer of 17 digits) or the
 //! text is not canonical, callers take the slow path, parsing and rewriting as before, which
 //! decides what the text means (or that it is damage). Debug builds run both paths and compare.
@@ -25,39 +24,6 @@ pub(crate) fn canonical_object_len(text: &[u8]) -> Option<usize> {
     let mut s = Scanner { b: text, i: 0 };
     s.object(0)?;
     Some(s.i)
-}
-
-/// Replaces the empty payload of `bytes` (core's canonical bytes of a record whose payload is
-/// `{}`) with `payload` (a checked canonical object). `None` if the member is not where core
-/// writes it, for the caller to take the slow path.
-pub(crate) fn splice(bytes: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
-    // The decision's members in canonical order: `kind` always precedes `payload`, and
-    // `proposed_at` always follows it. A `"` inside any string value is escaped, so this
-    // sequence can only be the decision's own members.
-    const MARK: &[u8] = b",\"payload\":{},\"proposed_at\":";
-    let at = rfind(bytes, MARK)?;
-    let open = at + MARK.len() - b"{},\"proposed_at\":".len();
-    let mut out = Vec::with_capacity(bytes.len() + payload.len() - 2);
-    out.extend_from_slice(&bytes[..open]);
-    out.extend_from_slice(payload);
-    out.extend_from_slice(&bytes[open + 2..]);
-    Some(out)
-}
-
-/// The last occurrence of `needle` in `hay`. Backwards, because what follows the payload in
-/// a record is short (its times, `supersedes`, title and the notary), while what precedes it
-/// (approvals, attachments, body) may be long.
-fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let last = *needle.last()?;
-    let mut end = hay.len();
-    while let Some(k) = hay[..end].iter().rposition(|&b| b == last) {
-        let start = (k + 1).checked_sub(needle.len())?;
-        if &hay[start..=k] == needle {
-            return Some(start);
-        }
-        end = k;
-    }
-    None
 }
 
 struct Scanner<'a> {
@@ -286,8 +252,10 @@ mod tests {
         assert_eq!(canonical_object_len(deep.as_bytes()), None);
     }
 
+    /// Core writes a checked payload text as the payload member: the bytes are the
+    /// record's own.
     #[test]
-    fn splices_into_record_bytes() {
+    fn payload_text_writes_the_records_bytes() {
         for r in (0..30)
             .map(|s| crate::fixtures::sample_record(s, 0))
             .chain(crate::fixtures::tricky_records(30))
@@ -297,13 +265,13 @@ mod tests {
             let payload = triplicate_core::canonical::object_jcs(&r.decision.payload);
             let mut empty = r.clone();
             empty.decision.payload = Map::new();
-            let spliced = splice(&empty.to_bytes().unwrap(), &payload).unwrap();
-            assert_eq!(spliced, bytes, "seq {}", r.seq);
+            let written = empty.to_bytes_with_payload_text(&payload).unwrap();
+            assert_eq!(written, bytes, "seq {}", r.seq);
+            // A record that holds a payload does not take text in its place.
+            if !r.decision.payload.is_empty() {
+                assert_eq!(r.to_bytes_with_payload_text(b"{}"), None, "seq {}", r.seq);
+            }
         }
-        assert_eq!(rfind(b"abcabc", b"bc"), Some(4));
-        assert_eq!(rfind(b"abcabc", b"abcabc"), Some(0));
-        assert_eq!(rfind(b"abcab", b"cc"), None);
-        assert_eq!(rfind(b"c", b"cc"), None);
     }
 
     fn json() -> impl Strategy<Value = Value> {

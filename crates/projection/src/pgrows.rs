@@ -19,7 +19,7 @@ use crate::pgcopy::{CopyReader, CopyWriter};
 use crate::plan::Keyed;
 use crate::postgres::{join_time, split_time};
 use crate::rows::{assemble, ApprovalRow, AttachmentRow, DecisionRow, RecordRows};
-use crate::{ProjectionError, Rederived, RederivedRecord};
+use crate::{ProjectionError, RederivedRecord};
 
 /// What the plan needs of a validated record (see [`Keyed`]).
 #[derive(Debug, Clone)]
@@ -319,13 +319,7 @@ impl Fetched {
     /// order, on up to `threads` threads. Each thread decodes and rebuilds a run of consecutive
     /// seqs. `Err` only when the data is not the `COPY` data asked for.
     pub fn rederive(self, threads: usize) -> Result<Vec<RederivedRecord>, String> {
-        self.per_record(threads, |r| RederivedRecord {
-            seq: r.decision.seq as u64,
-            content: match r.into_bytes() {
-                Ok(b) => Rederived::Bytes(b),
-                Err(why) => Rederived::Damaged(why),
-            },
-        })
+        self.per_record(threads, RecordRows::rederive)
     }
 
     /// `f` of every record's rows, in seq order, on up to `threads` threads (see
@@ -565,7 +559,10 @@ mod tests {
             .filter(|k| !gone.contains(k))
             .map(|k| RederivedRecord {
                 seq: k as u64,
-                content: Rederived::Bytes(batch[k].clone()),
+                content: crate::Rederived::Bytes(batch[k].clone()),
+                decision_id: Record::from_canonical_bytes(&batch[k])
+                    .ok()
+                    .map(|r| r.decision.id),
             })
             .collect();
         for threads in [1, 2, 3, 7] {

@@ -242,8 +242,9 @@ impl RecordRows {
     /// Like [`RecordRows::rebuild_bytes`], consuming the rows.
     ///
     /// When the payload column's text is checked to be its own RFC 8785 form (the usual case;
-    /// see `payload.rs`), the record is written through core's writer with an empty payload and
-    /// the text put in its place, which skips parsing and rewriting it; the bytes are the same.
+    /// see `payload.rs`), core's writer writes the text as the payload member
+    /// (`Record::to_bytes_with_payload_text`), which skips parsing and rewriting it; the bytes
+    /// are the same.
     pub fn into_bytes(self) -> Result<Vec<u8>, String> {
         let text = self.decision.payload.as_bytes();
         if crate::payload::canonical_object_len(text) == Some(text.len()) {
@@ -251,26 +252,41 @@ impl RecordRows {
             let slow = self.clone().into_bytes_slow();
             let mut rows = self;
             let text = std::mem::take(&mut rows.decision.payload);
-            let mut record = rows.into_record_with(|_| Ok(Map::new()))?;
-            let bytes = record
-                .to_bytes()
-                .map_err(|e| format!("cannot canonicalise the rebuilt record: {e}"))?;
-            if let Some(out) = crate::payload::splice(&bytes, text.as_bytes()) {
-                #[cfg(debug_assertions)]
-                assert_eq!(
-                    Ok(&out),
-                    slow.as_ref(),
-                    "payload splice differs from the parsed payload"
-                );
-                return Ok(out);
-            }
-            // Not where core writes it (a change in core's writer): parse after all.
-            record.decision.payload = strict_json::object(&text)?;
-            return record
-                .to_bytes()
-                .map_err(|e| format!("cannot canonicalise the rebuilt record: {e}"));
+            let record = rows.into_record_with(|_| Ok(Map::new()))?;
+            // The record was built with an empty payload, so core takes the text.
+            let out = record
+                .to_bytes_with_payload_text(text.as_bytes())
+                .ok_or("the rebuilt record's payload is not empty")?;
+            #[cfg(debug_assertions)]
+            assert_eq!(
+                Ok(&out),
+                slow.as_ref(),
+                "the payload text written as it is differs from the parsed payload"
+            );
+            return Ok(out);
         }
         self.into_bytes_slow()
+    }
+
+    /// The re-derived record of these rows: its bytes and decision id, or why the rows
+    /// describe no record.
+    pub fn rederive(self) -> RederivedRecord {
+        let seq = self.decision.seq as u64;
+        // Parsed before the rows are consumed; kept only if the rows re-derive, which checks
+        // that it is canonical UUID text.
+        let id = Uuid::try_parse(&self.decision.id).ok();
+        match self.into_bytes() {
+            Ok(b) => RederivedRecord {
+                seq,
+                content: Rederived::Bytes(b),
+                decision_id: id,
+            },
+            Err(why) => RederivedRecord {
+                seq,
+                content: Rederived::Damaged(why),
+                decision_id: None,
+            },
+        }
     }
 
     /// Re-derivation by parsing the payload text and writing the whole record.
@@ -460,13 +476,7 @@ pub(crate) fn rebuild_threads() -> usize {
 /// a range read's CPU).
 pub(crate) fn rebuild_all(rows: Vec<RecordRows>, threads: usize) -> Vec<RederivedRecord> {
     fn one(r: RecordRows) -> RederivedRecord {
-        RederivedRecord {
-            seq: r.decision.seq as u64,
-            content: match r.into_bytes() {
-                Ok(b) => Rederived::Bytes(b),
-                Err(why) => Rederived::Damaged(why),
-            },
-        }
+        r.rederive()
     }
     if rows.len() < 128 || threads < 2 {
         return rows.into_iter().map(one).collect();
@@ -501,6 +511,7 @@ pub(crate) fn rebuild_all(rows: Vec<RecordRows>, threads: usize) -> Vec<Rederive
                 Err(_) => out.extend(seqs.into_iter().map(|seq| RederivedRecord {
                     seq,
                     content: Rederived::Damaged("internal error while re-deriving".into()),
+                    decision_id: None,
                 })),
             }
         }

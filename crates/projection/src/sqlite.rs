@@ -351,6 +351,19 @@ impl Select {
         }
     }
 
+    /// How many records it can select at most, where that is known and small: what the row
+    /// vectors are sized for, so a range read (the verifier's slices of [`READ_SLICE`]) does
+    /// not grow and copy them as it goes. Capped, so a wide range over few rows does not
+    /// reserve much.
+    fn width(&self) -> usize {
+        match self {
+            Select::Range(a, b) => usize::try_from(b.saturating_sub(*a))
+                .unwrap_or(0)
+                .min(4_096),
+            Select::Seqs(_) => 0,
+        }
+    }
+
     fn params(&self) -> Vec<&dyn ToSql> {
         match self {
             Select::Range(a, b) => vec![a as &dyn ToSql, b],
@@ -386,9 +399,8 @@ fn load(conn: &Connection, sel: &Select) -> Result<Vec<RecordRows>, ProjectionEr
                 notary_signature: r.get(14)?,
             })
         })
-        .map_err(storage("read decisions"))?
-        .collect::<Result<Vec<_>, _>>()
         .map_err(storage("read decisions"))?;
+    let decisions = collect_rows(decisions, sel.width()).map_err(storage("read decisions"))?;
     if decisions.is_empty() {
         return Ok(Vec::new());
     }
@@ -409,9 +421,8 @@ fn load(conn: &Connection, sel: &Select) -> Result<Vec<RecordRows>, ProjectionEr
                 signed_at: join_time(r.get(5)?, r.get(6)?),
             })
         })
-        .map_err(storage("read approvals"))?
-        .collect::<Result<Vec<_>, _>>()
         .map_err(storage("read approvals"))?;
+    let approvals = collect_rows(approvals, 2 * sel.width()).map_err(storage("read approvals"))?;
     let mut q = conn
         .prepare_cached(&format!(
             "SELECT seq, position, sha256, media_type, size, name \
@@ -429,10 +440,21 @@ fn load(conn: &Connection, sel: &Select) -> Result<Vec<RecordRows>, ProjectionEr
                 name: r.get(5)?,
             })
         })
-        .map_err(storage("read attachments"))?
-        .collect::<Result<Vec<_>, _>>()
         .map_err(storage("read attachments"))?;
+    let attachments = collect_rows(attachments, 0).map_err(storage("read attachments"))?;
     Ok(assemble(decisions, approvals, attachments))
+}
+
+/// The rows of a query, into a vector sized for `capacity` of them up front.
+fn collect_rows<T>(
+    rows: impl Iterator<Item = rusqlite::Result<T>>,
+    capacity: usize,
+) -> rusqlite::Result<Vec<T>> {
+    let mut out = Vec::with_capacity(capacity);
+    for r in rows {
+        out.push(r?);
+    }
+    Ok(out)
 }
 
 /// Inserts the rows of `records` with multi-row statements.

@@ -21,7 +21,7 @@ use triplicate_ledger::Ledger;
 use triplicate_projection::Projection;
 use triplicate_stream::EventStream;
 use triplicate_verifier::{run, RunRequest, VerificationPolicy, DEFAULT_BATCH};
-use util::{env_u64, rate};
+use util::{env_u64, rate, Clock};
 
 /// The shipped binary's allocator (`crates/cli/src/main.rs`).
 #[global_allocator]
@@ -103,7 +103,7 @@ fn main() {
         baseline(&env, n).await;
 
         // Each store alone, to see which one bounds the sweep.
-        let t = Instant::now();
+        let t = Clock::start();
         let mut after = None;
         loop {
             let page = env.stream.read_all(after, 10_000).await.unwrap();
@@ -112,16 +112,16 @@ fn main() {
                 break;
             }
         }
-        println!("    stream read_all alone      {}", rate(n, t.elapsed()));
-        let t = Instant::now();
+        println!("    stream read_all alone      {}", t.rate(n));
+        let t = Clock::start();
         let mut lo = 0;
         while lo < n {
             let hi = (lo + DEFAULT_BATCH).min(n);
             env.projection.record_bytes(lo, hi).await.unwrap();
             lo = hi;
         }
-        println!("    projection re-derive alone {}", rate(n, t.elapsed()));
-        let t = Instant::now();
+        println!("    projection re-derive alone {}", t.rate(n));
+        let t = Clock::start();
         let mut lo = 0;
         while lo < n {
             let hi = (lo + DEFAULT_BATCH).min(n);
@@ -129,18 +129,18 @@ fn main() {
             env.ledger.leaf_hashes(lo, hi).unwrap();
             lo = hi;
         }
-        println!("    ledger entries+hashes alone {}", rate(n, t.elapsed()));
+        println!("    ledger entries+hashes alone {}", t.rate(n));
 
-        let t = Instant::now();
+        let t = Clock::start();
         let bytes = baseline(&env, n).await;
         let base = t.elapsed();
         println!(
             "  baseline: read 3 stores      {}  ({} MB)",
-            rate(n, base),
+            t.rate(n),
             bytes / 1_000_000
         );
 
-        let t = Instant::now();
+        let t = Clock::start();
         let report = run(env.stores(), &policy, &env.trust, &RunRequest::full())
             .await
             .unwrap();
@@ -149,16 +149,16 @@ fn main() {
         assert_eq!(report.records_compared, n);
         println!(
             "  full sweep, hash-only        {}  = {:.2}x the baseline's time",
-            rate(n, sweep),
+            t.rate(n),
             sweep.as_secs_f64() / base.as_secs_f64()
         );
 
-        let t = Instant::now();
+        let t = Clock::start();
         let with_fsck = run(env.stores(), &policy, &env.trust, &env.full())
             .await
             .unwrap();
         assert!(with_fsck.is_clean());
-        println!("  full sweep + ledger fsck     {}", rate(n, t.elapsed()));
+        println!("  full sweep + ledger fsck     {}", t.rate(n));
 
         fill(&env, n, n + 1_000).await;
         let t = Instant::now();

@@ -550,8 +550,22 @@ fn compare_chunk(ctx: &Ctx, chunk: Chunk) -> ChunkResult {
     let mut findings = Vec::new();
 
     let rehashed: Option<Vec<Hash>> = entries.as_ref().map(|e| par_map(e, 256, |b| leaf_hash(b)));
-    let event_hashes: Vec<Hash> = par_map(&events, 256, |e| leaf_hash(&e.event.record_bytes));
-    let projected_hashes: Vec<Option<Hash>> = par_map(&projected, 256, RederivedRecord::leaf_hash);
+    // A copy whose bytes equal the ledger entry's has the leaf hash just computed from that
+    // entry: the same function of the same input. Only a copy that differs (or has no entry to
+    // compare with) is hashed on its own, so a clean sweep hashes each record once, not three
+    // times, and compares the copies byte for byte (which no hash collision could fool).
+    let known = |seq: u64, bytes: &[u8]| -> Option<Hash> {
+        let k = usize::try_from(seq.checked_sub(lo)?).ok()?;
+        let entry = entries.as_ref()?.get(k)?;
+        let h = rehashed.as_ref()?.get(k)?;
+        (entry.as_slice() == bytes).then_some(*h)
+    };
+    let hash_of = |seq: u64, bytes: &[u8]| known(seq, bytes).unwrap_or_else(|| leaf_hash(bytes));
+    let event_hashes: Vec<Hash> = par_map(&events, 256, |e| {
+        hash_of(e.event.seq, &e.event.record_bytes)
+    });
+    let projected_hashes: Vec<Option<Hash>> =
+        par_map(&projected, 256, |r| r.bytes().map(|b| hash_of(r.seq, b)));
 
     // Index the stream's events and the projection's records by seq.
     let width = usize::try_from(hi - lo).unwrap_or(0);
@@ -633,7 +647,13 @@ fn compare_chunk(ctx: &Ctx, chunk: Chunk) -> ChunkResult {
             [first, rest @ ..] => {
                 let ev = &events[*first];
                 let h = event_hashes[*first];
-                let decision = head_of(&mut head_cache).map(|h| h.0);
+                // The ledger record's decision id: from the projection's rows when they
+                // re-derive to the ledger's bytes (the id is part of them), else parsed from
+                // the entry, which costs a parse of the whole record.
+                let decision = proj_by_seq[k]
+                    .filter(|i| projected_hashes[*i] == Some(expected))
+                    .and_then(|i| projected[i].decision_id)
+                    .or_else(|| head_of(&mut head_cache).map(|h| h.0));
                 if h != expected {
                     findings.push(Discrepancy {
                         seq: Some(seq),
@@ -1061,6 +1081,197 @@ mod tests {
             reverify: false,
             trust: Trust::new(&vkey, None).unwrap(),
         }
+    }
+
+    fn stored_event(event: triplicate_stream::DecisionRecorded, position: u64) -> StoredEvent {
+        StoredEvent {
+            position: Position::new(position, position),
+            stream_id: triplicate_stream::StreamId::for_decision(event.decision_id),
+            revision: 0,
+            event,
+            stored_at: Timestamp::now(),
+        }
+    }
+
+    /// Seqs `0..n` held alike by the three stores.
+    fn agreeing(n: u64) -> Chunk {
+        let events: Vec<_> = (0..n).map(triplicate_stream::fixtures::event).collect();
+        let entries: Vec<Vec<u8>> = events.iter().map(|e| e.record_bytes.clone()).collect();
+        Chunk {
+            lo: 0,
+            hi: n,
+            ledger_now: n,
+            stored: Some(entries.iter().map(|b| leaf_hash(b)).collect()),
+            entries: Some(entries),
+            projected: events
+                .iter()
+                .map(|e| RederivedRecord {
+                    seq: e.seq,
+                    content: Rederived::Bytes(e.record_bytes.clone()),
+                    decision_id: Some(e.decision_id),
+                })
+                .collect(),
+            events: events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| stored_event(e, i as u64))
+                .collect(),
+        }
+    }
+
+    fn sized(n: u64) -> Ctx {
+        Ctx {
+            size: n,
+            ..ctx(n.checked_sub(1), n.checked_sub(1))
+        }
+    }
+
+    /// Bytes of a well-formed record that no seq of [`agreeing`] holds.
+    fn other_bytes() -> Vec<u8> {
+        triplicate_stream::fixtures::event(1_000_000).record_bytes
+    }
+
+    #[test]
+    fn copies_that_agree_are_clean_and_the_entries_are_rehashed() {
+        // Enough records for the hashing to split across threads.
+        let chunk = agreeing(700);
+        let want: Vec<Hash> = chunk.stored.clone().unwrap();
+        let out = compare_chunk(&sized(700), chunk);
+        assert!(out.findings.is_empty(), "{:#?}", out.findings);
+        assert_eq!(out.rehashed, Some(want));
+    }
+
+    /// A copy that differs from the ledger's entry is hashed from its own bytes: the report
+    /// carries the hash of what the store holds, not the entry's.
+    #[test]
+    fn a_copy_that_differs_is_reported_with_its_own_hash() {
+        let mut chunk = agreeing(10);
+        let other = other_bytes();
+        chunk.events[3].event.record_bytes = other.clone();
+        let mut changed = other.clone();
+        changed.push(b' ');
+        chunk.projected[5].content = Rederived::Bytes(changed.clone());
+        let stored = chunk.stored.clone().unwrap();
+        let out = compare_chunk(&sized(10), chunk);
+        let found: Vec<_> = out
+            .findings
+            .iter()
+            .map(|d| {
+                (
+                    d.seq,
+                    d.store,
+                    d.kind,
+                    d.class,
+                    d.expected_hash,
+                    d.actual_hash,
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    Some(3),
+                    Store::Stream,
+                    Kind::Differs,
+                    Class::Major,
+                    Some(stored[3]),
+                    Some(leaf_hash(&other))
+                ),
+                (
+                    Some(5),
+                    Store::Projection,
+                    Kind::Differs,
+                    Class::Minor,
+                    Some(stored[5]),
+                    Some(leaf_hash(&changed))
+                ),
+            ]
+        );
+    }
+
+    /// An event holding the ledger's bytes under metadata that names another decision or
+    /// another leaf hash is major, whether the ledger's decision id comes from the projection's
+    /// matching rows (seq 2) or, with the projection's copy missing or damaged, from the entry
+    /// (seqs 4 and 6).
+    #[test]
+    fn an_event_whose_metadata_disagrees_with_its_bytes_is_found() {
+        let mut chunk = agreeing(10);
+        let ids: Vec<Uuid> = chunk.events.iter().map(|e| e.event.decision_id).collect();
+        for seq in [2, 4, 6] {
+            chunk.events[seq].event.decision_id = Uuid::now_v7();
+        }
+        chunk.events[8].event.leaf_hash = [7; 32];
+        chunk.projected.retain(|r| r.seq != 4);
+        for r in chunk.projected.iter_mut().filter(|r| r.seq == 6) {
+            r.content = Rederived::Damaged("a test".into());
+            r.decision_id = None;
+        }
+        // Rows that re-derive to another record name another decision: that is not the
+        // ledger's, and the event at 5 (which agrees with the ledger) is not faulted for it.
+        for r in chunk.projected.iter_mut().filter(|r| r.seq == 5) {
+            r.content = Rederived::Bytes(other_bytes());
+            r.decision_id = Some(Uuid::now_v7());
+        }
+        let out = compare_chunk(&sized(10), chunk);
+        let stream: Vec<_> = out
+            .findings
+            .iter()
+            .filter(|d| d.store == Store::Stream)
+            .map(|d| (d.seq, d.kind, d.class, d.decision_id))
+            .collect();
+        let differs = |seq: u64| {
+            (
+                Some(seq),
+                Kind::MetadataDiffers,
+                Class::Major,
+                Some(ids[seq as usize]),
+            )
+        };
+        assert_eq!(stream, vec![differs(2), differs(4), differs(6), differs(8)]);
+        let projection: Vec<_> = out
+            .findings
+            .iter()
+            .filter(|d| d.store == Store::Projection)
+            .map(|d| (d.seq, d.kind, d.decision_id))
+            .collect();
+        assert_eq!(
+            projection,
+            vec![
+                (Some(4), Kind::Gap, Some(ids[4])),
+                (Some(5), Kind::Differs, Some(ids[5])),
+                (Some(6), Kind::Damaged, Some(ids[6]))
+            ]
+        );
+    }
+
+    /// An altered ledger entry is critical; the copies are judged against its stored hash,
+    /// which they still match, not against the altered entry's re-hash.
+    #[test]
+    fn copies_are_judged_against_the_stored_hash_when_an_entry_was_altered() {
+        let mut chunk = agreeing(10);
+        let other = other_bytes();
+        if let Some(e) = chunk.entries.as_mut() {
+            e[1] = other.clone();
+        }
+        let stored = chunk.stored.clone().unwrap();
+        let out = compare_chunk(&sized(10), chunk);
+        let found: Vec<_> = out
+            .findings
+            .iter()
+            .map(|d| (d.seq, d.store, d.kind, d.expected_hash, d.actual_hash))
+            .collect();
+        assert_eq!(
+            found,
+            vec![(
+                Some(1),
+                Store::Ledger,
+                Kind::LeafMismatch,
+                Some(stored[1]),
+                Some(leaf_hash(&other))
+            )]
+        );
+        assert_eq!(out.rehashed.unwrap()[1], leaf_hash(&other));
     }
 
     /// A hole below a store's highest seq is never lag, however young the record: in the
