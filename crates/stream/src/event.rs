@@ -181,21 +181,28 @@ impl EventMetadata {
 
     /// Parses stored metadata, strictly.
     pub fn from_json(text: &str) -> Result<EventMetadata, String> {
+        // Borrowed from `text` unless a value holds an escape (every read of the stream
+        // decodes one of these; the verifier reads them all).
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
-        struct Wire {
-            leaf_hash: String,
-            seq: String,
+        struct Wire<'a> {
+            #[serde(borrow)]
+            leaf_hash: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            seq: std::borrow::Cow<'a, str>,
         }
-        let w: Wire = serde_json::from_str(text).map_err(|e| format!("metadata: {e}"))?;
+        let w: Wire<'_> = serde_json::from_str(text).map_err(|e| format!("metadata: {e}"))?;
         let seq = w
             .seq
             .parse::<u64>()
             .map_err(|e| format!("metadata seq {:?}: {e}", w.seq))?;
+        // 32 bytes are 44 characters of padded base64; a longer text cannot decode into the
+        // buffer and is refused with the rest.
+        let mut buf = [0u8; 33];
         let leaf_hash = base64::engine::general_purpose::STANDARD
-            .decode(&w.leaf_hash)
+            .decode_slice(w.leaf_hash.as_bytes(), &mut buf)
             .ok()
-            .and_then(|v| Hash::try_from(v).ok())
+            .and_then(|n| Hash::try_from(&buf[..n]).ok())
             .ok_or_else(|| {
                 format!(
                     "metadata leaf_hash {:?} is not 32 bytes of base64",
@@ -309,4 +316,61 @@ pub struct StoredEvent {
 /// Standard base64, the encoding receipts and ledger errors use for hashes.
 pub(crate) fn b64(h: &Hash) -> String {
     base64::engine::general_purpose::STANDARD.encode(h)
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_is_parsed_strictly() {
+        let m = EventMetadata {
+            seq: 9_007_199_254_740_993,
+            leaf_hash: [0xab; 32],
+        };
+        assert_eq!(EventMetadata::from_json(&m.to_json()).unwrap(), m);
+        // Escapes are decoded (the values are then owned, not borrowed).
+        let escaped = m.to_json().replace("\"seq\":\"9", "\"seq\":\"\\u0039");
+        assert_eq!(EventMetadata::from_json(&escaped).unwrap(), m);
+
+        let hash = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        for (text, why) in [
+            (
+                format!("{{\"leaf_hash\":\"{}\",\"seq\":\"1\"}}", hash(&[1; 31])),
+                "31 bytes",
+            ),
+            (
+                format!("{{\"leaf_hash\":\"{}\",\"seq\":\"1\"}}", hash(&[1; 33])),
+                "33 bytes",
+            ),
+            (
+                format!("{{\"leaf_hash\":\"{}\",\"seq\":\"1\"}}", hash(&[1; 36])),
+                "36 bytes",
+            ),
+            (
+                "{\"leaf_hash\":\"not base64!\",\"seq\":\"1\"}".to_owned(),
+                "not base64",
+            ),
+            (
+                format!("{{\"leaf_hash\":\"{}\",\"seq\":\"-1\"}}", hash(&[1; 32])),
+                "negative seq",
+            ),
+            (
+                format!("{{\"leaf_hash\":\"{}\",\"seq\":1}}", hash(&[1; 32])),
+                "seq as a number",
+            ),
+            (
+                format!(
+                    "{{\"leaf_hash\":\"{}\",\"seq\":\"1\",\"extra\":\"x\"}}",
+                    hash(&[1; 32])
+                ),
+                "an unknown member",
+            ),
+            ("{}".to_owned(), "no members"),
+        ] {
+            assert!(EventMetadata::from_json(&text).is_err(), "{why}: {text}");
+        }
+    }
 }

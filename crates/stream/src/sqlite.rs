@@ -684,43 +684,56 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StreamError> {
     tx.commit().map_err(sql("commit migration"))
 }
 
-/// One row as stored, before it is decoded.
-struct Row {
+/// One row as stored, before it is decoded. The text columns are borrowed from SQLite's row
+/// (only the record bytes are copied out), so reading an event allocates once for its data.
+struct Row<'r> {
     position: i64,
-    stream_id: String,
+    stream_id: &'r str,
     revision: i64,
     seq: i64,
-    event_type: String,
+    event_type: &'r str,
     data: Vec<u8>,
-    metadata: String,
-    recorded_at: String,
+    metadata: &'r str,
+    recorded_at: &'r str,
 }
 
 const SELECT: &str = "SELECT position, stream_id, revision, seq, event_type, data, metadata, recorded_at FROM events";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+/// Column `i` as text borrowed from the row; refused as `get::<String>` refuses it (a value
+/// of another type, or text that is not UTF-8).
+fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    let v = r.get_ref(i)?;
+    v.as_str().map_err(|e| match e {
+        rusqlite::types::FromSqlError::InvalidType => {
+            rusqlite::Error::InvalidColumnType(i, String::new(), v.data_type())
+        }
+        other => rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(other)),
+    })
+}
+
+fn row<'r>(r: &'r rusqlite::Row<'_>) -> rusqlite::Result<Row<'r>> {
     Ok(Row {
         position: r.get(0)?,
-        stream_id: r.get(1)?,
+        stream_id: text(r, 1)?,
         revision: r.get(2)?,
         seq: r.get(3)?,
-        event_type: r.get(4)?,
+        event_type: text(r, 4)?,
         data: r.get(5)?,
-        metadata: r.get(6)?,
-        recorded_at: r.get(7)?,
+        metadata: text(r, 6)?,
+        recorded_at: text(r, 7)?,
     })
 }
 
 /// Turns a row back into an event, refusing rows that cannot be one. The data is returned as
 /// stored: whether it matches its hash is the verifier's question.
-fn decode(r: Row) -> Result<StoredEvent, StreamError> {
+fn decode(r: Row<'_>) -> Result<StoredEvent, StreamError> {
     let position = Position::new(u64::try_from(r.position).unwrap_or(0), 0);
     let damaged = |reason: String| StreamError::Damaged { position, reason };
     if r.event_type != EVENT_TYPE {
         return Err(damaged(format!("event type {:?}", r.event_type)));
     }
     let stream_id: StreamId = r.stream_id.parse().map_err(damaged)?;
-    let meta = EventMetadata::from_json(&r.metadata).map_err(damaged)?;
+    let meta = EventMetadata::from_json(r.metadata).map_err(damaged)?;
     let seq = u64::try_from(r.seq).map_err(|_| damaged(format!("seq {}", r.seq)))?;
     if meta.seq != seq {
         return Err(damaged(format!(
@@ -1029,9 +1042,12 @@ impl EventStream for SqliteStream {
             let mut q = c
                 .prepare_cached(&format!("{SELECT} WHERE stream_id = ?1 ORDER BY revision"))
                 .map_err(sql("prepare stream read"))?;
-            let rows = q.query_map([sid], row).map_err(sql("read stream"))?;
-            rows.map(|r| decode(r.map_err(sql("read stream"))?))
-                .collect()
+            let mut rows = q.query([sid]).map_err(sql("read stream"))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(sql("read stream"))? {
+                out.push(decode(row(r).map_err(sql("read stream"))?)?);
+            }
+            Ok(out)
         })
         .await
     }
@@ -1053,16 +1069,20 @@ impl EventStream for SqliteStream {
                 .map_err(sql("prepare read"))?;
             // One row more than asked tells whether the page reached the end.
             let want = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-            let rows = q
-                .query_map(rusqlite::params![after, want], row)
+            let mut rows = q
+                .query(rusqlite::params![after, want])
                 .map_err(sql("read events"))?;
-            let mut rows = rows
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sql("read events"))?;
-            let end = rows.len() <= limit;
-            // The extra row only says there is more; it is not decoded (nor can it fail).
-            rows.truncate(limit);
-            let events = rows.into_iter().map(decode).collect::<Result<_, _>>()?;
+            let mut events = Vec::with_capacity(limit.min(4_096));
+            let mut end = true;
+            while let Some(r) = rows.next().map_err(sql("read events"))? {
+                if events.len() == limit {
+                    // The extra row only says there is more; it is not decoded (nor can it
+                    // fail).
+                    end = false;
+                    break;
+                }
+                events.push(decode(row(r).map_err(sql("read events"))?)?);
+            }
             Ok(Page { events, end })
         })
         .await

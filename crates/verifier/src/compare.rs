@@ -184,56 +184,87 @@ where
         options.stream_after,
         options.stream_mark,
     );
-    // Batch k is compared on the blocking pool while batch k+1 is read; results are taken in
-    // order, so findings stay in seq order and leaves fold in order.
-    let mut pending: Option<Pending> = None;
-    let mut lo = range.start;
-    while lo < range.end {
-        let hi = range.end.min(lo.saturating_add(batch));
-        let ledger_hi = hi.min(size);
-        let mut events = Vec::new();
-        let mut read_findings = Vec::new();
-        // The stream and projection reads run on the blocking pool once polled; `join!` polls
-        // them before the synchronous ledger read (last), so all three reads overlap.
-        let (scanned, projected, ledger_part) = tokio::join!(
-            scan.take_until(hi, &mut events, &mut read_findings),
-            stores.projection.record_bytes(lo, hi),
-            async { read_ledger(stores.ledger, lo, ledger_hi) },
-        );
-        scanned?;
-        let projected = projected.map_err(VerifyError::Projection)?;
-        let (entries, stored, ledger_findings) = ledger_part;
-        read_findings.extend(ledger_findings);
-        // Read after the copies were: the write path appends to the ledger before the copies,
-        // so a record a copy holds past this size is one the ledger lacks, not one it gained
-        // while the run went on.
-        let ledger_now = stores.ledger.tree_size().max(size);
-        out.records += ledger_hi.saturating_sub(lo);
-        out.beyond_ledger += hi - lo.max(ledger_hi);
+    // Each copy is read by its own loop, which runs up to two batches ahead of the comparison
+    // (a channel of one, plus the batch being read), so a store that is done with a batch
+    // starts on the next instead of idling until the slowest store is done with it. The loops
+    // run in this task (`join!`); their reads run on the blocking pool. Batch k is compared on
+    // the blocking pool while later batches are read; results are taken in order, so findings
+    // stay in seq order and leaves fold in order.
+    let (stream_tx, stream_rx) = tokio::sync::mpsc::channel(1);
+    let (projection_tx, projection_rx) = tokio::sync::mpsc::channel(1);
+    let read_stream = async {
+        let tx = stream_tx;
+        for (_, hi) in batches(range.clone(), batch) {
+            let mut events = Vec::new();
+            let mut findings = Vec::new();
+            let read = scan
+                .take_until(hi, &mut events, &mut findings)
+                .await
+                .map(|()| (events, findings));
+            let failed = read.is_err();
+            // A closed channel: the comparison stopped (on an error it returns).
+            if tx.send(read).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let read_projection = async {
+        let tx = projection_tx;
+        for (lo, hi) in batches(range.clone(), batch) {
+            let read = stores
+                .projection
+                .record_bytes(lo, hi)
+                .await
+                .map_err(VerifyError::Projection);
+            let failed = read.is_err();
+            if tx.send(read).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let compare = async {
+        let (mut stream_rx, mut projection_rx) = (stream_rx, projection_rx);
+        let stopped = || VerifyError::Task("a store's reading loop stopped early".into());
+        let mut pending: Option<Pending> = None;
+        for (lo, hi) in batches(range.clone(), batch) {
+            let ledger_hi = hi.min(size);
+            let (events, mut read_findings) = stream_rx.recv().await.ok_or_else(stopped)??;
+            let projected = projection_rx.recv().await.ok_or_else(stopped)??;
+            let (entries, stored, ledger_findings) = read_ledger(stores.ledger, lo, ledger_hi);
+            read_findings.extend(ledger_findings);
+            // Read after the copies were: the write path appends to the ledger before the
+            // copies, so a record a copy holds past this size is one the ledger lacks, not one
+            // it gained while the run went on.
+            let ledger_now = stores.ledger.tree_size().max(size);
+            out.records += ledger_hi.saturating_sub(lo);
+            out.beyond_ledger += hi - lo.max(ledger_hi);
 
-        let chunk = Chunk {
-            lo,
-            hi,
-            ledger_now,
-            entries,
-            stored,
-            events,
-            projected,
-        };
-        let c = ctx.clone();
-        let next = Pending {
-            lo,
-            read_findings,
-            task: tokio::task::spawn_blocking(move || compare_chunk(&c, chunk)),
-        };
-        if let Some(done) = pending.replace(next) {
+            let chunk = Chunk {
+                lo,
+                hi,
+                ledger_now,
+                entries,
+                stored,
+                events,
+                projected,
+            };
+            let c = ctx.clone();
+            let next = Pending {
+                lo,
+                read_findings,
+                task: tokio::task::spawn_blocking(move || compare_chunk(&c, chunk)),
+            };
+            if let Some(done) = pending.replace(next) {
+                absorb(&mut out, &mut fold, done).await?;
+            }
+        }
+        if let Some(done) = pending.take() {
             absorb(&mut out, &mut fold, done).await?;
         }
-        lo = hi;
-    }
-    if let Some(done) = pending.take() {
-        absorb(&mut out, &mut fold, done).await?;
-    }
+        Ok::<(), VerifyError>(())
+    };
+    let ((), (), compared) = tokio::join!(read_stream, read_projection, compare);
+    compared?;
     if let (Some(cr), Some(cp)) = (fold, options.verified) {
         let root = cr.root();
         let ok = cr.size() == cp.size && root == cp.root;
@@ -273,6 +304,16 @@ where
         );
     }
     Ok(out)
+}
+
+/// `range` in consecutive batches of `batch` seqs (the last may be shorter).
+fn batches(range: Range<u64>, batch: u64) -> impl Iterator<Item = (u64, u64)> {
+    let end = range.end;
+    std::iter::successors(Some(range.start), move |lo| {
+        Some(end.min(lo.saturating_add(batch)))
+    })
+    .take_while(move |lo| *lo < end)
+    .map(move |lo| (lo, end.min(lo.saturating_add(batch))))
 }
 
 /// A batch read and being compared.
@@ -1272,6 +1313,19 @@ mod tests {
             )]
         );
         assert_eq!(out.rehashed.unwrap()[1], leaf_hash(&other));
+    }
+
+    #[test]
+    fn batches_cover_the_range_in_order() {
+        let all = |r: Range<u64>, b: u64| batches(r, b).collect::<Vec<_>>();
+        assert_eq!(all(0..10, 4), vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(all(3..11, 4), vec![(3, 7), (7, 11)]);
+        assert_eq!(all(5..5, 4), vec![]);
+        assert_eq!(all(0..3, 1), vec![(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(
+            all(u64::MAX - 3..u64::MAX, 2),
+            vec![(u64::MAX - 3, u64::MAX - 1), (u64::MAX - 1, u64::MAX)]
+        );
     }
 
     /// A hole below a store's highest seq is never lag, however young the record: in the
