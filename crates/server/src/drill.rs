@@ -535,7 +535,19 @@ pub async fn run_drill(
         log,
     )
     .await;
-    drop(after);
+    if let Some((svc, checker)) = after {
+        // Release the scratch stores before their files are removed: a store still open
+        // writes into the directory as it closes (the ledger's final flush, SQLite removing
+        // its WAL), racing the removal. The cross-checker holds a handle on the service;
+        // close() needs it gone.
+        drop(checker);
+        if tokio::time::timeout(Duration::from_secs(60), svc.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the drill's scratch service did not close within 60 s");
+        }
+    }
     let outcome = finish(source, report).await?;
     if options.keep_scratch {
         return Ok(DrillOutcome {
@@ -543,10 +555,37 @@ pub async fn run_drill(
             ..outcome
         });
     }
-    if let Err(e) = std::fs::remove_dir_all(&scratch.root) {
-        tracing::warn!(error = %e, dir = %scratch.root.display(), "the drill's scratch copy was not removed");
-    }
+    remove_scratch(&scratch.root).await;
     Ok(outcome)
+}
+
+/// Removes a drill's scratch directory. A store's maintenance task (a SQLite checkpoint on the
+/// blocking pool) may still hold its database for a few milliseconds after the drill let go
+/// of it, and close it, writing into the directory, while it is being removed; so a failed
+/// removal is tried again a few times before it is reported.
+async fn remove_scratch(root: &Path) {
+    let mut attempt = 0;
+    loop {
+        let dir = root.to_owned();
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match removed {
+            Ok(()) => return,
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, dir = %root.display(), "removing the drill's scratch copy again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %root.display(), "the drill's scratch copy was not removed");
+                return;
+            }
+        }
+    }
 }
 
 /// What every report starts with.

@@ -155,8 +155,11 @@ pub struct Health {
 
 struct Job {
     submission: Submission,
-    reply: oneshot::Sender<Result<SubmitOutcome, SubmitError>>,
+    reply: Reply,
 }
+
+/// Where a submission's answer goes.
+type Reply = oneshot::Sender<Result<SubmitOutcome, SubmitError>>;
 
 /// Progress of one downstream store: the size it is known to hold and whether it is healthy.
 #[derive(Debug)]
@@ -219,8 +222,14 @@ pub struct Service {
     judge_tx: mpsc::Sender<Job>,
     /// To the committer: judged submissions, and the service's own audit records.
     tx: mpsc::Sender<Job>,
-    /// The committer task, for [`Service::close`].
-    committer: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The committer and judge tasks, for [`Service::close`].
+    committer: Arc<std::sync::Mutex<Option<Tasks>>>,
+}
+
+/// The tasks that hold the service's stores while it runs.
+struct Tasks {
+    committer: tokio::task::JoinHandle<()>,
+    judge: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Service {
@@ -439,28 +448,32 @@ impl Service {
         });
         let committer = tokio::spawn(committer(inner.clone(), rx));
         let (judge_tx, judge_rx) = mpsc::channel(inner.options.batch_max * 4);
-        tokio::spawn(judge(inner.clone(), judge_rx, tx.clone()));
+        let judge = tokio::spawn(judge(inner.clone(), judge_rx, tx.clone()));
         Ok(Service {
             inner,
             judge_tx,
             tx,
-            committer: Arc::new(std::sync::Mutex::new(Some(committer))),
+            committer: Arc::new(std::sync::Mutex::new(Some(Tasks { committer, judge }))),
         })
     }
 
-    /// Stops taking submissions and waits until the committer has finished the ones it holds,
-    /// so the stores are released (the ledger's lock, database handles) once every other
-    /// handle on the service (its cross-checker, workers) is gone too. For a service started
-    /// over stores something else opens next, such as a drill's.
+    /// Stops taking submissions and waits until the judge and the committer have finished the
+    /// ones they hold and ended, so the stores are released (the ledger's lock, database
+    /// handles) once every other handle on the service (its cross-checker, workers) is gone
+    /// too. For a service started over stores something else opens or removes next, such as a
+    /// drill's.
     pub async fn close(self) {
-        let handle = self
+        let tasks = self
             .committer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         drop(self);
-        if let Some(h) = handle {
-            let _ = h.await;
+        if let Some(t) = tasks {
+            // The judge ends when the last handle's sender is gone, the committer when the
+            // judge's is too; each holds the stores until it has.
+            let _ = t.judge.await;
+            let _ = t.committer.await;
         }
     }
 
@@ -906,10 +919,14 @@ struct Committed {
 async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
     let start_seq = inner.ledger.tree_size();
     let recorded_at = Timestamp::now();
-    let mut fresh: Vec<(Job, Record)> = Vec::with_capacity(jobs.len());
-    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(jobs.len());
+    // The submissions that take a seq, in order, and their callers' replies, kept apart so
+    // the submissions can go to the blocking pool and come back while the replies stay here.
+    let mut submissions: Vec<Submission> = Vec::with_capacity(jobs.len());
+    let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
     let mut in_batch: HashMap<Uuid, usize> = HashMap::new();
-    let mut duplicates: Vec<(Job, usize)> = Vec::new();
+    // Submissions of a decision an earlier submission in this batch carries, with its index
+    // in `submissions`.
+    let mut repeats: Vec<(Job, usize)> = Vec::new();
     for job in jobs {
         let id = job.submission.decision.id;
         // Recorded since the handler looked, or twice in this batch.
@@ -926,75 +943,190 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
             continue;
         }
         if let Some(&at) = in_batch.get(&id) {
-            duplicates.push((job, at));
+            repeats.push((job, at));
             continue;
         }
-        let seq = start_seq + fresh.len() as u64;
-        match notarise(&*inner.notary, seq, &job.submission, recorded_at) {
-            Ok((record, bytes)) => {
-                in_batch.insert(id, fresh.len());
-                fresh.push((job, record));
-                entries.push(bytes);
-            }
-            Err(e) => {
-                let _ = job.reply.send(Err(e));
-            }
-        }
+        in_batch.insert(id, submissions.len());
+        submissions.push(job.submission);
+        replies.push(job.reply);
     }
-
-    if fresh.is_empty() && duplicates.is_empty() {
+    if submissions.is_empty() {
+        // A repeat names an earlier submission of the batch, so there are none either.
         return None;
     }
-    let mut checkpoint = inner.ledger.checkpoint();
-    if !fresh.is_empty() {
-        let ledger = inner.ledger.clone();
-        let batch = std::mem::take(&mut entries);
-        let appended = tokio::task::spawn_blocking(move || {
-            let out = ledger.append(start_seq, &batch);
-            (out, batch)
-        })
-        .await
-        .map(|(out, back)| {
-            entries = back;
-            out
-        });
-        match appended {
-            Ok(Ok(out)) => {
-                checkpoint = out.checkpoint;
-                inner.metrics.observe_batch(fresh.len());
-                let mut index = inner.index.lock().unwrap_or_else(|p| p.into_inner());
-                for (_, r) in &fresh {
-                    index.insert(r.decision.id, r.seq);
+
+    // Notarising and appending run on the blocking pool: a hardware notary may take hundreds
+    // of milliseconds a signature (the `Signer` contract forbids calling it on an executor
+    // thread), and a software one ~40 µs of CPU, which is spread over the cores.
+    let notary = inner.notary.clone();
+    let ledger = inner.ledger.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let signed = notarise_all(&*notary, start_seq, &submissions, recorded_at);
+        let mut records = Vec::with_capacity(signed.len());
+        let mut entries = Vec::with_capacity(signed.len());
+        let mut refused = Vec::new();
+        for (i, s) in signed.into_iter().enumerate() {
+            match s {
+                Ok((record, bytes)) => {
+                    records.push((i, record));
+                    entries.push(bytes);
                 }
+                Err(e) => refused.push((i, e)),
             }
-            failed => {
-                let reason = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => format!("ledger append panicked: {e}"),
-                    Ok(Ok(_)) => String::new(),
-                };
-                tracing::error!(%reason, "ledger append failed; the batch is refused");
-                for (job, _) in fresh {
-                    let _ = job.reply.send(Err(SubmitError::Unavailable(format!(
-                        "the ledger could not commit: {reason}"
-                    ))));
-                }
-                for (job, _) in duplicates {
-                    let _ = job.reply.send(Err(SubmitError::Unavailable(
-                        "the ledger could not commit".into(),
-                    )));
-                }
-                return None;
+        }
+        let appended = (!entries.is_empty()).then(|| ledger.append(start_seq, &entries));
+        (submissions, records, entries, refused, appended)
+    })
+    .await;
+    let (submissions, records, entries, refused, appended) = match done {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "notarising or appending a batch panicked; it is refused");
+            let why = || SubmitError::Internal(format!("notarising or appending panicked: {e}"));
+            for reply in replies {
+                let _ = reply.send(Err(why()));
+            }
+            for (job, _) in repeats {
+                let _ = job.reply.send(Err(why()));
+            }
+            return None;
+        }
+    };
+
+    let mut replies: Vec<Option<Reply>> = replies.into_iter().map(Some).collect();
+    let mut submissions: Vec<Option<Submission>> = submissions.into_iter().map(Some).collect();
+    // Where each submission's record is in `fresh`, or why it was refused.
+    let mut place: Vec<Result<usize, SubmitError>> = Vec::with_capacity(submissions.len());
+    place.resize_with(submissions.len(), || Ok(usize::MAX));
+    for (i, e) in refused {
+        place[i] = Err(refusal_copy(&e));
+        if let Some(reply) = replies[i].take() {
+            let _ = reply.send(Err(e));
+        }
+    }
+    let mut fresh: Vec<(Job, Record)> = Vec::with_capacity(records.len());
+    for (i, record) in records {
+        if let (Some(submission), Some(reply)) = (submissions[i].take(), replies[i].take()) {
+            place[i] = Ok(fresh.len());
+            fresh.push((Job { submission, reply }, record));
+        }
+    }
+    let mut duplicates: Vec<(Job, usize)> = Vec::with_capacity(repeats.len());
+    for (job, at) in repeats {
+        match &place[at] {
+            Ok(k) => duplicates.push((job, *k)),
+            // The same decision, submitted just before in this batch, was refused: so is this
+            // copy, for the same reason (a different submission under its id would have been
+            // judged on its own had it come in another batch; refusing it too loses nothing).
+            Err(e) => {
+                let _ = job.reply.send(Err(refusal_copy(e)));
             }
         }
     }
-    Some(Committed {
-        start_seq,
-        checkpoint,
-        fresh,
-        entries,
-        duplicates,
-    })
+    let Some(appended) = appended else {
+        // Every submission was refused; each caller has its answer.
+        return None;
+    };
+    match appended {
+        Ok(out) => {
+            inner.metrics.observe_batch(fresh.len());
+            let mut index = inner.index.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, r) in &fresh {
+                index.insert(r.decision.id, r.seq);
+            }
+            drop(index);
+            Some(Committed {
+                start_seq,
+                checkpoint: out.checkpoint,
+                fresh,
+                entries,
+                duplicates,
+            })
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::error!(%reason, "ledger append failed; the batch is refused");
+            for (job, _) in fresh {
+                let _ = job.reply.send(Err(SubmitError::Unavailable(format!(
+                    "the ledger could not commit: {reason}"
+                ))));
+            }
+            for (job, _) in duplicates {
+                let _ = job.reply.send(Err(SubmitError::Unavailable(
+                    "the ledger could not commit".into(),
+                )));
+            }
+            None
+        }
+    }
+}
+
+/// The same refusal for another caller. Notarising refuses with `Invalid`, `Unavailable` or
+/// `Internal`; anything else is carried as `Internal` with its message.
+fn refusal_copy(e: &SubmitError) -> SubmitError {
+    match e {
+        SubmitError::Invalid(v) => SubmitError::Invalid(v.clone()),
+        SubmitError::Unavailable(s) => SubmitError::Unavailable(s.clone()),
+        SubmitError::Internal(s) => SubmitError::Internal(s.clone()),
+        other => SubmitError::Internal(other.to_string()),
+    }
+}
+
+/// Submissions below this many are notarised on one thread (spawning costs more than it saves).
+const PARALLEL_NOTARY_MIN: usize = 16;
+
+/// Notarises `submissions` as seqs `start_seq..`, on every core for a large batch (a software
+/// notary; a hardware signer serialises its own calls). A refused submission (over the size
+/// limit, or the notary failed) takes no seq, so those after it move down one and are signed
+/// again at their real seqs: rare, and done one by one.
+fn notarise_all(
+    notary: &dyn Signer,
+    start_seq: u64,
+    submissions: &[Submission],
+    recorded_at: Timestamp,
+) -> Vec<Result<(Record, Vec<u8>), SubmitError>> {
+    let at = |i: usize, seq: u64| notarise(notary, seq, &submissions[i], recorded_at);
+    let threads = triplicate_core::available_threads();
+    let mut out: Vec<_> = if threads < 2 || submissions.len() < PARALLEL_NOTARY_MIN {
+        (0..submissions.len())
+            .map(|i| at(i, start_seq + i as u64))
+            .collect()
+    } else {
+        let per = submissions.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = (0..submissions.len())
+                .step_by(per)
+                .map(|from| {
+                    let to = (from + per).min(submissions.len());
+                    s.spawn(move || {
+                        (from..to)
+                            .map(|i| at(i, start_seq + i as u64))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| match h.join() {
+                    Ok(part) => part,
+                    // Re-raised here, where the blocking task turns it into a refused batch.
+                    Err(p) => std::panic::resume_unwind(p),
+                })
+                .collect()
+        })
+    };
+    let mut refused = 0u64;
+    for (i, r) in out.iter_mut().enumerate() {
+        if r.is_err() {
+            refused += 1;
+        } else if refused > 0 {
+            *r = at(i, start_seq + i as u64 - refused);
+            if r.is_err() {
+                refused += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Writes a committed batch to the stores and answers its callers.
@@ -1215,6 +1347,84 @@ mod tests {
     use triplicate_ledger::{EmbeddedLedger, LedgerConfig};
 
     use super::*;
+
+    /// A submission whose record stays small, or with `huge`, one over `RECORD_MAX_BYTES`
+    /// (each field within its own limit; only the whole record is too large).
+    fn submission(approver: &SoftwareSigner, huge: bool) -> Submission {
+        let decision = Decision {
+            id: Uuid::now_v7(),
+            kind: "motion".into(),
+            title: "A motion".into(),
+            body: if huge {
+                "b".repeat(32 * 1024)
+            } else {
+                "b".into()
+            },
+            payload: if huge {
+                serde_json::json!({ "text": "p".repeat(15 * 1024) })
+                    .as_object()
+                    .cloned()
+                    .unwrap()
+            } else {
+                serde_json::Map::new()
+            },
+            proposed_at: Timestamp::now(),
+            supersedes: None,
+            attachments: (0..if huge { 64 } else { 0 })
+                .map(|i| triplicate_core::Attachment {
+                    sha256: "ab".repeat(32),
+                    media_type: format!("application/x-{}", "m".repeat(100)),
+                    size: i,
+                    name: Some(format!("{i}-{}", "n".repeat(150))),
+                })
+                .collect(),
+        };
+        let approval = triplicate_keys::approve(&decision, approver, Timestamp::now()).unwrap();
+        Submission {
+            decision,
+            approvals: vec![approval],
+        }
+    }
+
+    /// Notarised at consecutive seqs from `start`, each record's notary signature good; a
+    /// refused submission takes no seq, on one thread and on several.
+    #[test]
+    fn notarising_a_batch_gives_consecutive_seqs_and_skips_refused_submissions() {
+        let notary = SoftwareSigner::generate("notary");
+        let approver = SoftwareSigner::generate("approver");
+        for (n, huge) in [
+            (5, vec![]),
+            (5, vec![2]),
+            (40, vec![]),
+            (40, vec![0, 7, 8, 39]),
+            (40, vec![20]),
+        ] {
+            let subs: Vec<Submission> = (0..n)
+                .map(|i| submission(&approver, huge.contains(&i)))
+                .collect();
+            let out = notarise_all(&notary, 100, &subs, Timestamp::now());
+            assert_eq!(out.len(), n, "{n} {huge:?}");
+            let mut want_seq = 100;
+            for (i, r) in out.iter().enumerate() {
+                if huge.contains(&i) {
+                    assert!(
+                        matches!(r, Err(SubmitError::Invalid(_))),
+                        "{n} {huge:?}: submission {i} is over the limit"
+                    );
+                    continue;
+                }
+                let (record, bytes) = r.as_ref().unwrap();
+                assert_eq!(record.seq, want_seq, "{n} {huge:?}: submission {i}");
+                assert_eq!(record.decision.id, subs[i].decision.id);
+                assert_eq!(&record.to_bytes().unwrap(), bytes);
+                notary
+                    .public_key()
+                    .verify(&record.notary_message().unwrap(), &record.notary.signature)
+                    .unwrap();
+                want_seq += 1;
+            }
+        }
+    }
 
     /// A ledger of `n` entries, each `{"decision":{"id":…}}` (all the index reads), except
     /// those at `bad`, which are not JSON.

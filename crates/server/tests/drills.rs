@@ -16,6 +16,19 @@ use triplicate_server::drill::{DrillOptions, Scenario};
 use triplicate_server::setup::ProjectionChoice;
 use triplicate_server::Running;
 
+/// Every path under `dir`, for a failure message.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            out.extend(walk(&p));
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Runs `scenario` on a service holding `n` decisions and checks the report and what it left.
 async fn drill_passes(r: &Running, scratch: &Path, scenario: Scenario, scratch_pg: Option<String>) {
     let before = r.service.ledger().tree_size();
@@ -51,9 +64,12 @@ async fn drill_passes(r: &Running, scratch: &Path, scenario: Scenario, scratch_p
     assert!(out.stored);
     let seq = out.audit_seq.expect("an audit record");
     assert!(seq >= before);
-    assert!(!scratch
-        .join(format!("triplicate-drill-{}", rep.drill_id))
-        .exists());
+    let left = scratch.join(format!("triplicate-drill-{}", rep.drill_id));
+    assert!(
+        !left.exists(),
+        "{scenario}: the scratch copy is still there, holding {:?}",
+        walk(&left)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::Digest;
-use triplicate_core::Receipt;
+use triplicate_core::{Decision, Receipt};
 use triplicate_keys::SoftwareSigner;
 use triplicate_ledger::receipt::verify_receipt;
 use triplicate_projection::Projection;
@@ -487,5 +487,96 @@ async fn the_same_submission_sent_concurrently_is_recorded_once() {
         "all answers carry the one record"
     );
     assert_eq!(r.service.ledger().tree_size(), 1);
+    r.stop().await.unwrap();
+}
+
+/// A submission whose record would exceed the record size limit (every field within its own
+/// limit) is refused with 422 wherever it lands in a group commit; it takes no seq, so the
+/// submissions batched with it are recorded at consecutive seqs, and a second copy of it sent
+/// at the same time is refused too. Nothing of it reaches any store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_record_is_refused_and_its_batch_commits_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    let huge = Decision::from_json(
+        serde_json::json!({
+            "id": Uuid::now_v7().to_string(),
+            "kind": "motion",
+            "title": "Too large once notarised",
+            "body": "b".repeat(30 * 1024),
+            "payload": {"text": "p".repeat(15 * 1024)},
+            "proposed_at": triplicate_core::Timestamp::now().to_string(),
+            "attachments": (0..64).map(|i| serde_json::json!({
+                "sha256": format!("{i:064x}"),
+                "media_type": format!("application/x-{}", "m".repeat(100)),
+                "size": i,
+                "name": format!("{i}-{}", "n".repeat(150)),
+            })).collect::<Vec<_>>(),
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let approved = |d: &Decision| {
+        body(
+            d,
+            &[approve(d, &r.approvers[0]), approve(d, &r.approvers[1])],
+        )
+    };
+    let huge_body = approved(&huge);
+    let small: Vec<Value> = (0..24)
+        .map(|i| approved(&decision("motion", &format!("Small motion {i}"))))
+        .collect();
+    // Submitted together, in rounds, so the huge one lands inside batches with others.
+    for round in 0..3 {
+        let mut bodies: Vec<Value> = small[round * 8..round * 8 + 8].to_vec();
+        bodies.insert(3, huge_body.clone());
+        bodies.push(huge_body.clone());
+        let tasks: Vec<_> = bodies
+            .into_iter()
+            .map(|b| {
+                let client = Client::new(&r);
+                tokio::spawn(async move { (client.submit(&b).await, b) })
+            })
+            .collect();
+        for t in tasks {
+            let ((status, out), b) = t.await.unwrap();
+            if b == huge_body {
+                assert_eq!(status, 422, "{out}");
+                assert!(
+                    out.to_string().contains("bytes canonicalised"),
+                    "the problem says why: {out}"
+                );
+            } else {
+                assert_eq!(status, 201, "{out}");
+            }
+        }
+    }
+    // 24 records at seqs 0..24, none of them the huge decision.
+    let size = r.service.ledger().tree_size();
+    assert_eq!(size, 24);
+    wait_for_stores(&r, size).await;
+    let entries = r.service.ledger().entries(0, size).unwrap();
+    let mut titles: Vec<String> = entries
+        .iter()
+        .enumerate()
+        .map(|(seq, e)| {
+            let record = triplicate_core::Record::from_canonical_bytes(e).unwrap();
+            assert_eq!(record.seq, seq as u64);
+            assert_ne!(record.decision.id, huge.id);
+            record.decision.title
+        })
+        .collect();
+    titles.sort();
+    let mut want: Vec<String> = (0..24).map(|i| format!("Small motion {i}")).collect();
+    want.sort();
+    assert_eq!(titles, want);
+    assert_eq!(
+        Client::new(&r)
+            .get(&format!("/v1/decisions/{}", huge.id))
+            .await
+            .status(),
+        404
+    );
     r.stop().await.unwrap();
 }
