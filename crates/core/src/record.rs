@@ -801,7 +801,7 @@ impl Record {
     /// `None` unless `self.decision.payload` is empty, so the text cannot silently replace a
     /// payload the record holds. Nothing here checks the text: the caller must have checked it
     /// (debug builds do, and panic on text that is not an object's canonical form).
-    pub fn to_bytes_with_payload_text(&self, payload: &[u8]) -> Option<Vec<u8>> {
+    pub fn to_bytes_with_payload_text_unchecked(&self, payload: &[u8]) -> Option<Vec<u8>> {
         self.decision
             .payload
             .is_empty()

@@ -5,7 +5,9 @@
 //! [`canonical_object_len`] instead checks, without building anything, that a text is exactly
 //! its own RFC 8785 form. When it says so, the text is what `object_jcs(strict parse(text))`
 //! would produce byte for byte, so it can stand in for that: re-derivation has core's writer
-//! write the checked text as the payload member (`Record::to_bytes_with_payload_text`). When the quick check cannot decide (a float, an escape in a member name,
+//! write the checked text as the payload member
+//! (`Record::to_bytes_with_payload_text_unchecked`). When the quick check cannot decide (a
+//! float, an escape in a member name,
 //! a name with characters at or above U+E000, deep nesting, an integer of 17 digits) or the
 //! text is not canonical, callers take the slow path, parsing and rewriting as before, which
 //! decides what the text means (or that it is damage). Debug builds run both paths and compare.
@@ -265,11 +267,18 @@ mod tests {
             let payload = triplicate_core::canonical::object_jcs(&r.decision.payload);
             let mut empty = r.clone();
             empty.decision.payload = Map::new();
-            let written = empty.to_bytes_with_payload_text(&payload).unwrap();
+            let written = empty
+                .to_bytes_with_payload_text_unchecked(&payload)
+                .unwrap();
             assert_eq!(written, bytes, "seq {}", r.seq);
             // A record that holds a payload does not take text in its place.
             if !r.decision.payload.is_empty() {
-                assert_eq!(r.to_bytes_with_payload_text(b"{}"), None, "seq {}", r.seq);
+                assert_eq!(
+                    r.to_bytes_with_payload_text_unchecked(b"{}"),
+                    None,
+                    "seq {}",
+                    r.seq
+                );
             }
         }
     }

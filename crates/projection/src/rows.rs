@@ -243,8 +243,8 @@ impl RecordRows {
     ///
     /// When the payload column's text is checked to be its own RFC 8785 form (the usual case;
     /// see `payload.rs`), core's writer writes the text as the payload member
-    /// (`Record::to_bytes_with_payload_text`), which skips parsing and rewriting it; the bytes
-    /// are the same.
+    /// (`Record::to_bytes_with_payload_text_unchecked`), which skips parsing and rewriting it;
+    /// the bytes are the same.
     pub fn into_bytes(self) -> Result<Vec<u8>, String> {
         let text = self.decision.payload.as_bytes();
         if crate::payload::canonical_object_len(text) == Some(text.len()) {
@@ -255,7 +255,7 @@ impl RecordRows {
             let record = rows.into_record_with(|_| Ok(Map::new()))?;
             // The record was built with an empty payload, so core takes the text.
             let out = record
-                .to_bytes_with_payload_text(text.as_bytes())
+                .to_bytes_with_payload_text_unchecked(text.as_bytes())
                 .ok_or("the rebuilt record's payload is not empty")?;
             #[cfg(debug_assertions)]
             assert_eq!(

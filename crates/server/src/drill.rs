@@ -548,21 +548,23 @@ pub async fn run_drill(
             tracing::warn!("the drill's scratch service did not close within 60 s");
         }
     }
-    let outcome = finish(source, report).await?;
+    let outcome = finish(source, report).await;
     if options.keep_scratch {
-        return Ok(DrillOutcome {
+        return outcome.map(|outcome| DrillOutcome {
             scratch: Some(scratch.root.clone()),
             ..outcome
         });
     }
+    // Removed whether or not the report could be stored.
     remove_scratch(&scratch.root).await;
-    Ok(outcome)
+    outcome
 }
 
 /// Removes a drill's scratch directory. A store's maintenance task (a SQLite checkpoint on the
 /// blocking pool) may still hold its database for a few milliseconds after the drill let go
-/// of it, and close it, writing into the directory, while it is being removed; so a failed
-/// removal is tried again a few times before it is reported.
+/// of it, and close it, writing into the directory, while it is being removed, as may the
+/// stores of a scenario that failed before its service could be closed; so a failed removal is
+/// tried again for up to two seconds before it is reported.
 async fn remove_scratch(root: &Path) {
     let mut attempt = 0;
     loop {
@@ -575,7 +577,7 @@ async fn remove_scratch(root: &Path) {
         .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         match removed {
             Ok(()) => return,
-            Err(e) if attempt < 10 => {
+            Err(e) if attempt < 40 => {
                 attempt += 1;
                 tracing::debug!(error = %e, attempt, dir = %root.display(), "removing the drill's scratch copy again");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1628,7 +1630,12 @@ pub async fn run_in_place(
         tracing::warn!(result = ?flushed.map(|r| r.map_err(|e| e.to_string())), "flush the ledger after the drill");
     }
     // Release the deployment's stores (the ledger's lock) before returning.
-    svc.close().await;
+    if tokio::time::timeout(Duration::from_secs(60), svc.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the deployment's service did not close within 60 s after the drill");
+    }
     let outcome = outcome?;
     Ok(DrillOutcome {
         scratch: Some(root),

@@ -1015,11 +1015,18 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
     for (job, at) in repeats {
         match &place[at] {
             Ok(k) => duplicates.push((job, *k)),
-            // The same decision, submitted just before in this batch, was refused: so is this
-            // copy, for the same reason (a different submission under its id would have been
-            // judged on its own had it come in another batch; refusing it too loses nothing).
-            Err(e) => {
+            // The same submission, sent just before in this batch, was refused: so is this
+            // copy, for the same reason.
+            Err(e) if submissions[at].as_ref() == Some(&job.submission) => {
                 let _ = job.reply.send(Err(refusal_copy(e)));
+            }
+            // Another submission of the same decision was refused; this one was not judged
+            // (it may be a corrected version): retryable, and the retry is judged on its own.
+            Err(e) => {
+                let _ = job.reply.send(Err(SubmitError::Unavailable(format!(
+                    "not recorded: another submission of decision {} in the same batch was                      refused ({e}); submit this one again",
+                    job.submission.decision.id
+                ))));
             }
         }
     }
@@ -1072,57 +1079,165 @@ fn refusal_copy(e: &SubmitError) -> SubmitError {
     }
 }
 
-/// Submissions below this many are notarised on one thread (spawning costs more than it saves).
+/// Submissions below this many are signed on one thread (spawning costs more than it saves).
 const PARALLEL_NOTARY_MIN: usize = 16;
 
-/// Notarises `submissions` as seqs `start_seq..`, on every core for a large batch (a software
-/// notary; a hardware signer serialises its own calls). A refused submission (over the size
-/// limit, or the notary failed) takes no seq, so those after it move down one and are signed
-/// again at their real seqs: rare, and done one by one.
+/// A submission's record at its seq, ready for the notary, and the message it signs.
+struct Prepared {
+    unsigned: UnsignedRecord,
+    msg: Vec<u8>,
+}
+
+/// The notary member (`,"notary":{...}` with a 64-byte signature) is well under this many
+/// bytes; a record whose notary message is this far under the size limit fits once signed.
+const NOTARY_MEMBER_MARGIN: usize = 512;
+
+/// The record of `s` at `seq`, checked to fit the record size limit once signed, and its
+/// notary message. Nothing is signed here, so a refusal costs the notary nothing and takes no
+/// seq.
+fn prepare(
+    notary: &dyn Signer,
+    seq: u64,
+    s: &Submission,
+    recorded_at: Timestamp,
+) -> Result<Prepared, SubmitError> {
+    if seq > triplicate_core::limits::SAFE_INTEGER as u64 {
+        return Err(SubmitError::Unavailable(
+            "the ledger has reached 2^53 records".into(),
+        ));
+    }
+    let unsigned = UnsignedRecord {
+        version: RECORD_VERSION,
+        seq,
+        decision: s.decision.clone(),
+        approvals: s.canonical_approvals(),
+        recorded_at,
+    };
+    let msg = unsigned
+        .notary_message()
+        .map_err(|e| SubmitError::Internal(format!("build the notary message: {e}")))?;
+    // The decision and each approval passed every rule in `Submission::from_json`, the policy
+    // refused duplicates, and the fields added here are ours; what is left to check is what
+    // only the whole record has: its size. Signatures of both algorithms are 64 bytes, so near
+    // the limit the record is measured with a stand-in signature of that length.
+    if msg.len() + NOTARY_MEMBER_MARGIN > triplicate_core::limits::RECORD_MAX_BYTES {
+        let probe = unsigned.clone().with_notary(NotarySignature {
+            key_id: notary.key_id(),
+            alg: notary.algorithm(),
+            signature: vec![0; 64],
+        });
+        let len = probe
+            .to_bytes()
+            .map_err(|e| SubmitError::Internal(format!("canonicalise the record: {e}")))?
+            .len();
+        if len > triplicate_core::limits::RECORD_MAX_BYTES {
+            return Err(too_large(len));
+        }
+    }
+    Ok(Prepared { unsigned, msg })
+}
+
+fn too_large(len: usize) -> SubmitError {
+    SubmitError::Invalid(ValidationError::one(
+        "(record)",
+        format!(
+            "is {len} bytes canonicalised; at most {} are allowed (reference large documents from attachments)",
+            triplicate_core::limits::RECORD_MAX_BYTES
+        ),
+    ))
+}
+
+/// Signs a prepared record: the record and its canonical bytes.
+fn sign_prepared(notary: &dyn Signer, p: Prepared) -> Result<(Record, Vec<u8>), SubmitError> {
+    let signature = notary
+        .sign(&p.msg)
+        .map_err(|e| SubmitError::Unavailable(format!("the notary could not sign: {e}")))?;
+    let record = p.unsigned.with_notary(NotarySignature {
+        key_id: notary.key_id(),
+        alg: notary.algorithm(),
+        signature,
+    });
+    let bytes = record
+        .to_bytes()
+        .map_err(|e| SubmitError::Internal(format!("canonicalise the record: {e}")))?;
+    if bytes.len() > triplicate_core::limits::RECORD_MAX_BYTES {
+        // `prepare` measured it with a signature of the same length; a signer that returned
+        // another length is refused here rather than stored.
+        return Err(too_large(bytes.len()));
+    }
+    Ok((record, bytes))
+}
+
+/// Notarises `submissions` as seqs `start_seq..`. Seqs are given in order to the submissions
+/// whose records fit (a refused one takes none), then the records are signed, on every core
+/// for a large batch (a software notary; a hardware signer serialises its own calls). If the
+/// notary fails on one, that one and every later one are refused as retryable: their seqs
+/// would move, and signing them again at other seqs would leave the notary's signature on two
+/// records for one seq.
 fn notarise_all(
     notary: &dyn Signer,
     start_seq: u64,
     submissions: &[Submission],
     recorded_at: Timestamp,
 ) -> Vec<Result<(Record, Vec<u8>), SubmitError>> {
-    let at = |i: usize, seq: u64| notarise(notary, seq, &submissions[i], recorded_at);
-    let threads = triplicate_core::available_threads();
-    let mut out: Vec<_> = if threads < 2 || submissions.len() < PARALLEL_NOTARY_MIN {
-        (0..submissions.len())
-            .map(|i| at(i, start_seq + i as u64))
-            .collect()
-    } else {
-        let per = submissions.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let parts: Vec<_> = (0..submissions.len())
-                .step_by(per)
-                .map(|from| {
-                    let to = (from + per).min(submissions.len());
-                    s.spawn(move || {
-                        (from..to)
-                            .map(|i| at(i, start_seq + i as u64))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|h| match h.join() {
-                    Ok(part) => part,
-                    // Re-raised here, where the blocking task turns it into a refused batch.
-                    Err(p) => std::panic::resume_unwind(p),
-                })
-                .collect()
+    let mut next = start_seq;
+    let prepared: Vec<Result<Prepared, SubmitError>> = submissions
+        .iter()
+        .map(|s| {
+            let p = prepare(notary, next, s, recorded_at);
+            if p.is_ok() {
+                next += 1;
+            }
+            p
         })
-    };
-    let mut refused = 0u64;
-    for (i, r) in out.iter_mut().enumerate() {
-        if r.is_err() {
-            refused += 1;
-        } else if refused > 0 {
-            *r = at(i, start_seq + i as u64 - refused);
-            if r.is_err() {
-                refused += 1;
+        .collect();
+    let took_seq: Vec<bool> = prepared.iter().map(Result::is_ok).collect();
+    let sign = |p: Result<Prepared, SubmitError>| p.and_then(|p| sign_prepared(notary, p));
+    let threads = triplicate_core::available_threads();
+    let mut out: Vec<Result<(Record, Vec<u8>), SubmitError>> =
+        if threads < 2 || took_seq.iter().filter(|t| **t).count() < PARALLEL_NOTARY_MIN {
+            prepared.into_iter().map(sign).collect()
+        } else {
+            let per = prepared.len().div_ceil(threads);
+            let mut parts: Vec<Vec<Result<Prepared, SubmitError>>> = Vec::with_capacity(threads);
+            let mut rest = prepared.into_iter();
+            loop {
+                let part: Vec<_> = rest.by_ref().take(per).collect();
+                if part.is_empty() {
+                    break;
+                }
+                parts.push(part);
+            }
+            std::thread::scope(|s| {
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| {
+                        let sign = &sign;
+                        s.spawn(move || part.into_iter().map(sign).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| match h.join() {
+                        Ok(part) => part,
+                        // Re-raised here, where the blocking task turns it into a refused batch.
+                        Err(p) => std::panic::resume_unwind(p),
+                    })
+                    .collect()
+            })
+        };
+    let mut failed: Option<String> = None;
+    for (r, took) in out.iter_mut().zip(took_seq) {
+        if let Some(why) = &failed {
+            if took {
+                *r = Err(SubmitError::Unavailable(format!(
+                    "not recorded: the notary failed on an earlier submission of the same batch \
+                     ({why}); submit it again"
+                )));
+            }
+        } else if took {
+            if let Err(e) = r {
+                failed = Some(e.to_string());
             }
         }
     }
@@ -1207,55 +1322,6 @@ fn status(inner: &Inner, seq: u64) -> StoreStatus {
         stream: state(&inner.stream_state),
         projection: state(&inner.projection_state),
     }
-}
-
-/// Builds and signs the record for a judged submission at `seq`.
-fn notarise(
-    notary: &dyn Signer,
-    seq: u64,
-    s: &Submission,
-    recorded_at: Timestamp,
-) -> Result<(Record, Vec<u8>), SubmitError> {
-    let unsigned = UnsignedRecord {
-        version: RECORD_VERSION,
-        seq,
-        decision: s.decision.clone(),
-        approvals: s.canonical_approvals(),
-        recorded_at,
-    };
-    let msg = unsigned
-        .notary_message()
-        .map_err(|e| SubmitError::Internal(format!("build the notary message: {e}")))?;
-    let signature = notary
-        .sign(&msg)
-        .map_err(|e| SubmitError::Unavailable(format!("the notary could not sign: {e}")))?;
-    let record = unsigned.with_notary(NotarySignature {
-        key_id: notary.key_id(),
-        alg: notary.algorithm(),
-        signature,
-    });
-    // The decision and each approval passed every rule in `Submission::from_json`, the policy
-    // refused duplicates, and the fields added here are ours; what is left to check is what
-    // only the whole record has: its size.
-    let bytes = record
-        .to_bytes()
-        .map_err(|e| SubmitError::Internal(format!("canonicalise the record: {e}")))?;
-    if bytes.len() > triplicate_core::limits::RECORD_MAX_BYTES {
-        return Err(SubmitError::Invalid(ValidationError::one(
-            "(record)",
-            format!(
-                "is {} bytes canonicalised; at most {} are allowed (reference large documents from attachments)",
-                bytes.len(),
-                triplicate_core::limits::RECORD_MAX_BYTES
-            ),
-        )));
-    }
-    if seq > triplicate_core::limits::SAFE_INTEGER as u64 {
-        return Err(SubmitError::Unavailable(
-            "the ledger has reached 2^53 records".into(),
-        ));
-    }
-    Ok((record, bytes))
 }
 
 /// Writes a committed batch to the stream unless it is behind (then catch-up owns it).
@@ -1383,6 +1449,61 @@ mod tests {
         Submission {
             decision,
             approvals: vec![approval],
+        }
+    }
+
+    /// A software notary that fails on records whose title is `FAIL`, as a pulled token would.
+    #[derive(Debug)]
+    struct Failing(SoftwareSigner);
+
+    impl Signer for Failing {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn public_key(&self) -> triplicate_keys::PublicKey {
+            self.0.public_key()
+        }
+        fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, triplicate_keys::SignError> {
+            if msg.windows(14).any(|w| w == b"\"title\":\"FAIL\"") {
+                return Err(triplicate_keys::SignError::Device {
+                    detail: "unplugged".into(),
+                });
+            }
+            self.0.sign(msg)
+        }
+    }
+
+    /// When the notary fails on a record, that one and every later one of the batch are
+    /// refused as retryable (their seqs would move); the earlier ones stand, at consecutive
+    /// seqs.
+    #[test]
+    fn a_notary_failure_refuses_the_rest_of_the_batch() {
+        let notary = Failing(SoftwareSigner::generate("notary"));
+        let approver = SoftwareSigner::generate("approver");
+        for (n, fail) in [(5, 2), (40, 10), (40, 0), (40, 39)] {
+            let subs: Vec<Submission> = (0..n)
+                .map(|i| {
+                    let mut s = submission(&approver, false);
+                    if i == fail {
+                        s.decision.title = "FAIL".into();
+                    }
+                    s
+                })
+                .collect();
+            let out = notarise_all(&notary, 7, &subs, Timestamp::now());
+            for (i, r) in out.iter().enumerate() {
+                match r {
+                    Ok((record, _)) => {
+                        assert!(i < fail, "{n}/{fail}: submission {i} was recorded");
+                        assert_eq!(record.seq, 7 + i as u64);
+                    }
+                    Err(SubmitError::Unavailable(why)) => {
+                        assert!(i >= fail, "{n}/{fail}: submission {i} was refused: {why}");
+                        assert!(why.contains("unplugged"), "{why}");
+                    }
+                    Err(e) => panic!("{n}/{fail}: submission {i}: {e}"),
+                }
+            }
         }
     }
 

@@ -29,9 +29,15 @@ use crate::model::{Class, Discrepancy, Kind, Store};
 use crate::policy::VerificationPolicy;
 use crate::trust::Trust;
 
-/// Seqs compared per batch by default: large enough that per-call costs vanish, small enough
-/// that a batch of 60 KiB records stays well under a gigabyte.
+/// Seqs compared per batch by default: large enough that per-call costs vanish. A batch of
+/// typical records (~1.2 KB) holds ~10 MB per copy; of records at the 60 KiB limit, 480 MiB per
+/// copy, and a run then holds about two batches of the three copies (see [`READ_AHEAD_BYTES`]).
 pub const DEFAULT_BATCH: u64 = 8_192;
+
+/// A store's reading loop reads its next batch before the comparison has taken the last one
+/// only while that batch is under this many bytes; past it, the loop waits, so large records do
+/// not multiply the batches held in memory.
+const READ_AHEAD_BYTES: usize = 64 << 20;
 
 /// Events asked for per `read_all` page (backends may return fewer).
 const STREAM_PAGE: usize = 10_000;
@@ -202,8 +208,15 @@ where
                 .await
                 .map(|()| (events, findings));
             let failed = read.is_err();
+            let bytes = read.as_ref().map_or(0, |(events, _)| {
+                events.iter().map(|e| e.event.record_bytes.len()).sum()
+            });
             // A closed channel: the comparison stopped (on an error it returns).
             if tx.send(read).await.is_err() || failed {
+                break;
+            }
+            // A large batch: wait until the comparison has taken it before reading on.
+            if bytes > READ_AHEAD_BYTES && tx.reserve().await.is_err() {
                 break;
             }
         }
@@ -217,7 +230,17 @@ where
                 .await
                 .map_err(VerifyError::Projection);
             let failed = read.is_err();
+            let bytes = read.as_ref().map_or(0, |records| {
+                records
+                    .iter()
+                    .filter_map(RederivedRecord::bytes)
+                    .map(<[u8]>::len)
+                    .sum()
+            });
             if tx.send(read).await.is_err() || failed {
+                break;
+            }
+            if bytes > READ_AHEAD_BYTES && tx.reserve().await.is_err() {
                 break;
             }
         }
