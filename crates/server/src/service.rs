@@ -1015,18 +1015,9 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
     for (job, at) in repeats {
         match &place[at] {
             Ok(k) => duplicates.push((job, *k)),
-            // The same submission, sent just before in this batch, was refused: so is this
-            // copy, for the same reason.
-            Err(e) if submissions[at].as_ref() == Some(&job.submission) => {
-                let _ = job.reply.send(Err(refusal_copy(e)));
-            }
-            // Another submission of the same decision was refused; this one was not judged
-            // (it may be a corrected version): retryable, and the retry is judged on its own.
             Err(e) => {
-                let _ = job.reply.send(Err(SubmitError::Unavailable(format!(
-                    "not recorded: another submission of decision {} in the same batch was                      refused ({e}); submit this one again",
-                    job.submission.decision.id
-                ))));
+                let answer = repeat_of_refused(e, submissions[at].as_ref(), &job.submission);
+                let _ = job.reply.send(Err(answer));
             }
         }
     }
@@ -1066,6 +1057,25 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
             None
         }
     }
+}
+
+/// The answer to `repeat`, which came in the same batch as `first` under the same decision id
+/// after `first` was refused with `refused`: the same refusal if it is the same submission;
+/// otherwise (a corrected version, say) it was not judged, and it is answered as retryable, so
+/// the retry is judged on its own.
+fn repeat_of_refused(
+    refused: &SubmitError,
+    first: Option<&Submission>,
+    repeat: &Submission,
+) -> SubmitError {
+    if first == Some(repeat) {
+        return refusal_copy(refused);
+    }
+    SubmitError::Unavailable(format!(
+        "not recorded: another submission of decision {} in the same batch was refused \
+         ({refused}); submit this one again",
+        repeat.decision.id
+    ))
 }
 
 /// The same refusal for another caller. Notarising refuses with `Invalid`, `Unavailable` or
@@ -1450,6 +1460,29 @@ mod tests {
             decision,
             approvals: vec![approval],
         }
+    }
+
+    /// A repeat of a refused submission gets its refusal; a different submission under the
+    /// same id is told to send it again.
+    #[test]
+    fn a_repeat_of_a_refused_submission_is_answered_by_what_it_is() {
+        let approver = SoftwareSigner::generate("approver");
+        let first = submission(&approver, true);
+        let refused = notarise_all(&approver, 0, std::slice::from_ref(&first), Timestamp::now())
+            .pop()
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(refused, SubmitError::Invalid(_)));
+        let same = repeat_of_refused(&refused, Some(&first), &first.clone());
+        assert_eq!(same.to_string(), refused.to_string());
+        assert!(matches!(same, SubmitError::Invalid(_)));
+        let mut corrected = submission(&approver, false);
+        corrected.decision.id = first.decision.id;
+        let other = repeat_of_refused(&refused, Some(&first), &corrected);
+        assert!(
+            matches!(&other, SubmitError::Unavailable(why) if why.contains("submit this one again")),
+            "{other}"
+        );
     }
 
     /// A software notary that fails on records whose title is `FAIL`, as a pulled token would.

@@ -490,23 +490,19 @@ async fn the_same_submission_sent_concurrently_is_recorded_once() {
     r.stop().await.unwrap();
 }
 
-/// A submission whose record would exceed the record size limit (every field within its own
-/// limit) is refused with 422 wherever it lands in a group commit; it takes no seq, so the
-/// submissions batched with it are recorded at consecutive seqs, and a second copy of it sent
-/// at the same time is refused too. Nothing of it reaches any store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_record_is_refused_and_its_batch_commits_without_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = start(dir.path()).await;
-    let huge = Decision::from_json(
+/// A motion `id` titled `title`. With `huge`, every field is within its own limit but the
+/// record, once notarised, exceeds the record size limit (~70 KB against 60 KiB); without, it is
+/// small.
+fn sized_decision(id: Uuid, title: &str, huge: bool) -> Decision {
+    Decision::from_json(
         serde_json::json!({
-            "id": Uuid::now_v7().to_string(),
+            "id": id.to_string(),
             "kind": "motion",
-            "title": "Too large once notarised",
-            "body": "b".repeat(30 * 1024),
-            "payload": {"text": "p".repeat(15 * 1024)},
+            "title": title,
+            "body": if huge { "b".repeat(30 * 1024) } else { "short".into() },
+            "payload": {"text": if huge { "p".repeat(15 * 1024) } else { "p".into() }},
             "proposed_at": triplicate_core::Timestamp::now().to_string(),
-            "attachments": (0..64).map(|i| serde_json::json!({
+            "attachments": (0..if huge { 64 } else { 0 }).map(|i| serde_json::json!({
                 "sha256": format!("{i:064x}"),
                 "media_type": format!("application/x-{}", "m".repeat(100)),
                 "size": i,
@@ -516,7 +512,18 @@ async fn an_oversized_record_is_refused_and_its_batch_commits_without_a_gap() {
         .to_string()
         .as_bytes(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A submission whose record would exceed the record size limit (every field within its own
+/// limit) is refused with 422 wherever it lands in a group commit; it takes no seq, so the
+/// submissions batched with it are recorded at consecutive seqs, and a second copy of it sent
+/// at the same time is refused too. Nothing of it reaches any store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_record_is_refused_and_its_batch_commits_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    let huge = sized_decision(Uuid::now_v7(), "Too large once notarised", true);
     let approved = |d: &Decision| {
         body(
             d,
@@ -578,5 +585,42 @@ async fn an_oversized_record_is_refused_and_its_batch_commits_without_a_gap() {
             .status(),
         404
     );
+    r.stop().await.unwrap();
+}
+
+/// An oversized submission and a corrected (smaller) one under the same decision id, sent at
+/// the same time: whatever the batching, the oversized one is refused (422, or 409 once the
+/// corrected one is recorded), the corrected one is recorded or answered 503 to be sent again
+/// (when it shared a batch with the refused one), and after a retry the decision is recorded
+/// once, with the corrected content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrected_submission_is_not_refused_for_its_oversized_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path()).await;
+    let approved = |d: &Decision| {
+        body(
+            d,
+            &[approve(d, &r.approvers[0]), approve(d, &r.approvers[1])],
+        )
+    };
+    for round in 0..5 {
+        let id = Uuid::now_v7();
+        let make = |huge: bool| sized_decision(id, &format!("Twin {round}"), huge);
+        let (huge, small) = (approved(&make(true)), approved(&make(false)));
+        let (a, b) = (Client::new(&r), Client::new(&r));
+        let (hb, sb) = (huge.clone(), small.clone());
+        let h = tokio::spawn(async move { a.submit(&hb).await });
+        let s = tokio::spawn(async move { b.submit(&sb).await });
+        let (hs, hout) = h.await.unwrap();
+        let (mut ss, mut sout) = s.await.unwrap();
+        assert!(hs == 422 || hs == 409, "round {round}: {hs} {hout}");
+        assert!(ss == 201 || ss == 503, "round {round}: {ss} {sout}");
+        if ss == 503 {
+            (ss, sout) = Client::new(&r).submit(&small).await;
+        }
+        assert!(ss == 201 || ss == 200, "round {round}: {ss} {sout}");
+        assert_eq!(sout["receipt"]["record"]["decision"]["body"], "short");
+    }
+    assert_eq!(r.service.ledger().tree_size(), 5);
     r.stop().await.unwrap();
 }
