@@ -37,7 +37,7 @@ pub const DEFAULT_BATCH: u64 = 8_192;
 /// A store's reading loop reads its next batch before the comparison has taken the last one
 /// only while that batch is under this many bytes; past it, the loop waits, so large records do
 /// not multiply the batches held in memory.
-const READ_AHEAD_BYTES: usize = 64 << 20;
+pub const READ_AHEAD_BYTES: usize = 64 << 20;
 
 /// Events asked for per `read_all` page (backends may return fewer).
 const STREAM_PAGE: usize = 10_000;
@@ -75,6 +75,9 @@ pub struct RangeOptions {
     pub verified: Option<CheckpointRef>,
     /// An embedded ledger's directory, to name entry bundles in findings.
     pub ledger_dir: Option<PathBuf>,
+    /// A store's reading loop reads ahead of the comparison only while its last batch was
+    /// under this many bytes ([`READ_AHEAD_BYTES`] by default).
+    pub read_ahead_bytes: usize,
 }
 
 impl Default for RangeOptions {
@@ -85,6 +88,7 @@ impl Default for RangeOptions {
             stream_mark: None,
             verified: None,
             ledger_dir: None,
+            read_ahead_bytes: READ_AHEAD_BYTES,
         }
     }
 }
@@ -216,7 +220,7 @@ where
                 break;
             }
             // A large batch: wait until the comparison has taken it before reading on.
-            if bytes > READ_AHEAD_BYTES && tx.reserve().await.is_err() {
+            if bytes > options.read_ahead_bytes && tx.reserve().await.is_err() {
                 break;
             }
         }
@@ -240,7 +244,7 @@ where
             if tx.send(read).await.is_err() || failed {
                 break;
             }
-            if bytes > READ_AHEAD_BYTES && tx.reserve().await.is_err() {
+            if bytes > options.read_ahead_bytes && tx.reserve().await.is_err() {
                 break;
             }
         }

@@ -45,7 +45,9 @@ mod trust;
 mod webhook;
 
 pub use audit::{audit_decision, audit_decision_with, audited_digest};
-pub use compare::{verify_range, RangeFindings, RangeOptions, Stores, DEFAULT_BATCH};
+pub use compare::{
+    verify_range, RangeFindings, RangeOptions, Stores, DEFAULT_BATCH, READ_AHEAD_BYTES,
+};
 pub use error::VerifyError;
 pub use ledger_check::{check_checkpoint, fsck_finding, CheckpointRef, CompactRange};
 pub use model::{Class, Counts, Discrepancy, Kind, Store};

@@ -155,6 +155,7 @@ where
         stream_mark: Some(size.saturating_sub(policy.rolling_window)),
         verified,
         ledger_dir: request.ledger_dir.clone(),
+        ..RangeOptions::default()
     };
     let found = verify_range(stores, policy, trust, start..end, as_of, &options).await?;
     let mut found_here = found.discrepancies;

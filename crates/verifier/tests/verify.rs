@@ -559,3 +559,49 @@ async fn records_the_ledger_gained_during_a_run_are_not_extra() {
     assert_eq!(found.root_verified, Some(true));
     assert_eq!(found.signatures_checked, 870);
 }
+
+/// Without reading ahead (every batch counts as large), a range gives the same findings, in
+/// the same order, as with it: the reading loops wait for the comparison and nothing stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_without_read_ahead_finds_the_same() {
+    let env = Env::new().await;
+    env.append(300, 300).await;
+    let c = env.raw("projection.db");
+    c.execute_batch(
+        "DROP TRIGGER decisions_no_update; UPDATE decisions SET title = 'altered' WHERE seq = 100;",
+    )
+    .unwrap();
+    let run = |read_ahead_bytes: usize| {
+        let options = triplicate_verifier::RangeOptions {
+            batch: 16,
+            read_ahead_bytes,
+            ..Default::default()
+        };
+        let stores = env.stores();
+        let trust = env.trust.clone();
+        async move {
+            triplicate_verifier::verify_range(
+                stores,
+                &policy(),
+                &trust,
+                0..300,
+                triplicate_core::Timestamp::now(),
+                &options,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let ahead = run(triplicate_verifier::READ_AHEAD_BYTES).await;
+    let waiting = run(0).await;
+    assert_eq!(ahead.records, 300);
+    assert_eq!(waiting.records, 300);
+    let key = |f: &triplicate_verifier::RangeFindings| {
+        f.discrepancies
+            .iter()
+            .map(|d| (d.seq, d.store, d.kind, d.expected_hash, d.actual_hash))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(key(&ahead).len(), 1, "{:#?}", ahead.discrepancies);
+    assert_eq!(key(&ahead), key(&waiting));
+}
