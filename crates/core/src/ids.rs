@@ -118,13 +118,25 @@ impl fmt::Display for KeyId {
     }
 }
 
+/// Whether `s` is a key id: 16 lowercase hex digits.
+pub(crate) fn is_key_id(s: &str) -> bool {
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl KeyId {
+    /// `s`, which the caller checked with [`is_key_id`].
+    pub(crate) fn from_checked(s: &str) -> KeyId {
+        debug_assert!(is_key_id(s));
+        KeyId(s.to_owned())
+    }
+}
+
 impl FromStr for KeyId {
     type Err = KeyIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() == 16
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if is_key_id(s) {
             Ok(KeyId(s.to_owned()))
         } else {
             Err(KeyIdError(s.to_owned()))

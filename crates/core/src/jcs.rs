@@ -21,9 +21,12 @@ use base64::Engine;
 use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
-use crate::ids::{Algorithm, KeyId};
-use crate::record::{Approval, Attachment, Decision, NotarySignature, Record, UnsignedRecord};
+use crate::ids::Algorithm;
+use crate::record::{Approval, Attachment, Decision, Record, UnsignedRecord};
 use crate::timestamp::Timestamp;
+use crate::view::{
+    ApprovalView, AttachmentView, DecisionView, KeyIdRef, NotaryView, PayloadView, RecordView,
+};
 
 /// In debug builds, panics when `bytes` differ from `serde_jcs`'s bytes of `value`.
 fn check<T: serde::Serialize + ?Sized>(bytes: &[u8], value: &T) {
@@ -40,8 +43,11 @@ fn check<T: serde::Serialize + ?Sized>(bytes: &[u8], value: &T) {
 
 /// `JCS(record)`.
 pub(crate) fn record_bytes(r: &Record) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024 + r.decision.body.len());
-    write_record(&mut out, r, None);
+    let out = with_views(r, |view| {
+        let mut out = Vec::with_capacity(1024 + r.decision.body.len());
+        write_record(&mut out, view);
+        out
+    });
     check(&out, r);
     out
 }
@@ -49,21 +55,30 @@ pub(crate) fn record_bytes(r: &Record) -> Vec<u8> {
 /// `JCS(record)` with `payload` (the RFC 8785 text of an object, checked by the caller) written
 /// as the payload member in place of `r.decision.payload`, which must be empty.
 pub(crate) fn record_bytes_with_payload(r: &Record, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024 + r.decision.body.len() + payload.len());
-    write_record(&mut out, r, Some(payload));
-    if cfg!(debug_assertions) {
-        let object: Map<String, Value> =
-            serde_json::from_slice(payload).expect("the payload text is a JSON object");
-        assert_eq!(
-            String::from_utf8_lossy(payload),
-            String::from_utf8_lossy(&object_bytes(&object)),
-            "the payload text is not its own RFC 8785 form"
-        );
-        let mut whole = r.clone();
-        whole.decision.payload = object;
-        check(&out, &whole);
-    }
-    out
+    with_views(r, |view| {
+        let mut view = *view;
+        view.decision.payload = PayloadView::Text(payload);
+        view.to_bytes()
+    })
+}
+
+/// Calls `f` with the view of `r` (its approvals' and attachments' views held here).
+fn with_views<T>(r: &Record, f: impl FnOnce(&RecordView<'_>) -> T) -> T {
+    let approvals: Vec<ApprovalView<'_>> = r.approvals.iter().map(Approval::view).collect();
+    let attachments: Vec<AttachmentView<'_>> = r
+        .decision
+        .attachments
+        .iter()
+        .map(Attachment::view)
+        .collect();
+    f(&RecordView {
+        version: r.version,
+        seq: r.seq,
+        decision: r.decision.view(&attachments),
+        approvals: &approvals,
+        recorded_at: r.recorded_at,
+        notary: r.notary.view(),
+    })
 }
 
 /// `prefix || JCS(unsigned record)`.
@@ -78,7 +93,8 @@ pub(crate) fn unsigned_bytes(prefix: &[u8], r: &UnsignedRecord) -> Vec<u8> {
 /// `JCS(decision)`.
 pub(crate) fn decision_bytes(d: &Decision) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + d.body.len());
-    write_decision(&mut out, d, None);
+    let attachments: Vec<AttachmentView<'_>> = d.attachments.iter().map(Attachment::view).collect();
+    write_decision(&mut out, &d.view(&attachments));
     check(&out, d);
     out
 }
@@ -99,9 +115,12 @@ fn write_unsigned(out: &mut Vec<u8>, r: &UnsignedRecord) {
         approvals,
         recorded_at,
     } = r;
-    write_approvals(out, approvals);
+    let approvals: Vec<ApprovalView<'_>> = approvals.iter().map(Approval::view).collect();
+    let attachments: Vec<AttachmentView<'_>> =
+        decision.attachments.iter().map(Attachment::view).collect();
+    write_approvals(out, &approvals);
     out.extend_from_slice(b",\"decision\":");
-    write_decision(out, decision, None);
+    write_decision(out, &decision.view(&attachments));
     out.extend_from_slice(b",\"recorded_at\":");
     write_time(out, recorded_at);
     out.extend_from_slice(b",\"seq\":");
@@ -112,7 +131,7 @@ fn write_unsigned(out: &mut Vec<u8>, r: &UnsignedRecord) {
 }
 
 /// `{"approvals":[...]`: the first member of both record shapes.
-fn write_approvals(out: &mut Vec<u8>, approvals: &[Approval]) {
+fn write_approvals(out: &mut Vec<u8>, approvals: &[ApprovalView<'_>]) {
     out.extend_from_slice(b"{\"approvals\":[");
     for (i, a) in approvals.iter().enumerate() {
         if i > 0 {
@@ -123,8 +142,9 @@ fn write_approvals(out: &mut Vec<u8>, approvals: &[Approval]) {
     out.push(b']');
 }
 
-fn write_record(out: &mut Vec<u8>, r: &Record, payload_text: Option<&[u8]>) {
-    let Record {
+/// The record writer: `Record`'s bytes are written from its view, like every other view's.
+pub(crate) fn write_record(out: &mut Vec<u8>, r: &RecordView<'_>) {
+    let RecordView {
         version,
         seq,
         decision,
@@ -134,7 +154,7 @@ fn write_record(out: &mut Vec<u8>, r: &Record, payload_text: Option<&[u8]>) {
     } = r;
     write_approvals(out, approvals);
     out.extend_from_slice(b",\"decision\":");
-    write_decision(out, decision, payload_text);
+    write_decision(out, decision);
     out.extend_from_slice(b",\"notary\":");
     write_notary(out, notary);
     out.extend_from_slice(b",\"recorded_at\":");
@@ -146,8 +166,8 @@ fn write_record(out: &mut Vec<u8>, r: &Record, payload_text: Option<&[u8]>) {
     out.push(b'}');
 }
 
-fn write_approval(out: &mut Vec<u8>, a: &Approval) {
-    let Approval {
+fn write_approval(out: &mut Vec<u8>, a: &ApprovalView<'_>) {
+    let ApprovalView {
         key_id,
         alg,
         signature,
@@ -161,17 +181,22 @@ fn write_approval(out: &mut Vec<u8>, a: &Approval) {
 
 /// `{"alg":…,"key_id":…,"signature":…`: the members an approval and the notary's signature
 /// share, which sort first in both.
-fn write_signature_members(out: &mut Vec<u8>, alg: Algorithm, key_id: &KeyId, signature: &[u8]) {
+fn write_signature_members(
+    out: &mut Vec<u8>,
+    alg: Algorithm,
+    key_id: &KeyIdRef<'_>,
+    signature: &[u8],
+) {
     out.extend_from_slice(b"{\"alg\":");
     write_str(out, alg.as_str());
     out.extend_from_slice(b",\"key_id\":");
-    write_key_id(out, key_id);
+    write_str(out, key_id.as_str());
     out.extend_from_slice(b",\"signature\":");
     write_base64(out, signature);
 }
 
-fn write_notary(out: &mut Vec<u8>, n: &NotarySignature) {
-    let NotarySignature {
+fn write_notary(out: &mut Vec<u8>, n: &NotaryView<'_>) {
+    let NotaryView {
         key_id,
         alg,
         signature,
@@ -180,9 +205,8 @@ fn write_notary(out: &mut Vec<u8>, n: &NotarySignature) {
     out.push(b'}');
 }
 
-/// With `payload_text`, that text is written as the payload member instead of `d.payload`.
-fn write_decision(out: &mut Vec<u8>, d: &Decision, payload_text: Option<&[u8]>) {
-    let Decision {
+fn write_decision(out: &mut Vec<u8>, d: &DecisionView<'_>) {
+    let DecisionView {
         id,
         kind,
         title,
@@ -211,9 +235,20 @@ fn write_decision(out: &mut Vec<u8>, d: &Decision, payload_text: Option<&[u8]>) 
     out.extend_from_slice(b",\"kind\":");
     write_str(out, kind);
     out.extend_from_slice(b",\"payload\":");
-    match payload_text {
-        Some(text) => out.extend_from_slice(text),
-        None => write_object(out, payload),
+    match payload {
+        PayloadView::Text(text) => {
+            if cfg!(debug_assertions) {
+                let object: Map<String, Value> =
+                    serde_json::from_slice(text).expect("the payload text is a JSON object");
+                assert_eq!(
+                    String::from_utf8_lossy(text),
+                    String::from_utf8_lossy(&object_bytes(&object)),
+                    "the payload text is not its own RFC 8785 form"
+                );
+            }
+            out.extend_from_slice(text)
+        }
+        PayloadView::Object(o) => write_object(out, o),
     }
     out.extend_from_slice(b",\"proposed_at\":");
     write_time(out, proposed_at);
@@ -226,8 +261,8 @@ fn write_decision(out: &mut Vec<u8>, d: &Decision, payload_text: Option<&[u8]>) 
     out.push(b'}');
 }
 
-fn write_attachment(out: &mut Vec<u8>, a: &Attachment) {
-    let Attachment {
+fn write_attachment(out: &mut Vec<u8>, a: &AttachmentView<'_>) {
+    let AttachmentView {
         sha256,
         media_type,
         size,
@@ -236,7 +271,7 @@ fn write_attachment(out: &mut Vec<u8>, a: &Attachment) {
     out.extend_from_slice(b"{\"media_type\":");
     write_str(out, media_type);
     // An empty name is no name (`Attachment`'s serde attributes skip both).
-    if let Some(n) = name.as_deref().filter(|n| !n.is_empty()) {
+    if let Some(n) = name.filter(|n| !n.is_empty()) {
         out.extend_from_slice(b",\"name\":");
         write_str(out, n);
     }
@@ -266,10 +301,6 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     // Writing to a Vec cannot fail, and a &str always serialises.
     let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn write_key_id(out: &mut Vec<u8>, k: &KeyId) {
-    write_str(out, k.as_str());
 }
 
 fn write_uuid(out: &mut Vec<u8>, u: &Uuid) {

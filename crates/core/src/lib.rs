@@ -18,6 +18,7 @@ pub mod limits;
 pub mod receipt;
 pub mod record;
 pub mod timestamp;
+pub mod view;
 
 pub use error::{Problem, ValidationError};
 
@@ -35,6 +36,9 @@ pub use record::{
     RECORD_VERSION,
 };
 pub use timestamp::{Timestamp, TimestampError};
+pub use view::{
+    ApprovalView, AttachmentView, DecisionView, KeyIdRef, NotaryView, PayloadView, RecordView,
+};
 
 /// The decision kind of the service's own audit records: one per cross-verification run,
 /// carrying the run's report digest, approved by the notary key alone. Reserved: the service

@@ -428,7 +428,6 @@ fn time(nanos: i128, what: &str) -> Result<Timestamp, String> {
 }
 
 /// The payload column's text parsed as strictly as a record's payload (see `strict_json`).
-#[cfg(test)]
 pub(crate) fn strict_payload(text: &str) -> Result<Map<String, Value>, String> {
     strict_json::object(text)
 }
@@ -470,53 +469,6 @@ pub(crate) fn assemble(
 /// reading side; PostgreSQL's were about the same either way.)
 pub(crate) fn rebuild_threads() -> usize {
     triplicate_core::available_threads()
-}
-
-/// Re-derives the bytes of many records on up to `threads` threads (canonicalising is most of
-/// a range read's CPU).
-pub(crate) fn rebuild_all(rows: Vec<RecordRows>, threads: usize) -> Vec<RederivedRecord> {
-    fn one(r: RecordRows) -> RederivedRecord {
-        r.rederive()
-    }
-    if rows.len() < 128 || threads < 2 {
-        return rows.into_iter().map(one).collect();
-    }
-    let total = rows.len();
-    let chunk = total.div_ceil(threads);
-    let mut parts: Vec<Vec<RecordRows>> = Vec::with_capacity(threads);
-    let mut rest = rows.into_iter();
-    loop {
-        let part: Vec<RecordRows> = rest.by_ref().take(chunk).collect();
-        if part.is_empty() {
-            break;
-        }
-        parts.push(part);
-    }
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                let seqs: Vec<u64> = part.iter().map(|r| r.decision.seq as u64).collect();
-                (
-                    seqs,
-                    sc.spawn(move || part.into_iter().map(one).collect::<Vec<_>>()),
-                )
-            })
-            .collect();
-        let mut out = Vec::with_capacity(total);
-        for (seqs, h) in handles {
-            match h.join() {
-                Ok(part) => out.extend(part),
-                // A panicking rebuild is a bug; report its seqs rather than lose them.
-                Err(_) => out.extend(seqs.into_iter().map(|seq| RederivedRecord {
-                    seq,
-                    content: Rederived::Damaged("internal error while re-deriving".into()),
-                    decision_id: None,
-                })),
-            }
-        }
-        out
-    })
 }
 
 /// Records per validation chunk. An apply validates chunk k+1 while the database writes

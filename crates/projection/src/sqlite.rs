@@ -23,6 +23,7 @@
 //! of the same kind.
 
 mod drills;
+mod rederive;
 mod reports;
 
 use std::path::{Path, PathBuf};
@@ -38,8 +39,8 @@ use uuid::Uuid;
 
 use crate::plan::{plan_apply, Stored};
 use crate::rows::{
-    assemble, prepare_part, rebuild_all, rebuild_threads, validation_threads, ApprovalRow,
-    AttachmentRow, BatchChecker, DecisionRow, RecordRows, CHUNK,
+    assemble, prepare_part, validation_threads, ApprovalRow, AttachmentRow, BatchChecker,
+    DecisionRow, RecordRows, CHUNK,
 };
 use crate::{
     check_batch, check_range, hex_hash, ApplyOutcome, DecisionQuery, Page, Projection,
@@ -328,6 +329,9 @@ fn checkpoint_soon(conn: std::sync::Weak<Mutex<Option<Connection>>>) {
 
 /// Which records to load.
 enum Select {
+    /// Seqs `a..b` (the verifier's range reads take the fast path of `rederive.rs`; tests
+    /// compare it with this one).
+    #[cfg_attr(not(test), allow(dead_code))]
     Range(i64, i64),
     /// A JSON array of seqs (bound as one parameter, expanded by `json_each`).
     Seqs(String),
@@ -352,7 +356,7 @@ impl Select {
     }
 
     /// How many records it can select at most, where that is known and small: what the row
-    /// vectors are sized for, so a range read (the verifier's slices of [`READ_SLICE`]) does
+    /// vectors are sized for, so a range read does
     /// not grow and copy them as it goes. Capped, so a wide range over few rows does not
     /// reserve much.
     fn width(&self) -> usize {
@@ -1005,18 +1009,6 @@ fn query_blocking(conn: &Connection, q: &DecisionQuery) -> Result<Page, Projecti
     Ok(plan.page(records))
 }
 
-/// Seqs per slice of a range read (see `record_bytes`).
-const READ_SLICE: i64 = 2_000;
-
-fn join_rebuild(
-    h: std::thread::ScopedJoinHandle<'_, Vec<RederivedRecord>>,
-) -> Result<Vec<RederivedRecord>, ProjectionError> {
-    h.join().map_err(|_| ProjectionError::Storage {
-        what: "re-derive records",
-        reason: "a rebuild thread panicked".into(),
-    })
-}
-
 /// Runs `f` inside a read transaction, so the three tables are read from one snapshot.
 fn in_read_tx<T>(
     conn: &mut Connection,
@@ -1098,31 +1090,9 @@ impl Projection for SqliteProjection {
             return Ok(Vec::new());
         }
         let (a, b) = (to_i64(start, "start")?, to_i64(end, "end")?);
-        // Reading and re-deriving overlap: slice k is rebuilt on another thread while slice
-        // k+1 is read, all in one read transaction.
-        self.with_conn(move |c| {
-            in_read_tx(c, |tx| {
-                std::thread::scope(|sc| {
-                    let mut out = Vec::with_capacity((b - a) as usize);
-                    let mut pending: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
-                    let mut from = a;
-                    while from < b {
-                        let to = (from + READ_SLICE).min(b);
-                        let rows = load(tx, &Select::Range(from, to))?;
-                        let rebuild = sc.spawn(move || rebuild_all(rows, rebuild_threads()));
-                        if let Some(done) = pending.replace(rebuild) {
-                            out.extend(join_rebuild(done)?);
-                        }
-                        from = to;
-                    }
-                    if let Some(done) = pending {
-                        out.extend(join_rebuild(done)?);
-                    }
-                    Ok(out)
-                })
-            })
-        })
-        .await
+        // One read transaction, so a record's rows in the three tables come from one snapshot.
+        self.with_conn(move |c| in_read_tx(c, |tx| rederive::rederive_range(tx, a, b)))
+            .await
     }
 
     async fn highest_seq(&self) -> Result<Option<u64>, ProjectionError> {
