@@ -134,6 +134,9 @@ impl std::fmt::Debug for EmbeddedLedger {
     }
 }
 
+/// Leaves per read of the hash index in `leaf_hashes` (a read of ~4 MiB).
+const LEAF_READ_CHUNK: u64 = 1 << 16;
+
 const ENTRIES_LEVEL: u8 = u8::MAX;
 
 fn tlog_err(e: tlog::Error) -> LedgerError {
@@ -216,6 +219,37 @@ fn lock(dir: &Path) -> Result<File, LedgerError> {
 }
 
 impl EmbeddedLedger {
+    /// Leaf hashes `start..end` from the hash index, `chunk` leaves per read. Leaves are
+    /// interleaved with the interior hashes stored after them (the tlog stored-hash order), so
+    /// one read of the span between the first and the last leaf of a chunk (about twice the
+    /// leaves' bytes) replaces one 32-byte read per leaf: the cross-verifier reads every leaf
+    /// hash of a full sweep, and the system call per leaf was ~10 % of its CPU.
+    fn read_leaf_hashes(&self, start: u64, end: u64, chunk: u64) -> Result<Vec<Hash>, LedgerError> {
+        let mut out = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
+        let mut buf = Vec::new();
+        let mut from = start;
+        while from < end {
+            let to = (from + chunk.max(1)).min(end);
+            let first = stored_hash_index(0, from);
+            let last = stored_hash_index(0, to - 1);
+            let span =
+                usize::try_from((last - first + 1) * 32).map_err(|_| LedgerError::Corrupt {
+                    file: self.hashes.path().to_path_buf(),
+                    reason: format!("leaf hashes {from}..{to} span more than memory"),
+                })?;
+            buf.resize(span, 0);
+            self.hashes.read_into(first, &mut buf)?;
+            for i in from..to {
+                // Within the span read: `first <= stored index <= last`.
+                let at = ((stored_hash_index(0, i) - first) * 32) as usize;
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&buf[at..at + 32]);
+                out.push(h);
+            }
+            from = to;
+        }
+        Ok(out)
+    }
     /// Opens (creating if empty) the ledger as its single writer, recovering from a crash by
     /// replaying the WAL. Refuses to open when the files disagree with the checkpoint.
     #[tracing::instrument(skip_all, fields(dir = %config.dir.display()))]
@@ -999,9 +1033,7 @@ impl Ledger for EmbeddedLedger {
                 size,
             });
         }
-        (start..end)
-            .map(|i| self.hashes.read(stored_hash_index(0, i)))
-            .collect()
+        self.read_leaf_hashes(start, end, LEAF_READ_CHUNK)
     }
 
     fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
@@ -1093,5 +1125,46 @@ impl Drop for EmbeddedLedger {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Leaf hashes read a span at a time match the entries' hashes for every range and chunk
+    /// size, including chunks of one leaf and ranges that end at the tree's edge.
+    #[test]
+    fn leaf_hashes_read_in_spans_are_the_entries_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer: Arc<dyn triplicate_keys::Signer> =
+            Arc::new(triplicate_keys::SoftwareSigner::generate("test-notary"));
+        let l = EmbeddedLedger::open(
+            LedgerConfig::new(dir.path(), "triplicate.invalid/t"),
+            signer,
+        )
+        .unwrap();
+        let entry = |i: u64| format!("{{\"entry\":{i}}}").into_bytes();
+        let n = 1_000u64;
+        let entries: Vec<Vec<u8>> = (0..n).map(entry).collect();
+        l.append(0, &entries[..300]).unwrap();
+        l.append(300, &entries[300..]).unwrap();
+        let want: Vec<Hash> = entries.iter().map(|e| tlog::record_hash(e).0).collect();
+        for (a, b) in [(0, n), (0, 1), (255, 257), (511, 1000), (999, 1000), (7, 7)] {
+            for chunk in [1, 2, 7, 256, LEAF_READ_CHUNK] {
+                assert_eq!(
+                    l.read_leaf_hashes(a, b, chunk).unwrap(),
+                    want[a as usize..b as usize],
+                    "{a}..{b} in chunks of {chunk}"
+                );
+            }
+        }
+        assert_eq!(l.leaf_hashes(0, n).unwrap(), want);
+        assert!(matches!(
+            l.leaf_hashes(0, n + 1),
+            Err(LedgerError::OutOfRange { .. })
+        ));
     }
 }
