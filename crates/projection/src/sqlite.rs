@@ -95,6 +95,8 @@ pub struct SqliteProjection {
     /// function). The connection mutex is held throughout, so no other statement sees it set.
     repairing: Arc<AtomicBool>,
     read_only: bool,
+    /// Read-only connections kept for range reads (see `read_range`), emptied by `close`.
+    readers: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl std::fmt::Debug for SqliteProjection {
@@ -221,6 +223,7 @@ impl SqliteProjection {
             unchecked: Arc::new(AtomicU64::new(0)),
             repairing,
             read_only: false,
+            readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -257,6 +260,7 @@ impl SqliteProjection {
             unchecked: Arc::new(AtomicU64::new(0)),
             repairing: Arc::new(AtomicBool::new(false)),
             read_only: true,
+            readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -269,6 +273,10 @@ impl SqliteProjection {
     pub fn close(&self) {
         let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         *g = None;
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     async fn with_conn<T: Send + 'static>(
@@ -1009,6 +1017,123 @@ fn query_blocking(conn: &Connection, q: &DecisionQuery) -> Result<Page, Projecti
     Ok(plan.page(records))
 }
 
+/// Records below this many are read on one connection.
+const PARALLEL_READ_MIN: i64 = 2_048;
+
+/// Connections a range read uses at most (its own and extra read-only ones).
+const READERS_MAX: usize = 4;
+
+/// The re-derived records of seqs `a..b`, read on `c` and, for a large range on a machine with
+/// more than one core, on extra read-only connections to `path` at once, each over its own part
+/// of the range. The re-derivation is CPU work that one connection does on one thread; reading
+/// the parts at once is what lets a sweep keep both cores of a small machine busy.
+///
+/// Each part is read in one read transaction, so each record's rows in the three tables come
+/// from one snapshot. The writer's connection is held throughout (the first part is read on
+/// it), so this process applies nothing meanwhile; the parts' snapshots are still taken highest
+/// part first, so that a lower part's snapshot is never older than a higher one's whatever
+/// writes: records are applied in seq order, so a record seen in a higher part has every lower
+/// seq applied by the time the lower part looks, and a read shows no gap one snapshot would not.
+fn read_range(
+    c: &mut Connection,
+    path: &Path,
+    readers: &Mutex<Vec<Connection>>,
+    a: i64,
+    b: i64,
+) -> Result<Vec<RederivedRecord>, ProjectionError> {
+    let parts = i64::try_from(triplicate_core::available_threads().min(READERS_MAX)).unwrap_or(1);
+    if parts < 2 || b - a < PARALLEL_READ_MIN {
+        return in_read_tx(c, |tx| rederive::rederive_range(tx, a, b));
+    }
+    let step = (b - a + parts - 1) / parts;
+    let bounds: Vec<(i64, i64)> = (0..parts)
+        .map(|k| (a + k * step, (a + (k + 1) * step).min(b)))
+        .filter(|(lo, hi)| lo < hi)
+        .collect();
+    // Kept between reads (a fresh connection parses the schema and prepares its statements
+    // again); `close` drops them with the writer's. Nothing replaces projection.db under an
+    // open projection (a restore writes a new data directory).
+    let mut extra: Vec<Connection> = {
+        let mut pool = readers.lock().unwrap_or_else(|p| p.into_inner());
+        let keep = pool.len().saturating_sub(bounds.len() - 1);
+        pool.split_off(keep)
+    };
+    while extra.len() < bounds.len() - 1 {
+        extra.push(open_reader(path)?);
+    }
+    let out = read_parts(c, &mut extra, &bounds);
+    readers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(extra);
+    out
+}
+
+/// `read_range` over `bounds` (ascending), the first on `c`, the others on `extra`.
+fn read_parts(
+    c: &mut Connection,
+    extra: &mut [Connection],
+    bounds: &[(i64, i64)],
+) -> Result<Vec<RederivedRecord>, ProjectionError> {
+    std::thread::scope(|sc| {
+        // Started highest part first; each waits until the part above has taken its snapshot.
+        let mut above: Option<std::sync::mpsc::Receiver<()>> = None;
+        let mut handles = Vec::with_capacity(extra.len());
+        for (conn, &(lo, hi)) in extra.iter_mut().zip(&bounds[1..]).rev() {
+            let (taken, taken_rx) = std::sync::mpsc::channel::<()>();
+            let wait = above.replace(taken_rx);
+            handles.push(sc.spawn(move || {
+                if let Some(w) = wait {
+                    // An error means the part above failed before its snapshot; its error is
+                    // the one reported.
+                    let _ = w.recv();
+                }
+
+                in_read_tx(conn, |tx| {
+                    take_snapshot(tx)?;
+                    let _ = taken.send(());
+                    rederive::rederive_range(tx, lo, hi)
+                })
+            }));
+        }
+        let (lo, hi) = bounds[0];
+        if let Some(w) = above {
+            let _ = w.recv();
+        }
+        let mut out = in_read_tx(c, |tx| rederive::rederive_range(tx, lo, hi))?;
+        // `handles` run from the highest part down.
+        for h in handles.into_iter().rev() {
+            let part = h.join().map_err(|_| ProjectionError::Storage {
+                what: "read the projection",
+                reason: "a reading thread panicked".into(),
+            })??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
+/// A read-only connection to the projection file, for one range read.
+fn open_reader(path: &Path) -> Result<Connection, ProjectionError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| ProjectionError::Unavailable(format!("open {} read-only: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(storage("set the busy timeout"))?;
+    Ok(conn)
+}
+
+/// Makes the read transaction on `tx` take its snapshot now (SQLite takes it at the first read).
+fn take_snapshot(tx: &Connection) -> Result<(), ProjectionError> {
+    tx.query_row("SELECT count(*) FROM decisions WHERE seq < 0", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(storage("begin a read"))?;
+    Ok(())
+}
+
 /// Runs `f` inside a read transaction, so the three tables are read from one snapshot.
 fn in_read_tx<T>(
     conn: &mut Connection,
@@ -1090,8 +1215,8 @@ impl Projection for SqliteProjection {
             return Ok(Vec::new());
         }
         let (a, b) = (to_i64(start, "start")?, to_i64(end, "end")?);
-        // One read transaction, so a record's rows in the three tables come from one snapshot.
-        self.with_conn(move |c| in_read_tx(c, |tx| rederive::rederive_range(tx, a, b)))
+        let (path, readers) = (self.path.clone(), self.readers.clone());
+        self.with_conn(move |c| read_range(c, &path, &readers, a, b))
             .await
     }
 
