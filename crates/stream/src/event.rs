@@ -247,7 +247,10 @@ impl FromStr for StreamId {
             .ok_or_else(|| format!("stream id {s:?} does not start with {:?}", Self::PREFIX))?;
         let id = Uuid::try_parse(rest).map_err(|e| format!("stream id {s:?}: {e}"))?;
         let id = StreamId(id);
-        if id.to_string() != s {
+        // `Display` writes the prefix and the lowercase hyphenated form; compared without
+        // building the string (every event the verifier reads is parsed here).
+        let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        if id.0.hyphenated().encode_lower(&mut canonical) != rest {
             return Err(format!("stream id {s:?} is not canonical; write {id}"));
         }
         Ok(id)
@@ -371,6 +374,34 @@ mod metadata_tests {
             ("{}".to_owned(), "no members"),
         ] {
             assert!(EventMetadata::from_json(&text).is_err(), "{why}: {text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod stream_id_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Only the text `Display` writes names a stream: every other spelling of the same UUID is
+    /// refused, so one decision cannot have two streams.
+    #[test]
+    fn only_the_canonical_stream_id_parses() {
+        let id = StreamId(Uuid::parse_str("0190a1b2-c3d4-7e5f-8a6b-7c8d9e0fa1b2").unwrap());
+        let text = id.to_string();
+        assert_eq!(text, "decision-0190a1b2-c3d4-7e5f-8a6b-7c8d9e0fa1b2");
+        assert_eq!(text.parse::<StreamId>().unwrap(), id);
+        for bad in [
+            "decision-0190A1B2-C3D4-7E5F-8A6B-7C8D9E0FA1B2",
+            "decision-0190a1b2c3d47e5f8a6b7c8d9e0fa1b2",
+            "decision-{0190a1b2-c3d4-7e5f-8a6b-7c8d9e0fa1b2}",
+            "decision-urn:uuid:0190a1b2-c3d4-7e5f-8a6b-7c8d9e0fa1b2",
+            "Decision-0190a1b2-c3d4-7e5f-8a6b-7c8d9e0fa1b2",
+            "decision-0190a1b2-c3d4-7e5f-8a6b-7c8d9e0fa1b",
+            "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0fa1b2",
+        ] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad}");
         }
     }
 }
