@@ -56,7 +56,7 @@ pub(crate) fn record_bytes(r: &Record) -> Vec<u8> {
 pub(crate) fn record_bytes_with_payload(r: &Record, payload: &[u8]) -> Vec<u8> {
     with_views(r, |view| {
         let mut view = *view;
-        view.decision.payload = PayloadView::Text(payload);
+        view.decision.payload = PayloadView::UncheckedText(payload);
         view.to_bytes()
     })
 }
@@ -235,7 +235,7 @@ fn write_decision(out: &mut Vec<u8>, d: &DecisionView<'_>) {
     write_str(out, kind);
     out.extend_from_slice(b",\"payload\":");
     match payload {
-        PayloadView::Text(text) => {
+        PayloadView::UncheckedText(text) => {
             if cfg!(debug_assertions) {
                 let object: Map<String, Value> =
                     serde_json::from_slice(text).expect("the payload text is a JSON object");

@@ -9,7 +9,7 @@
 //!
 //! What a view can hold is what a record can hold, checked where it is built: a [`KeyIdRef`] is
 //! a key id by construction, times are [`Timestamp`]s, ids are [`Uuid`]s. The one member a view
-//! takes on trust is a payload given as text ([`PayloadView::Text`]): the caller must have
+//! takes on trust is a payload given as text ([`PayloadView::UncheckedText`]): the caller must have
 //! checked it is the RFC 8785 form of a JSON object (debug builds check, and panic).
 
 use serde_json::{Map, Value};
@@ -82,9 +82,10 @@ pub struct AttachmentView<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum PayloadView<'a> {
     Object(&'a Map<String, Value>),
-    /// The RFC 8785 text of a JSON object, written as it is. The caller must have checked that
-    /// it is one; debug builds check, and panic on anything else.
-    Text(&'a [u8]),
+    /// The RFC 8785 text of a JSON object, written as it is, unchecked in release builds: the
+    /// caller must have checked that it is one (debug builds check, and panic on anything
+    /// else). A view holding other text writes bytes that are no record's.
+    UncheckedText(&'a [u8]),
 }
 
 /// A decision, borrowed.
@@ -131,7 +132,7 @@ impl RecordView<'_> {
     pub fn to_bytes(&self) -> Vec<u8> {
         let d = &self.decision;
         let payload_len = match d.payload {
-            PayloadView::Text(t) => t.len(),
+            PayloadView::UncheckedText(t) => t.len(),
             PayloadView::Object(_) => 256,
         };
         let mut out = Vec::with_capacity(1024 + d.body.len() + d.title.len() + payload_len);
@@ -146,7 +147,7 @@ impl RecordView<'_> {
         let d = &self.decision;
         let payload = match d.payload {
             PayloadView::Object(o) => o.clone(),
-            PayloadView::Text(t) => {
+            PayloadView::UncheckedText(t) => {
                 let parsed = serde_json::from_slice::<Map<String, Value>>(t);
                 debug_assert!(parsed.is_ok(), "a payload view's text is not a JSON object");
                 parsed.unwrap_or_default()

@@ -1047,7 +1047,11 @@ fn read_range(
     }
     let step = (b - a + parts - 1) / parts;
     let bounds: Vec<(i64, i64)> = (0..parts)
-        .map(|k| (a + k * step, (a + (k + 1) * step).min(b)))
+        // Saturating: a range may end anywhere up to i64::MAX (no record is above 2^53).
+        .map(|k| {
+            let at = |k: i64| a.saturating_add(k.saturating_mul(step)).min(b);
+            (at(k), at(k + 1))
+        })
         .filter(|(lo, hi)| lo < hi)
         .collect();
     // Kept between reads (a fresh connection parses the schema and prepares its statements
@@ -1058,14 +1062,23 @@ fn read_range(
         let keep = pool.len().saturating_sub(bounds.len() - 1);
         pool.split_off(keep)
     };
+    let give_back = |extra: Vec<Connection>| {
+        readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(extra);
+    };
     while extra.len() < bounds.len() - 1 {
-        extra.push(open_reader(path)?);
+        match open_reader(path) {
+            Ok(conn) => extra.push(conn),
+            Err(e) => {
+                give_back(extra);
+                return Err(e);
+            }
+        }
     }
     let out = read_parts(c, &mut extra, &bounds);
-    readers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(extra);
+    give_back(extra);
     out
 }
 

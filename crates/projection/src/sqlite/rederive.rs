@@ -214,7 +214,9 @@ impl<T: Default> Children<T> {
 
     /// Takes the rows of `seq` (skipping rows of lower seqs, which belong to no decision row),
     /// reading the cursor with `fill`, whose `seq_of` is the row's seq (-1 when it is not an
-    /// integer: such a row is taken by the record it comes before, whose fast path then fails).
+    /// integer, which only a table stripped of STRICT can hold: such a row is taken by the
+    /// record being written when the cursor reaches it, whose fast path then fails, so that
+    /// record is re-derived by the general path).
     fn take(
         &mut self,
         seq: i64,
@@ -403,7 +405,7 @@ fn write_one(
     let payload = match d.get_ref(6)? {
         ValueRef::Text(t) => match std::str::from_utf8(t) {
             Ok(_) if crate::payload::canonical_object_len(t) == Some(t.len()) => {
-                PayloadView::Text(t)
+                PayloadView::UncheckedText(t)
             }
             Ok(text) => match crate::rows::strict_payload(text) {
                 Ok(object) => {
@@ -555,6 +557,9 @@ mod tests {
         assert!(p.record_bytes(2_600, 2_601).await.unwrap()[0]
             .bytes()
             .is_none());
+        // A range ending at the largest seq a read may name splits without overflowing.
+        let top = i64::MAX as u64;
+        assert!(p.record_bytes(top - 4_095, top).await.unwrap().is_empty());
         p.close();
         assert!(p.readers.lock().unwrap().is_empty());
         assert!(matches!(
