@@ -272,6 +272,27 @@ impl Reply {
     }
 }
 
+/// An answer's status and bytes, unparsed.
+pub struct RawReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as JSON (`null` when empty).
+    pub fn json(&self) -> Result<Value, serde_json::Error> {
+        if self.body.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_slice(&self.body)
+        }
+    }
+}
+
 /// `GET /v1/keys/notary`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct NotaryKey {
@@ -351,46 +372,64 @@ impl Client {
             .map_err(|e| Unreachable(format!("{what} at {}: {}", self.base, chain(&e))).into())
     }
 
-    /// Sends a request and reads a JSON answer. 5xx answers are [`Unreachable`]: the service
-    /// could not answer, which says nothing about the request.
-    async fn json(&self, rb: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Reply> {
+    /// Sends a request and reads the answer's bytes. 5xx answers are [`Unreachable`]: the
+    /// service could not answer, which says nothing about the request.
+    async fn raw(&self, rb: reqwest::RequestBuilder, what: &str) -> anyhow::Result<RawReply> {
         let resp = self.send(rb, what).await?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| {
+        let body = resp.bytes().await.map_err(|e| {
             Unreachable(format!(
                 "{what} at {}: read the answer: {}",
                 self.base,
                 chain(&e)
             ))
         })?;
-        let body: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                Unreachable(format!(
-                    "{what} at {}: the answer ({status}) is not JSON: {e}",
-                    self.base
-                ))
-            })?
-        };
         if status >= 500 {
+            let problem = serde_json::from_slice(&body).unwrap_or(Value::Null);
             return Err(Unreachable(format!(
                 "{what} at {}: {}",
                 self.base,
-                describe_problem(status, &body)
+                describe_problem(status, &problem)
             ))
             .into());
         }
-        Ok(Reply { status, body })
+        Ok(RawReply {
+            status,
+            body: body.to_vec(),
+        })
+    }
+
+    /// Sends a request and reads a JSON answer (5xx answers are [`Unreachable`], as for
+    /// [`Client::raw`]).
+    async fn json(&self, rb: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Reply> {
+        let raw = self.raw(rb, what).await?;
+        let body = raw.json().map_err(|e| {
+            Unreachable(format!(
+                "{what} at {}: the answer ({}) is not JSON: {e}",
+                self.base, raw.status
+            ))
+        })?;
+        Ok(Reply {
+            status: raw.status,
+            body,
+        })
     }
 
     /// `POST /v1/decisions` with a submission's bytes.
     pub async fn submit(&self, body: Vec<u8>) -> anyhow::Result<Reply> {
-        let rb = self
-            .request(reqwest::Method::POST, "/v1/decisions")
+        self.json(self.submit_request(body), "submit").await
+    }
+
+    /// [`Client::submit`], the answer left unparsed (the load generator parses only the
+    /// receipts it samples and the problems it reports).
+    pub async fn submit_raw(&self, body: Vec<u8>) -> anyhow::Result<RawReply> {
+        self.raw(self.submit_request(body), "submit").await
+    }
+
+    fn submit_request(&self, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, "/v1/decisions")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        self.json(rb, "submit").await
+            .body(body)
     }
 
     /// `GET /v1/decisions/{id}`.
