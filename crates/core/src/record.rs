@@ -28,7 +28,9 @@ mod strict_uuid {
 
     pub fn parse(s: &str) -> Result<Uuid, String> {
         let u = Uuid::try_parse(s).map_err(|e| format!("{s:?} is not a UUID: {e}"))?;
-        let canonical = u.hyphenated().to_string();
+        // Compared in a stack buffer: every record and submission parsed comes through here.
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let canonical = u.hyphenated().encode_lower(&mut buf);
         if canonical != s {
             return Err(format!("{s:?} is not canonical; write {canonical:?}"));
         }
