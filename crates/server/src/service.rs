@@ -811,10 +811,12 @@ fn receipt_at(
 /// answered here, and accepted submissions go on to the committer in arrival order. A
 /// submission waits for at most the batch being judged before its own is taken.
 ///
-/// The judge does not wait for a batch to fill: it takes what is queued. Waiting up to 2 ms for
-/// more while the committer was busy was measured and dropped (in-process closed loop
-/// 2,466–2,660/s against 3,290–3,340/s without): on two saturated cores the wait left work
-/// undone and made the commit batches smaller.
+/// The judge does not wait for a batch to fill: it takes what is queued, and when that is fewer
+/// than [`JUDGE_GATHER_BELOW`] it yields once (the handlers that are ready queue theirs) and
+/// takes those too. Waiting up to 2 ms for more while the committer was busy was measured and
+/// dropped (in-process closed loop 2,466–2,660/s against 3,290–3,340/s without): on two
+/// saturated cores the wait left work undone and made the commit batches smaller. The one
+/// yield gained ~4 % (BENCHMARKS.md); yielding up to three times gained nothing more.
 async fn judge(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>, committer: mpsc::Sender<Job>) {
     let max = inner.options.batch_max;
     let mut jobs = Vec::with_capacity(max);
