@@ -106,7 +106,19 @@ fn uuid(s: &str) -> Option<Uuid> {
     (u.hyphenated().encode_lower(&mut canonical) == s).then_some(u)
 }
 
-impl ApprovalCopy {
+/// A child table's row copied out of its cursor.
+trait ChildRow: Default {
+    /// Copies cursor row `r` into `self`, reusing its buffers.
+    fn fill(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()>;
+    /// The row's seq (-1 when the column is not an integer).
+    fn seq(&self) -> i64;
+}
+
+impl ChildRow for ApprovalCopy {
+    fn seq(&self) -> i64 {
+        self.seq
+    }
+
     fn fill(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
         let seq = int(r.get_ref(0)?);
         let position = int(r.get_ref(1)?);
@@ -126,7 +138,9 @@ impl ApprovalCopy {
             && ns.is_some();
         Ok(())
     }
+}
 
+impl ApprovalCopy {
     fn view(&self) -> Option<ApprovalView<'_>> {
         if !self.typed {
             return None;
@@ -140,7 +154,11 @@ impl ApprovalCopy {
     }
 }
 
-impl AttachmentCopy {
+impl ChildRow for AttachmentCopy {
+    fn seq(&self) -> i64 {
+        self.seq
+    }
+
     fn fill(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
         let seq = int(r.get_ref(0)?);
         let position = int(r.get_ref(1)?);
@@ -161,7 +179,9 @@ impl AttachmentCopy {
             seq.is_some() && position.is_some() && sha256 && media_type && size.is_some() && name;
         Ok(())
     }
+}
 
+impl AttachmentCopy {
     /// Fills `hex`; whether the row is plainly an attachment.
     fn prepare(&mut self) -> bool {
         if !self.typed
@@ -202,7 +222,7 @@ struct Children<T> {
     done: bool,
 }
 
-impl<T: Default> Children<T> {
+impl<T: ChildRow> Children<T> {
     fn new() -> Children<T> {
         Children {
             rows: Vec::new(),
@@ -213,17 +233,11 @@ impl<T: Default> Children<T> {
     }
 
     /// Takes the rows of `seq` (skipping rows of lower seqs, which belong to no decision row),
-    /// reading the cursor with `fill`, whose `seq_of` is the row's seq (-1 when it is not an
+    /// reading the cursor into copies whose `seq` is the row's seq (-1 when it is not an
     /// integer, which only a table stripped of STRICT can hold: such a row is taken by the
     /// record being written when the cursor reaches it, whose fast path then fails, so that
     /// record is re-derived by the general path).
-    fn take(
-        &mut self,
-        seq: i64,
-        rows: &mut rusqlite::Rows<'_>,
-        fill: impl Fn(&mut T, &rusqlite::Row<'_>) -> rusqlite::Result<()>,
-        seq_of: impl Fn(&T) -> i64,
-    ) -> rusqlite::Result<()> {
+    fn take(&mut self, seq: i64, rows: &mut rusqlite::Rows<'_>) -> rusqlite::Result<()> {
         // Move the pending row (if any) to the front; drop the last record's rows.
         if self.pending {
             self.rows.swap(0, self.taken);
@@ -241,10 +255,10 @@ impl<T: Default> Children<T> {
                 if self.rows.len() <= self.taken {
                     self.rows.push(T::default());
                 }
-                fill(&mut self.rows[self.taken], r)?;
+                self.rows[self.taken].fill(r)?;
                 self.pending = true;
             }
-            let s = seq_of(&self.rows[self.taken]);
+            let s = self.rows[self.taken].seq();
             if s > seq {
                 return Ok(());
             }
@@ -334,22 +348,8 @@ fn fast_pass(tx: &Connection, a: i64, b: i64) -> Result<FastPass, ProjectionErro
     let mut attachments = Children::<AttachmentCopy>::new();
     while let Some(d) = decisions.next().map_err(&read)? {
         let seq: i64 = d.get(0).map_err(&read)?;
-        approvals
-            .take(
-                seq,
-                &mut approval_rows,
-                ApprovalCopy::fill,
-                |r: &ApprovalCopy| r.seq,
-            )
-            .map_err(&read)?;
-        attachments
-            .take(
-                seq,
-                &mut attachment_rows,
-                AttachmentCopy::fill,
-                |r: &AttachmentCopy| r.seq,
-            )
-            .map_err(&read)?;
+        approvals.take(seq, &mut approval_rows).map_err(&read)?;
+        attachments.take(seq, &mut attachment_rows).map_err(&read)?;
         let written =
             write_one(d, seq, approvals.taken(), attachments.taken_mut()).map_err(&read)?;
         match written {
