@@ -302,7 +302,7 @@ impl CrossCheck {
                 .load(std::sync::atomic::Ordering::Acquire),
         });
         // Repairs run below, with the downstream stores' write locks held, so the committer's
-        // publisher and the catch-up worker never append into them at the same time.
+        // store writers and the catch-up worker never append into them at the same time.
         request.repair = false;
         let trust = trust_of(&self.service, &self.policy)?;
         let stores = || Stores {

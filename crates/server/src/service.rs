@@ -891,33 +891,75 @@ const JUDGE_GATHER_BELOW: usize = 8;
 
 /// Takes every waiting submission into one commit, until the channel closes.
 ///
-/// Two stages, so the ledger commit of one batch overlaps the store writes of the one before:
-/// the committer assigns seqs, notarises and appends to the ledger; the publisher writes the
-/// stream and the projection (in seq order: batches reach it in commit order) and answers
-/// the callers.
+/// Four tasks, so no store waits on another and the ledger commit of one batch overlaps the
+/// store writes of the ones before: the committer assigns seqs, notarises and appends to the
+/// ledger; a writer per store (stream, projection) writes the committed batches in seq order
+/// (they reach it in commit order), taking every batch queued while it was busy into one
+/// write; the replier computes each batch's inclusion proofs meanwhile, waits until both
+/// stores have finished with the batch (written, or found pending), and answers the callers.
+///
+/// Before the writers took whatever was queued, one task wrote both stores and answered
+/// batch by batch: the slower store (the projection) paced every batch, its fixed cost per
+/// write (a transaction, an `fsync`, hand-offs between threads) was paid by every batch, and
+/// the stream and the proofs waited on it. Taking the queue shortens that path, so more of the
+/// cores' time goes to submissions at the same number in flight.
 async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
-    let (publish_tx, mut publish_rx) = mpsc::channel::<Committed>(2);
-    let publisher = {
+    let (stream_tx, stream_rx) = mpsc::channel::<StoreBatch>(STORE_QUEUE);
+    let (projection_tx, projection_rx) = mpsc::channel::<StoreBatch>(STORE_QUEUE);
+    let (reply_tx, mut reply_rx) = mpsc::channel::<Outgoing>(STORE_QUEUE);
+    let stream_writer = tokio::spawn(store_writer(inner.clone(), StoreKind::Stream, stream_rx));
+    let projection_writer = tokio::spawn(store_writer(
+        inner.clone(),
+        StoreKind::Projection,
+        projection_rx,
+    ));
+    let replier = {
         let inner = inner.clone();
         tokio::spawn(async move {
-            while let Some(batch) = publish_rx.recv().await {
-                publish(&inner, batch).await;
+            while let Some(out) = reply_rx.recv().await {
+                answer(&inner, out).await;
             }
         })
     };
     let mut jobs = Vec::with_capacity(inner.options.batch_max);
     while rx.recv_many(&mut jobs, inner.options.batch_max).await > 0 {
         let batch = std::mem::take(&mut jobs);
-        if let Some(committed) = commit(&inner, batch).await {
-            if publish_tx.send(committed).await.is_err() {
-                break;
-            }
+        let Some(committed) = commit(&inner, batch).await else {
+            continue;
+        };
+        let (stream_done, stream_wait) = oneshot::channel();
+        let (projection_done, projection_wait) = oneshot::channel();
+        let to_store = |done| StoreBatch {
+            start: committed.start_seq,
+            entries: committed.entries.clone(),
+            done,
+        };
+        // A writer gone (it panicked) leaves its store to the catch-up worker; the batch's
+        // `done` is dropped with it, which the replier takes as finished.
+        if stream_tx.send(to_store(stream_done)).await.is_err() {
+            mark_pending(&inner.stream_state, "stream", "its writer stopped");
+        }
+        if projection_tx.send(to_store(projection_done)).await.is_err() {
+            mark_pending(&inner.projection_state, "projection", "its writer stopped");
+        }
+        let out = Outgoing {
+            committed,
+            stream_wait,
+            projection_wait,
+        };
+        if reply_tx.send(out).await.is_err() {
+            tracing::error!("the replier stopped; the committer stops");
+            break;
         }
     }
-    drop(publish_tx);
-    let _ = publisher.await;
+    drop((stream_tx, projection_tx, reply_tx));
+    let _ = tokio::join!(stream_writer, projection_writer, replier);
     tracing::info!("committer stopped: no more submissions");
 }
+
+/// Committed batches queued for each store writer and for the replier. Small: a writer
+/// behind holds the committer back (and so the callers) rather than letting work pile up.
+const STORE_QUEUE: usize = 4;
 
 /// A batch the ledger holds durably, waiting for the stores and its receipts.
 struct Committed {
@@ -925,11 +967,97 @@ struct Committed {
     checkpoint: SignedCheckpoint,
     fresh: Vec<(Job, Record)>,
     /// `fresh`'s record bytes, as the ledger appended them (moved back from the append, not
-    /// copied again).
-    entries: Vec<Vec<u8>>,
+    /// copied again), shared with the store writers.
+    entries: Arc<Vec<Vec<u8>>>,
     /// Submissions of a decision that an earlier submission in the same batch records, with
     /// that submission's position in `fresh`.
     duplicates: Vec<(Job, usize)>,
+}
+
+/// A committed batch on its way to one store.
+struct StoreBatch {
+    start: u64,
+    entries: Arc<Vec<Vec<u8>>>,
+    /// Sent once the store has finished with the batch: written, or left to catch-up.
+    done: oneshot::Sender<()>,
+}
+
+impl StoreBatch {
+    fn end(&self) -> u64 {
+        self.start + self.entries.len() as u64
+    }
+}
+
+/// A committed batch waiting for both stores before its callers are answered.
+struct Outgoing {
+    committed: Committed,
+    stream_wait: oneshot::Receiver<()>,
+    projection_wait: oneshot::Receiver<()>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StoreKind {
+    Stream,
+    Projection,
+}
+
+/// Writes committed batches to one store in seq order. Each write takes every batch queued
+/// meanwhile that continues the one before, up to `batch_max` records in all (what one commit
+/// may hold), so a store that fell behind by a few batches catches up in one transaction.
+async fn store_writer(inner: Arc<Inner>, store: StoreKind, mut rx: mpsc::Receiver<StoreBatch>) {
+    let max = inner.options.batch_max;
+    let mut queued: Vec<StoreBatch> = Vec::new();
+    while rx.recv_many(&mut queued, STORE_QUEUE).await > 0 {
+        for run in runs(std::mem::take(&mut queued), max) {
+            write_run(&inner, store, run).await;
+        }
+    }
+    tracing::debug!(?store, "store writer stopped: no more batches");
+}
+
+/// Groups queued batches (in commit order) into writes: a batch joins the write before it
+/// when it starts where that one ends and the write stays within `max` records; a batch
+/// larger than `max` on its own is still one write.
+fn runs(queued: Vec<StoreBatch>, max: usize) -> Vec<Vec<StoreBatch>> {
+    let mut out: Vec<Vec<StoreBatch>> = Vec::new();
+    let mut records = 0;
+    for batch in queued {
+        let joins = out
+            .last()
+            .and_then(|run| run.last())
+            .is_some_and(|last| last.end() == batch.start && records + batch.entries.len() <= max);
+        if joins {
+            records += batch.entries.len();
+            if let Some(run) = out.last_mut() {
+                run.push(batch);
+            }
+        } else {
+            records = batch.entries.len();
+            out.push(vec![batch]);
+        }
+    }
+    out
+}
+
+/// One write of consecutive committed batches to `store`, then tells each batch it is done.
+async fn write_run(inner: &Arc<Inner>, store: StoreKind, run: Vec<StoreBatch>) {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return;
+    };
+    let (start, end) = (first.start, last.end());
+    if end > start {
+        let records: Vec<&[u8]> = run
+            .iter()
+            .flat_map(|b| b.entries.iter().map(Vec::as_slice))
+            .collect();
+        match store {
+            StoreKind::Stream => write_stream(inner, start, end, &records).await,
+            StoreKind::Projection => write_projection(inner, start, end, &records).await,
+        }
+    }
+    for batch in run {
+        let _ = batch.done.send(());
+    }
 }
 
 /// One group commit: seqs, notary signatures, one ledger append. Returns what the publisher
@@ -1056,7 +1184,7 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
                 start_seq,
                 checkpoint: out.checkpoint,
                 fresh,
-                entries,
+                entries: Arc::new(entries),
                 duplicates,
             })
         }
@@ -1273,23 +1401,28 @@ fn notarise_all(
     out
 }
 
-/// Writes a committed batch to the stores and answers its callers.
-#[tracing::instrument(skip_all, fields(records = batch.fresh.len()))]
-async fn publish(inner: &Arc<Inner>, batch: Committed) {
-    let Committed {
-        start_seq,
-        checkpoint,
-        fresh,
-        entries,
-        duplicates,
-    } = batch;
-    if !entries.is_empty() {
-        let end = start_seq + entries.len() as u64;
-        tokio::join!(
-            write_stream(inner, start_seq, end, &entries),
-            write_projection(inner, start_seq, end, &entries),
-        );
-    }
+/// Answers a committed batch's callers once both stores have finished with it. The inclusion
+/// proofs are computed first, while the stores write.
+#[tracing::instrument(skip_all, fields(records = out.committed.fresh.len()))]
+async fn answer(inner: &Arc<Inner>, out: Outgoing) {
+    let Outgoing {
+        committed:
+            Committed {
+                start_seq: _,
+                checkpoint,
+                fresh,
+                entries,
+                duplicates,
+            },
+        stream_wait,
+        projection_wait,
+    } = out;
+    let proofs: Vec<_> = fresh
+        .iter()
+        .map(|(_, record)| inner.ledger.inclusion_proof(record.seq, checkpoint.size))
+        .collect();
+    // An error means the writer dropped the batch (it stopped): the store status says pending.
+    let _ = tokio::join!(stream_wait, projection_wait);
 
     // Rare: a decision submitted twice in one batch. Answered from the first submission's
     // record before `fresh` is consumed, so no record is copied for it.
@@ -1306,11 +1439,9 @@ async fn publish(inner: &Arc<Inner>, batch: Committed) {
         });
         let _ = job.reply.send(out);
     }
-    for ((job, record), bytes) in fresh.into_iter().zip(&entries) {
+    for (((job, record), bytes), proof) in fresh.into_iter().zip(entries.iter()).zip(proofs) {
         let seq = record.seq;
-        let out = inner
-            .ledger
-            .inclusion_proof(seq, checkpoint.size)
+        let out = proof
             .map(|proof| {
                 SubmitOutcome::Created(Accepted {
                     stores: status(inner, seq),
@@ -1354,7 +1485,7 @@ fn status(inner: &Inner, seq: u64) -> StoreStatus {
 }
 
 /// Writes a committed batch to the stream unless it is behind (then catch-up owns it).
-async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u8>]) {
+async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[&[u8]]) {
     let d = &inner.stream_state;
     if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
         d.wake.notify_one();
@@ -1385,7 +1516,7 @@ async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u
 }
 
 /// Applies a committed batch to the projection unless it is behind.
-async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[Vec<u8>]) {
+async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[&[u8]]) {
     let d = &inner.projection_state;
     if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
         d.wake.notify_one();
@@ -1398,7 +1529,9 @@ async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[V
     }
     match tokio::time::timeout(
         inner.options.store_timeout,
-        inner.projection.apply(records.to_vec()),
+        inner
+            .projection
+            .apply(records.iter().map(|r| r.to_vec()).collect()),
     )
     .await
     {
@@ -1437,6 +1570,36 @@ pub(crate) fn event_for(seq: u64, bytes: &[u8]) -> Result<AppendRequest, String>
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    /// Queued batches become one write only while each continues the one before and the write
+    /// stays within the limit; a batch over the limit alone is one write; order is kept.
+    #[test]
+    fn store_writes_take_consecutive_batches_up_to_the_limit() {
+        let batch = |start: u64, len: usize| StoreBatch {
+            start,
+            entries: Arc::new(vec![Vec::new(); len]),
+            done: oneshot::channel().0,
+        };
+        let shape = |runs: Vec<Vec<StoreBatch>>| -> Vec<Vec<(u64, u64)>> {
+            runs.iter()
+                .map(|r| r.iter().map(|b| (b.start, b.end())).collect())
+                .collect()
+        };
+        // Consecutive and within 10: one write.
+        let got = shape(runs(vec![batch(0, 3), batch(3, 4), batch(7, 3)], 10));
+        assert_eq!(got, vec![vec![(0, 3), (3, 7), (7, 10)]]);
+        // One more record would pass the limit: a second write.
+        let got = shape(runs(vec![batch(0, 3), batch(3, 4), batch(7, 4)], 10));
+        assert_eq!(got, vec![vec![(0, 3), (3, 7)], vec![(7, 11)]]);
+        // A gap (a batch the ledger refused would not leave one, but a writer never bridges
+        // it): separate writes, in order.
+        let got = shape(runs(vec![batch(0, 2), batch(5, 2), batch(7, 1)], 10));
+        assert_eq!(got, vec![vec![(0, 2)], vec![(5, 7), (7, 8)]]);
+        // Over the limit alone: still written, alone.
+        let got = shape(runs(vec![batch(0, 12), batch(12, 1), batch(13, 1)], 10));
+        assert_eq!(got, vec![vec![(0, 12)], vec![(12, 13), (13, 14)]]);
+        assert!(runs(Vec::new(), 10).is_empty());
+    }
 
     use triplicate_keys::SoftwareSigner;
     use triplicate_ledger::{EmbeddedLedger, LedgerConfig};
