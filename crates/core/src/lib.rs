@@ -32,8 +32,8 @@ pub fn available_threads() -> usize {
 pub use ids::{Algorithm, Hash, KeyId, KeyIdError};
 pub use receipt::{Receipt, RECEIPT_VERSION};
 pub use record::{
-    Approval, Attachment, Decision, NotarySignature, Record, Submission, UnsignedRecord,
-    RECORD_VERSION,
+    Approval, Attachment, CanonicalProof, Decision, NotarySignature, Record, Submission,
+    UnsignedRecord, RECORD_VERSION,
 };
 pub use timestamp::{Timestamp, TimestampError};
 pub use view::{

@@ -697,6 +697,44 @@ impl UnsignedRecord {
     }
 }
 
+/// Proof that the bytes whose RFC 6962 leaf hash is [`CanonicalProof::leaf_hash`] are a valid
+/// record in canonical form, with this seq and decision id: what
+/// [`Record::from_canonical_bytes`] establishes by parsing, validating and writing them again.
+///
+/// Only this crate makes one, from a record it has just validated and written
+/// ([`Record::to_proven_bytes`]). The write path hands it to the stores with the bytes, so a
+/// store checks the bytes it is given by hashing them (which it does anyway) instead of parsing
+/// a record the service built a moment before. A store given bytes the proof does not cover
+/// (another hash) checks them in full: a proof never lets different bytes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanonicalProof {
+    leaf_hash: Hash,
+    seq: u64,
+    decision_id: Uuid,
+}
+
+impl CanonicalProof {
+    /// `SHA-256(0x00 || record_bytes)` of the proven bytes.
+    pub fn leaf_hash(&self) -> &Hash {
+        &self.leaf_hash
+    }
+
+    /// The proven record's seq.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The proven record's decision id.
+    pub fn decision_id(&self) -> Uuid {
+        self.decision_id
+    }
+
+    /// Whether these are the proven bytes (their leaf hash is the proof's).
+    pub fn covers(&self, bytes: &[u8]) -> bool {
+        bytes.len() <= RECORD_MAX_BYTES && leaf_hash(bytes) == self.leaf_hash
+    }
+}
+
 impl Record {
     /// Parses and validates record bytes (from a store, a receipt, a file).
     pub fn from_bytes(bytes: &[u8]) -> Result<Record, ValidationError> {
@@ -713,6 +751,47 @@ impl Record {
                 "is valid but not in RFC 8785 canonical form",
             ));
         }
+        Ok(r)
+    }
+
+    /// The record's canonical bytes after every check [`Record::from_canonical_bytes`] makes
+    /// of a record, with a [`CanonicalProof`] of it that a store can accept in place of parsing
+    /// the bytes again.
+    ///
+    /// Reading the bytes back with `from_canonical_bytes` succeeds and gives this record (up
+    /// to what the bytes cannot tell apart, such as an empty attachment name and none): the
+    /// writer and the reader are each other's inverse on valid records. The core crate's
+    /// property tests check that over generated records; debug builds also read every proven
+    /// record back.
+    pub fn to_proven_bytes(&self) -> Result<(Vec<u8>, CanonicalProof), ValidationError> {
+        let bytes = self.checked_bytes()?;
+        #[cfg(debug_assertions)]
+        if let Err(e) = Record::from_canonical_bytes(&bytes) {
+            // An invariant of this crate, not input: reaching it is a bug in the writer or
+            // the reader, and proving such bytes would let a store skip the check they fail.
+            panic!("a valid record's canonical bytes do not read back: {e}");
+        }
+        let proof = CanonicalProof {
+            leaf_hash: leaf_hash(&bytes),
+            seq: self.seq,
+            decision_id: self.decision.id,
+        };
+        Ok((bytes, proof))
+    }
+
+    /// Reads bytes that `proof` covers without checking them again: the proof says they are a
+    /// valid record in canonical form. Only the leaf hash is computed to tie the bytes to the
+    /// proof; bytes it does not cover are read with [`Record::from_canonical_bytes`], so the
+    /// result is the same either way, only cheaper with a matching proof.
+    pub fn from_proven_bytes(
+        bytes: &[u8],
+        proof: &CanonicalProof,
+    ) -> Result<Record, ValidationError> {
+        if !proof.covers(bytes) {
+            return Record::from_canonical_bytes(bytes);
+        }
+        let mut r: Record = parse_json("", bytes)?;
+        r.decision.normalise();
         Ok(r)
     }
 

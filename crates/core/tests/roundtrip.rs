@@ -298,6 +298,33 @@ proptest! {
         prop_assert_eq!(&d, &r.decision);
     }
 
+    /// A proof is issued exactly for what the stores' strict reading accepts: the proven bytes
+    /// are the canonical bytes, read back (strictly, or through the proof) as the record, with
+    /// the proof's seq, decision id and leaf hash; other bytes are not covered and are read
+    /// strictly, so the proof changes only the cost.
+    #[test]
+    fn a_proof_covers_exactly_the_canonical_bytes(r in record()) {
+        let (bytes, proof) = r.to_proven_bytes().unwrap();
+        prop_assert_eq!(&bytes, &r.to_bytes().unwrap());
+        prop_assert_eq!(proof.seq(), r.seq);
+        prop_assert_eq!(proof.decision_id(), r.decision.id);
+        prop_assert_eq!(proof.leaf_hash(), &r.leaf_hash().unwrap());
+        prop_assert!(proof.covers(&bytes));
+        prop_assert_eq!(&Record::from_canonical_bytes(&bytes).unwrap(), &r);
+        prop_assert_eq!(&Record::from_proven_bytes(&bytes, &proof).unwrap(), &r);
+        // The same record spelled otherwise is not covered, and is refused as not canonical.
+        let pretty = serde_json::to_vec_pretty(&r).unwrap();
+        prop_assert!(!proof.covers(&pretty));
+        prop_assert!(Record::from_proven_bytes(&pretty, &proof).is_err());
+        // Another valid record is not covered either, and reads as itself.
+        let mut other = r.clone();
+        // Down, not up: seqs go up to 2^53, and JCS writes 2^53 + 1 as 2^53.
+        other.seq = if r.seq == 0 { 1 } else { r.seq - 1 };
+        let other_bytes = other.to_bytes().unwrap();
+        prop_assert!(!proof.covers(&other_bytes));
+        prop_assert_eq!(&Record::from_proven_bytes(&other_bytes, &proof).unwrap(), &other);
+    }
+
     #[test]
     fn other_spellings_read_back_to_the_same_record(r in record()) {
         // Pretty-printed, members in declaration order: not canonical, but the same record.
@@ -437,6 +464,14 @@ fn an_empty_attachment_name_is_no_name_in_the_bytes() {
     assert_eq!(bytes, without.to_bytes().unwrap());
     assert!(!String::from_utf8_lossy(&bytes).contains("\"name\""));
     assert_eq!(Record::from_canonical_bytes(&bytes).unwrap(), without);
+    // Proven from the record that spells it otherwise: the same bytes, read back the same.
+    let (proven, proof) = with_empty.to_proven_bytes().unwrap();
+    assert_eq!(proven, bytes);
+    assert_eq!(Record::from_proven_bytes(&bytes, &proof).unwrap(), without);
+    // A record that breaks a rule gets no proof.
+    let mut too_far = without.clone();
+    too_far.seq = 1 << 60;
+    assert!(too_far.to_proven_bytes().is_err());
     assert_eq!(
         with_empty.leaf_hash().unwrap(),
         without.leaf_hash().unwrap()

@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use triplicate_core::digest::leaf_hash;
-use triplicate_core::{KeyId, Record, Timestamp};
+use triplicate_core::{CanonicalProof, KeyId, Record, Timestamp};
 use uuid::Uuid;
 
 use crate::fixtures::{approver_keys, bytes, sample_id, sample_record, tricky_records};
@@ -93,9 +93,20 @@ pub async fn run<P: Projection>(p: &P) {
         assert_eq!((out.applied, out.already_present), (to - from, 0));
         records.extend(part);
     }
+    // The tricky records with the proofs the write path gives (all but the last: a batch may
+    // carry fewer proofs than records). They must read back exactly as if checked in full.
     let tricky = tricky_records(300);
     let n_tricky = tricky.len() as u64;
-    p.apply(batch(&tricky))
+    let (tricky_bytes, mut proofs): (Vec<Vec<u8>>, Vec<Option<CanonicalProof>>) = tricky
+        .iter()
+        .map(|r| {
+            let (b, proof) = r.to_proven_bytes().expect("tricky records are valid");
+            (b, Some(proof))
+        })
+        .unzip();
+    assert_eq!(tricky_bytes, batch(&tricky));
+    proofs.pop();
+    p.apply_proven(tricky_bytes, proofs)
         .await
         .expect("apply the tricky records");
     records.extend(tricky.iter().map(canonical));
@@ -290,6 +301,27 @@ async fn large_batches<P: Projection>(p: &P, records: &mut Vec<Record>, next: &m
 /// Every refusal names what it refuses and leaves the store as it was.
 async fn refusals<P: Projection>(p: &P, next: u64) {
     let before = snapshot(p).await;
+
+    // A proof covers only the bytes it was issued for: the same record spelled otherwise (not
+    // canonical) is checked in full and refused, and so is a proof for another seq's record.
+    let fresh = sample_record(next, 0);
+    let (_, proof) = fresh.to_proven_bytes().expect("a valid record");
+    let pretty = serde_json::to_vec_pretty(&fresh).expect("serialise");
+    assert!(
+        matches!(
+            p.apply_proven(vec![pretty], vec![Some(proof)]).await,
+            Err(ProjectionError::InvalidRecord { index: 0, .. })
+        ),
+        "non-canonical bytes are refused whatever proof comes with them"
+    );
+    let other = sample_record(7, 1);
+    assert!(
+        matches!(
+            p.apply_proven(vec![bytes(&other)], vec![Some(proof)]).await,
+            Err(ProjectionError::SeqConflict { seq: 7, .. })
+        ),
+        "a proof for other bytes changes nothing about the verdict"
+    );
 
     // Other content at a stored seq.
     let other = sample_record(7, 1);

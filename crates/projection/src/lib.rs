@@ -49,7 +49,7 @@ pub mod testkit;
 use std::future::Future;
 
 use triplicate_core::digest::leaf_hash;
-use triplicate_core::{Hash, Record};
+use triplicate_core::{CanonicalProof, Hash, Record};
 use uuid::Uuid;
 
 pub use drills::{DrillStatus, DrillStore, DrillSummary, StoredDrill};
@@ -200,6 +200,20 @@ pub trait Projection: Send + Sync {
         &self,
         batch: Vec<Vec<u8>>,
     ) -> impl Future<Output = Result<ApplyOutcome, ProjectionError>> + Send;
+
+    /// [`Projection::apply`], with the core crate's proofs that the records are canonical
+    /// (`proofs[i]` for `batch[i]`, from `Record::to_proven_bytes` on the write path; fewer
+    /// proofs than records, or `None`, is allowed). A backend may read a record whose proof
+    /// covers its bytes without checking it again; anything else is checked in full, so the
+    /// outcome is always `apply`'s. The default ignores the proofs.
+    fn apply_proven(
+        &self,
+        batch: Vec<Vec<u8>>,
+        proofs: Vec<Option<CanonicalProof>>,
+    ) -> impl Future<Output = Result<ApplyOutcome, ProjectionError>> + Send {
+        drop(proofs);
+        self.apply(batch)
+    }
 
     /// The decision with this id, as its whole record; `None` if absent.
     fn decision(

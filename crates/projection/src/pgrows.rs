@@ -12,13 +12,15 @@
 //! happens on the re-derivation threads, each taking a run of seqs ([`Fetched::rederive`]), so
 //! the rows are allocated, used and freed on one thread.
 
-use triplicate_core::{Record, Timestamp};
+use triplicate_core::{CanonicalProof, Record, Timestamp};
 use uuid::Uuid;
 
 use crate::pgcopy::{CopyReader, CopyWriter};
 use crate::plan::Keyed;
 use crate::postgres::{join_time, split_time};
-use crate::rows::{assemble, ApprovalRow, AttachmentRow, DecisionRow, RecordRows};
+use crate::rows::{
+    assemble, proofs_for, read_record, ApprovalRow, AttachmentRow, DecisionRow, RecordRows,
+};
 use crate::{ProjectionError, RederivedRecord};
 
 /// What the plan needs of a validated record (see [`Keyed`]).
@@ -100,13 +102,17 @@ impl EncodedChunk {
 /// (`Record::from_canonical_bytes`: bytes that are not exactly a valid canonical record are
 /// refused) and encodes their rows, on up to `threads` threads. The earliest invalid record is
 /// reported, as a sequential check would.
+///
+/// `proofs[k]`, when given, is the core crate's proof for `part[k]` (see
+/// [`crate::Projection::apply_proven`]).
 pub(crate) fn prepare_chunk(
     offset: usize,
     part: &[Vec<u8>],
+    proofs: &[Option<CanonicalProof>],
     threads: usize,
 ) -> Result<EncodedChunk, ProjectionError> {
     if part.len() < 32 || threads < 2 {
-        let (keys, p) = encode_part(offset, part)?;
+        let (keys, p) = encode_part(offset, part, proofs)?;
         return Ok(EncodedChunk {
             offset,
             keys,
@@ -118,7 +124,10 @@ pub(crate) fn prepare_chunk(
         let handles: Vec<_> = part
             .chunks(share)
             .enumerate()
-            .map(|(i, p)| sc.spawn(move || encode_part(offset + i * share, p)))
+            .map(|(i, p)| {
+                let proofs = proofs_for(proofs, i * share, p.len());
+                sc.spawn(move || encode_part(offset + i * share, p, proofs))
+            })
             .collect();
         let mut keys = Vec::with_capacity(part.len());
         let mut parts = Vec::with_capacity(handles.len());
@@ -154,6 +163,7 @@ pub(crate) fn prepare_chunk(
 fn encode_part(
     offset: usize,
     part: &[Vec<u8>],
+    proofs: &[Option<CanonicalProof>],
 ) -> Result<(Vec<RecordKey>, EncodedPart), ProjectionError> {
     let size: usize = part.iter().map(Vec::len).sum();
     let mut d = CopyWriter::tuples(size);
@@ -166,7 +176,7 @@ fn encode_part(
             index: offset + k,
             reason,
         };
-        let r = Record::from_canonical_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
+        let r = read_record(bytes, proofs.get(k)).map_err(|e| invalid(e.to_string()))?;
         starts.push([d.len(), a.len(), t.len()]);
         let seq = encode_record(&r, &mut d, &mut a, &mut t).map_err(invalid)?;
         keys.push(RecordKey {
@@ -509,7 +519,7 @@ mod tests {
             .collect();
         let batch: Vec<Vec<u8>> = records.iter().map(bytes).collect();
         for threads in [1, 2, 3] {
-            let chunk = prepare_chunk(0, &batch, threads).unwrap();
+            let chunk = prepare_chunk(0, &batch, &[], threads).unwrap();
             assert_eq!(chunk.keys.len(), batch.len());
             for k in [0, 1, 31, 59, batch.len() - 1, batch.len()] {
                 let fetched = Fetched {
@@ -537,7 +547,7 @@ mod tests {
     fn rederive_splits_runs_by_seq() {
         let records: Vec<_> = (0..400).map(|s| sample_record(s, 0)).collect();
         let batch: Vec<Vec<u8>> = records.iter().map(bytes).collect();
-        let chunk = prepare_chunk(0, &batch, 1).unwrap();
+        let chunk = prepare_chunk(0, &batch, &[], 1).unwrap();
         // Drop the decision rows of some seqs, keeping their approvals and attachments.
         let all = whole(&chunk, 0, Table::Decisions);
         let at = index(&all, DECISION_FIELDS).unwrap();
@@ -584,7 +594,7 @@ mod tests {
         batch[70] = b"{}".to_vec();
         batch[40].push(b' ');
         for threads in [1, 2, 4] {
-            match prepare_chunk(1000, &batch, threads) {
+            match prepare_chunk(1000, &batch, &[], threads) {
                 Err(ProjectionError::InvalidRecord { index, .. }) => assert_eq!(index, 1040),
                 other => panic!("{other:?}"),
             }

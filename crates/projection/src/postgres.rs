@@ -35,14 +35,16 @@ use sqlx::postgres::{
 };
 use sqlx::{Decode, Encode, Postgres, Type};
 use triplicate_core::digest::leaf_hash;
-use triplicate_core::{Hash, Record};
+use triplicate_core::{CanonicalProof, Hash, Record};
 use uuid::Uuid;
 
 use crate::pgcopy::{HEADER, TRAILER};
 use crate::pgrows::{prepare_chunk, EncodedChunk, Fetched, RecordKey, Table};
 use crate::plan::{plan_apply, Stored};
 use crate::query::QueryPlan;
-use crate::rows::{rebuild_threads, validation_threads, BatchChecker, RecordRows, CHUNK};
+use crate::rows::{
+    proofs_for, rebuild_threads, validation_threads, BatchChecker, RecordRows, CHUNK,
+};
 use crate::{
     check_batch, check_range, ApplyOutcome, DecisionQuery, Page, Projection, ProjectionError,
     RederivedRecord, RemovalOutcome, RemovalRequest, RepairOutcome, RepairRequest, MAX_REMOVAL,
@@ -623,7 +625,11 @@ impl PgProjection {
     }
 
     #[tracing::instrument(skip_all, fields(records = batch.len()))]
-    async fn apply_inner(&self, batch: Vec<Vec<u8>>) -> Result<ApplyOutcome, ProjectionError> {
+    async fn apply_inner(
+        &self,
+        batch: Vec<Vec<u8>>,
+        proofs: Vec<Option<CanonicalProof>>,
+    ) -> Result<ApplyOutcome, ProjectionError> {
         check_batch(&batch)?;
         if batch.is_empty() {
             return Ok(ApplyOutcome {
@@ -635,11 +641,11 @@ impl PgProjection {
         // unique index on `decisions.id` catch an id stored at another seq. A conflict or a gap
         // is rare (a retry of the same bytes is not one); then the careful attempt looks up
         // every id too and reports exactly what the trait promises.
-        let batch = Arc::new(batch);
-        let outcome = match self.apply_attempt(&batch, false).await {
+        let (batch, proofs) = (Arc::new(batch), Arc::new(proofs));
+        let outcome = match self.apply_attempt(&batch, &proofs, false).await {
             Err(Attempt::Recheck) => {
                 tracing::debug!("conflict or gap on the optimistic apply; checking every record");
-                self.apply_attempt(&batch, true).await
+                self.apply_attempt(&batch, &proofs, true).await
             }
             other => other,
         };
@@ -663,6 +669,7 @@ impl PgProjection {
     async fn apply_attempt(
         &self,
         batch: &Arc<Vec<Vec<u8>>>,
+        proofs: &Arc<Vec<Option<CanonicalProof>>>,
         careful: bool,
     ) -> Result<ApplyOutcome, Attempt> {
         // Validation (CPU, here) and writing (the server's work) overlap: a blocking task
@@ -670,11 +677,12 @@ impl PgProjection {
         // ones before. A refusal anywhere rolls the whole transaction back.
         let (sender, mut chunks) = tokio::sync::mpsc::channel(2);
         let producer = {
-            let batch = batch.clone();
+            let (batch, proofs) = (batch.clone(), proofs.clone());
             tokio::task::spawn_blocking(move || {
                 let threads = validation_threads();
                 for range in chunk_bounds(batch.len()) {
-                    let r = prepare_chunk(range.start, &batch[range], threads);
+                    let proofs = proofs_for(&proofs, range.start, range.len());
+                    let r = prepare_chunk(range.start, &batch[range], proofs, threads);
                     let failed = r.is_err();
                     if sender.blocking_send(r).is_err() || failed {
                         break;
@@ -1143,7 +1151,15 @@ impl PgProjection {
 
 impl Projection for PgProjection {
     async fn apply(&self, batch: Vec<Vec<u8>>) -> Result<ApplyOutcome, ProjectionError> {
-        self.apply_inner(batch).await
+        self.apply_inner(batch, Vec::new()).await
+    }
+
+    async fn apply_proven(
+        &self,
+        batch: Vec<Vec<u8>>,
+        proofs: Vec<Option<CanonicalProof>>,
+    ) -> Result<ApplyOutcome, ProjectionError> {
+        self.apply_inner(batch, proofs).await
     }
 
     async fn decision(&self, id: Uuid) -> Result<Option<Record>, ProjectionError> {

@@ -12,7 +12,8 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 use triplicate_core::{
-    Algorithm, Approval, Attachment, Decision, KeyId, NotarySignature, Record, Timestamp,
+    Algorithm, Approval, Attachment, CanonicalProof, Decision, KeyId, NotarySignature, Record,
+    Timestamp,
 };
 use uuid::Uuid;
 
@@ -483,17 +484,48 @@ pub(crate) fn validation_threads() -> usize {
     triplicate_core::available_threads()
 }
 
+/// Reads one record of a batch: with a proof that covers its bytes, parsed without being
+/// checked again (`Record::from_proven_bytes`); otherwise `Record::from_canonical_bytes`. The
+/// result is the same either way.
+pub(crate) fn read_record(
+    bytes: &[u8],
+    proof: Option<&Option<CanonicalProof>>,
+) -> Result<Record, triplicate_core::ValidationError> {
+    match proof.and_then(Option::as_ref) {
+        Some(proof) => Record::from_proven_bytes(bytes, proof),
+        None => Record::from_canonical_bytes(bytes),
+    }
+}
+
+/// The proofs for records `from..from + len` of a batch: those given (a batch may come with
+/// fewer proofs than records, or none).
+pub(crate) fn proofs_for(
+    proofs: &[Option<CanonicalProof>],
+    from: usize,
+    len: usize,
+) -> &[Option<CanonicalProof>] {
+    let end = from.saturating_add(len).min(proofs.len());
+    proofs.get(from..end).unwrap_or(&[])
+}
+
 /// Parses and validates records `offset..offset + part.len()` of a batch
 /// (`Record::from_canonical_bytes`: bytes that are not exactly a valid canonical record are
 /// refused) and turns each into rows. Parsing and re-canonicalising is most of an apply's CPU,
 /// so up to `threads` threads share the work; the earliest invalid record is reported, as a
 /// sequential check would.
+///
+/// `proofs[k]`, when given, is the core crate's proof for `part[k]`: a record it covers is read
+/// without being checked again ([`read_record`]).
 pub(crate) fn prepare_part(
     offset: usize,
     part: &[Vec<u8>],
+    proofs: &[Option<CanonicalProof>],
     threads: usize,
 ) -> Result<Vec<RecordRows>, ProjectionError> {
-    let check = |offset: usize, part: &[Vec<u8>]| -> Result<Vec<RecordRows>, ProjectionError> {
+    let check = |offset: usize,
+                 part: &[Vec<u8>],
+                 proofs: &[Option<CanonicalProof>]|
+     -> Result<Vec<RecordRows>, ProjectionError> {
         part.iter()
             .enumerate()
             .map(|(k, bytes)| {
@@ -501,20 +533,23 @@ pub(crate) fn prepare_part(
                     index: offset + k,
                     reason,
                 };
-                let r = Record::from_canonical_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
+                let r = read_record(bytes, proofs.get(k)).map_err(|e| invalid(e.to_string()))?;
                 RecordRows::from_record(r).map_err(invalid)
             })
             .collect()
     };
     if part.len() < 32 || threads < 2 {
-        return check(offset, part);
+        return check(offset, part, proofs);
     }
     let chunk = part.len().div_ceil(threads);
     std::thread::scope(|sc| {
         let handles: Vec<_> = part
             .chunks(chunk)
             .enumerate()
-            .map(|(i, p)| sc.spawn(move || check(offset + i * chunk, p)))
+            .map(|(i, p)| {
+                let proofs = proofs_for(proofs, i * chunk, p.len());
+                sc.spawn(move || check(offset + i * chunk, p, proofs))
+            })
             .collect();
         let mut rows = Vec::with_capacity(part.len());
         let mut first: Option<ProjectionError> = None;

@@ -34,13 +34,13 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ToSql;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use triplicate_core::digest::leaf_hash;
-use triplicate_core::{Record, Timestamp};
+use triplicate_core::{CanonicalProof, Record, Timestamp};
 use uuid::Uuid;
 
 use crate::plan::{plan_apply, Stored};
 use crate::rows::{
-    assemble, prepare_part, validation_threads, ApprovalRow, AttachmentRow, BatchChecker,
-    DecisionRow, RecordRows, CHUNK,
+    assemble, prepare_part, proofs_for, validation_threads, ApprovalRow, AttachmentRow,
+    BatchChecker, DecisionRow, RecordRows, CHUNK,
 };
 use crate::{
     check_batch, check_range, hex_hash, ApplyOutcome, DecisionQuery, Page, Projection,
@@ -576,6 +576,7 @@ fn highest(conn: &Connection) -> Result<Option<u64>, ProjectionError> {
 fn apply_blocking(
     conn: &mut Connection,
     batch: Vec<Vec<u8>>,
+    proofs: Vec<Option<CanonicalProof>>,
 ) -> Result<ApplyOutcome, ProjectionError> {
     if batch.is_empty() {
         return Ok(ApplyOutcome {
@@ -586,13 +587,15 @@ fn apply_blocking(
     // Validation (CPU) and writing overlap: a thread validates chunk after chunk into a short
     // queue while this one writes the ones before. A refusal anywhere rolls the whole
     // transaction back.
-    let batch = &batch;
+    let (batch, proofs) = (&batch, &proofs);
     std::thread::scope(|sc| {
         let (sender, chunks) = std::sync::mpsc::sync_channel(2);
         sc.spawn(move || {
             let threads = validation_threads();
             for (i, part) in batch.chunks(CHUNK).enumerate() {
-                let r = prepare_part(i * CHUNK, part, threads).map(|rows| (i * CHUNK, rows));
+                let proofs = proofs_for(proofs, i * CHUNK, part.len());
+                let r =
+                    prepare_part(i * CHUNK, part, proofs, threads).map(|rows| (i * CHUNK, rows));
                 let failed = r.is_err();
                 if sender.send(r).is_err() || failed {
                     break;
@@ -1161,14 +1164,24 @@ fn in_read_tx<T>(
 }
 
 impl Projection for SqliteProjection {
-    #[tracing::instrument(skip_all, fields(records = batch.len()))]
     async fn apply(&self, batch: Vec<Vec<u8>>) -> Result<ApplyOutcome, ProjectionError> {
+        self.apply_proven(batch, Vec::new()).await
+    }
+
+    #[tracing::instrument(skip_all, fields(records = batch.len()))]
+    async fn apply_proven(
+        &self,
+        batch: Vec<Vec<u8>>,
+        proofs: Vec<Option<CanonicalProof>>,
+    ) -> Result<ApplyOutcome, ProjectionError> {
         if self.read_only {
             return Err(ProjectionError::ReadOnly("apply"));
         }
         check_batch(&batch)?;
         let n = batch.len();
-        let out = self.with_conn(move |c| apply_blocking(c, batch)).await?;
+        let out = self
+            .with_conn(move |c| apply_blocking(c, batch, proofs))
+            .await?;
         let unchecked = self.unchecked.fetch_add(out.applied, Ordering::Relaxed) + out.applied;
         if unchecked >= CHECKPOINT_RECORDS {
             self.unchecked.store(0, Ordering::Relaxed);

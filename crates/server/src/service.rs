@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
-use triplicate_core::{digest::leaf_hash, NotarySignature};
+use triplicate_core::{digest::leaf_hash, CanonicalProof, NotarySignature};
 use triplicate_core::{
     Decision, Receipt, Record, Submission, Timestamp, UnsignedRecord, ValidationError, AUDIT_KIND,
     RECEIPT_VERSION, RECORD_VERSION,
@@ -932,6 +932,7 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         let to_store = |done| StoreBatch {
             start: committed.start_seq,
             entries: committed.entries.clone(),
+            proofs: committed.proofs.clone(),
             done,
         };
         // A writer gone (it panicked) leaves its store to the catch-up worker; the batch's
@@ -969,6 +970,8 @@ struct Committed {
     /// `fresh`'s record bytes, as the ledger appended them (moved back from the append, not
     /// copied again), shared with the store writers.
     entries: Arc<Vec<Vec<u8>>>,
+    /// The core crate's proofs of `entries`, so the stores need not parse them again.
+    proofs: Arc<Vec<CanonicalProof>>,
     /// Submissions of a decision that an earlier submission in the same batch records, with
     /// that submission's position in `fresh`.
     duplicates: Vec<(Job, usize)>,
@@ -978,6 +981,7 @@ struct Committed {
 struct StoreBatch {
     start: u64,
     entries: Arc<Vec<Vec<u8>>>,
+    proofs: Arc<Vec<CanonicalProof>>,
     /// Sent once the store has finished with the batch: written, or left to catch-up.
     done: oneshot::Sender<()>,
 }
@@ -1046,9 +1050,9 @@ async fn write_run(inner: &Arc<Inner>, store: StoreKind, run: Vec<StoreBatch>) {
     };
     let (start, end) = (first.start, last.end());
     if end > start {
-        let records: Vec<&[u8]> = run
+        let records: Vec<(&[u8], &CanonicalProof)> = run
             .iter()
-            .flat_map(|b| b.entries.iter().map(Vec::as_slice))
+            .flat_map(|b| b.entries.iter().map(Vec::as_slice).zip(b.proofs.iter()))
             .collect();
         match store {
             StoreKind::Stream => write_stream(inner, start, end, &records).await,
@@ -1111,21 +1115,23 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
         let signed = notarise_all(&*notary, start_seq, &submissions, recorded_at);
         let mut records = Vec::with_capacity(signed.len());
         let mut entries = Vec::with_capacity(signed.len());
+        let mut proofs = Vec::with_capacity(signed.len());
         let mut refused = Vec::new();
         for (i, s) in signed.into_iter().enumerate() {
             match s {
-                Ok((record, bytes)) => {
+                Ok((record, bytes, proof)) => {
                     records.push((i, record));
                     entries.push(bytes);
+                    proofs.push(proof);
                 }
                 Err(e) => refused.push((i, e)),
             }
         }
         let appended = (!entries.is_empty()).then(|| ledger.append(start_seq, &entries));
-        (submissions, records, entries, refused, appended)
+        (submissions, records, entries, proofs, refused, appended)
     })
     .await;
-    let (submissions, records, entries, refused, appended) = match done {
+    let (submissions, records, entries, proofs, refused, appended) = match done {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "notarising or appending a batch panicked; it is refused");
@@ -1185,6 +1191,7 @@ async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
                 checkpoint: out.checkpoint,
                 fresh,
                 entries: Arc::new(entries),
+                proofs: Arc::new(proofs),
                 duplicates,
             })
         }
@@ -1305,7 +1312,7 @@ fn too_large(len: usize) -> SubmitError {
 }
 
 /// Signs a prepared record: the record and its canonical bytes.
-fn sign_prepared(notary: &dyn Signer, p: Prepared) -> Result<(Record, Vec<u8>), SubmitError> {
+fn sign_prepared(notary: &dyn Signer, p: Prepared) -> Result<Notarised, SubmitError> {
     let signature = notary
         .sign(&p.msg)
         .map_err(|e| SubmitError::Unavailable(format!("the notary could not sign: {e}")))?;
@@ -1314,16 +1321,21 @@ fn sign_prepared(notary: &dyn Signer, p: Prepared) -> Result<(Record, Vec<u8>), 
         alg: notary.algorithm(),
         signature,
     });
-    let bytes = record
-        .to_bytes()
-        .map_err(|e| SubmitError::Internal(format!("canonicalise the record: {e}")))?;
-    if bytes.len() > triplicate_core::limits::RECORD_MAX_BYTES {
-        // `prepare` measured it with a signature of the same length; a signer that returned
-        // another length is refused here rather than stored.
-        return Err(too_large(bytes.len()));
-    }
-    Ok((record, bytes))
+    // Every rule the stores check, so no record enters the ledger that a store would refuse;
+    // the proof lets the stores check these bytes by their hash instead of parsing them again.
+    let (bytes, proof) = record.to_proven_bytes().map_err(|e| {
+        match record.to_bytes() {
+            // `prepare` measured it with a signature of the same length; a signer that
+            // returned another length is refused here rather than stored.
+            Ok(b) if b.len() > triplicate_core::limits::RECORD_MAX_BYTES => too_large(b.len()),
+            _ => SubmitError::Internal(format!("the notarised record is not valid: {e}")),
+        }
+    })?;
+    Ok((record, bytes, proof))
 }
+
+/// A notarised record, its canonical bytes and the core crate's proof of them.
+type Notarised = (Record, Vec<u8>, CanonicalProof);
 
 /// Notarises `submissions` as seqs `start_seq..`. Seqs are given in order to the submissions
 /// whose records fit (a refused one takes none), then the records are signed, on every core
@@ -1336,7 +1348,7 @@ fn notarise_all(
     start_seq: u64,
     submissions: &[Submission],
     recorded_at: Timestamp,
-) -> Vec<Result<(Record, Vec<u8>), SubmitError>> {
+) -> Vec<Result<Notarised, SubmitError>> {
     let mut next = start_seq;
     let prepared: Vec<Result<Prepared, SubmitError>> = submissions
         .iter()
@@ -1351,7 +1363,7 @@ fn notarise_all(
     let took_seq: Vec<bool> = prepared.iter().map(Result::is_ok).collect();
     let sign = |p: Result<Prepared, SubmitError>| p.and_then(|p| sign_prepared(notary, p));
     let threads = triplicate_core::available_threads();
-    let mut out: Vec<Result<(Record, Vec<u8>), SubmitError>> =
+    let mut out: Vec<Result<Notarised, SubmitError>> =
         if threads < 2 || took_seq.iter().filter(|t| **t).count() < PARALLEL_NOTARY_MIN {
             prepared.into_iter().map(sign).collect()
         } else {
@@ -1412,6 +1424,7 @@ async fn answer(inner: &Arc<Inner>, out: Outgoing) {
                 checkpoint,
                 fresh,
                 entries,
+                proofs: _,
                 duplicates,
             },
         stream_wait,
@@ -1485,7 +1498,12 @@ fn status(inner: &Inner, seq: u64) -> StoreStatus {
 }
 
 /// Writes a committed batch to the stream unless it is behind (then catch-up owns it).
-async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[&[u8]]) {
+async fn write_stream(
+    inner: &Arc<Inner>,
+    start: u64,
+    end: u64,
+    records: &[(&[u8], &CanonicalProof)],
+) {
     let d = &inner.stream_state;
     if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
         d.wake.notify_one();
@@ -1496,15 +1514,21 @@ async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[&[u8]
         d.wake.notify_one();
         return;
     }
-    let batch: Vec<AppendRequest> = match records
+    // The proof names the decision and the leaf hash, so the bytes are neither parsed here
+    // nor by the stream; the stream hashes them to tie them to the proof.
+    let batch: Vec<AppendRequest> = records
         .iter()
         .zip(start..end)
-        .map(|(b, seq)| event_for(seq, b))
-        .collect()
-    {
-        Ok(b) => b,
-        Err(e) => return mark_pending(d, "stream", &e),
-    };
+        .map(|((bytes, proof), seq)| {
+            let event = DecisionRecorded {
+                seq,
+                decision_id: proof.decision_id(),
+                leaf_hash: *proof.leaf_hash(),
+                record_bytes: bytes.to_vec(),
+            };
+            AppendRequest::new_proven_decision(event, **proof)
+        })
+        .collect();
     match tokio::time::timeout(inner.options.store_timeout, inner.stream.append(batch)).await {
         Ok(Ok(_)) => {
             d.size.store(end, Ordering::Release);
@@ -1516,7 +1540,12 @@ async fn write_stream(inner: &Arc<Inner>, start: u64, end: u64, records: &[&[u8]
 }
 
 /// Applies a committed batch to the projection unless it is behind.
-async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[&[u8]]) {
+async fn write_projection(
+    inner: &Arc<Inner>,
+    start: u64,
+    end: u64,
+    records: &[(&[u8], &CanonicalProof)],
+) {
     let d = &inner.projection_state;
     if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
         d.wake.notify_one();
@@ -1529,9 +1558,10 @@ async fn write_projection(inner: &Arc<Inner>, start: u64, end: u64, records: &[&
     }
     match tokio::time::timeout(
         inner.options.store_timeout,
-        inner
-            .projection
-            .apply(records.iter().map(|r| r.to_vec()).collect()),
+        inner.projection.apply_proven(
+            records.iter().map(|(bytes, _)| bytes.to_vec()).collect(),
+            records.iter().map(|(_, proof)| Some(**proof)).collect(),
+        ),
     )
     .await
     {
@@ -1578,6 +1608,7 @@ mod tests {
         let batch = |start: u64, len: usize| StoreBatch {
             start,
             entries: Arc::new(vec![Vec::new(); len]),
+            proofs: Arc::new(Vec::new()),
             done: oneshot::channel().0,
         };
         let shape = |runs: Vec<Vec<StoreBatch>>| -> Vec<Vec<(u64, u64)>> {
@@ -1708,7 +1739,7 @@ mod tests {
             let out = notarise_all(&notary, 7, &subs, Timestamp::now());
             for (i, r) in out.iter().enumerate() {
                 match r {
-                    Ok((record, _)) => {
+                    Ok((record, _, _)) => {
                         assert!(i < fail, "{n}/{fail}: submission {i} was recorded");
                         assert_eq!(record.seq, 7 + i as u64);
                     }
@@ -1719,6 +1750,47 @@ mod tests {
                     Err(e) => panic!("{n}/{fail}: submission {i}: {e}"),
                 }
             }
+        }
+    }
+
+    /// A notary whose signatures are a byte short (a faulty token).
+    #[derive(Debug)]
+    struct Short(SoftwareSigner);
+
+    impl Signer for Short {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn public_key(&self) -> triplicate_keys::PublicKey {
+            self.0.public_key()
+        }
+        fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, triplicate_keys::SignError> {
+            let mut sig = self.0.sign(msg)?;
+            sig.pop();
+            Ok(sig)
+        }
+    }
+
+    /// A notarised record that breaks a rule the stores check (here a notary signature of the
+    /// wrong length) is refused before the ledger append, with the rest of its batch, so the
+    /// ledger never holds a record the stores would refuse.
+    #[test]
+    fn a_record_the_stores_would_refuse_is_not_recorded() {
+        let notary = Short(SoftwareSigner::generate("notary"));
+        let approver = SoftwareSigner::generate("approver");
+        let subs: Vec<Submission> = (0..3).map(|_| submission(&approver, false)).collect();
+        let out = notarise_all(&notary, 0, &subs, Timestamp::now());
+        assert!(
+            matches!(&out[0], Err(SubmitError::Internal(why)) if why.contains("notary.signature")),
+            "{:?}",
+            out[0].as_ref().err()
+        );
+        for r in &out[1..] {
+            assert!(
+                matches!(r, Err(SubmitError::Unavailable(_))),
+                "{:?}",
+                r.as_ref().err()
+            );
         }
     }
 
@@ -1749,10 +1821,15 @@ mod tests {
                     );
                     continue;
                 }
-                let (record, bytes) = r.as_ref().unwrap();
+                let (record, bytes, proof) = r.as_ref().unwrap();
                 assert_eq!(record.seq, want_seq, "{n} {huge:?}: submission {i}");
                 assert_eq!(record.decision.id, subs[i].decision.id);
                 assert_eq!(&record.to_bytes().unwrap(), bytes);
+                assert!(proof.covers(bytes));
+                assert_eq!(
+                    (proof.seq(), proof.decision_id()),
+                    (record.seq, record.decision.id)
+                );
                 notary
                     .public_key()
                     .verify(&record.notary_message().unwrap(), &record.notary.signature)

@@ -12,7 +12,7 @@
 use std::future::Future;
 
 use futures::stream::BoxStream;
-use triplicate_core::Record;
+use triplicate_core::{CanonicalProof, Record};
 use triplicate_projection::drills::{DrillStatus, DrillStore, DrillSummary, StoredDrill};
 use triplicate_projection::reports::{
     ActionRecord, FullReport, ReportStore, ReportSummary, ReviewRow, StoredReport,
@@ -160,6 +160,19 @@ impl Projection for ProjectionBackend {
             match self {
                 ProjectionBackend::Sqlite(p) => p.apply(batch).await,
                 ProjectionBackend::Postgres(p) => p.apply(batch).await,
+            }
+        }
+    }
+
+    fn apply_proven(
+        &self,
+        batch: Vec<Vec<u8>>,
+        proofs: Vec<Option<CanonicalProof>>,
+    ) -> impl Future<Output = Result<ApplyOutcome, ProjectionError>> + Send {
+        async move {
+            match self {
+                ProjectionBackend::Sqlite(p) => p.apply_proven(batch, proofs).await,
+                ProjectionBackend::Postgres(p) => p.apply_proven(batch, proofs).await,
             }
         }
     }

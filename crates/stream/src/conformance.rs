@@ -157,6 +157,7 @@ async fn idempotent_retries<S: EventStream>(s: &S, h: u64) -> u64 {
             .append(vec![AppendRequest {
                 event: event(3),
                 expected,
+                proof: None,
             }])
             .await
             .expect("retry with another expectation");
@@ -391,6 +392,7 @@ async fn expected_revisions<S: EventStream>(s: &S, h: u64) -> u64 {
         .append(vec![AppendRequest {
             event: event(h + 1),
             expected: ExpectedRevision::Exact(0),
+            proof: None,
         }])
         .await
     {
@@ -409,6 +411,7 @@ async fn expected_revisions<S: EventStream>(s: &S, h: u64) -> u64 {
         s.append(vec![AppendRequest {
             event: event_with(h + 1, 9, 0),
             expected: ExpectedRevision::Exact(0),
+            proof: None,
         }])
         .await,
         Err(StreamError::DecisionConflict { .. })
@@ -426,6 +429,7 @@ async fn expected_revisions<S: EventStream>(s: &S, h: u64) -> u64 {
             .append(vec![AppendRequest {
                 event: event(seq),
                 expected,
+                proof: None,
             }])
             .await
             .expect("a new stream passes NoStream and Any");

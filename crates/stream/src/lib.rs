@@ -47,6 +47,7 @@ use std::fmt;
 use std::future::Future;
 
 use futures::stream::BoxStream;
+use triplicate_core::CanonicalProof;
 
 pub use error::StreamError;
 pub use event::{
@@ -94,6 +95,10 @@ impl fmt::Display for ExpectedRevision {
 pub struct AppendRequest {
     pub event: DecisionRecorded,
     pub expected: ExpectedRevision,
+    /// The core crate's proof that the event's bytes are a valid canonical record, from the
+    /// write path that built it: the append then checks the event by hashing its bytes
+    /// instead of parsing them (see [`AppendRequest::check`]). `None` is checked in full.
+    pub proof: Option<CanonicalProof>,
 }
 
 impl AppendRequest {
@@ -102,7 +107,35 @@ impl AppendRequest {
         AppendRequest {
             event,
             expected: ExpectedRevision::NoStream,
+            proof: None,
         }
+    }
+
+    /// A new decision's event with the proof the write path got when it wrote the record.
+    pub fn new_proven_decision(event: DecisionRecorded, proof: CanonicalProof) -> AppendRequest {
+        AppendRequest {
+            proof: Some(proof),
+            ..AppendRequest::new_decision(event)
+        }
+    }
+
+    /// What every backend checks before writing: [`DecisionRecorded::check`]. With a proof that
+    /// covers the event's bytes (their leaf hash is the proof's) and agrees with its seq,
+    /// decision id and claimed leaf hash, the bytes are known to be a canonical record and
+    /// only hashed; anything else is checked in full, so a proof can only make a check cheaper,
+    /// never let through an event the full check refuses.
+    pub fn check(&self) -> Result<(), EventProblem> {
+        if let Some(proof) = &self.proof {
+            let e = &self.event;
+            if proof.seq() == e.seq
+                && proof.decision_id() == e.decision_id
+                && proof.leaf_hash() == &e.leaf_hash
+                && proof.covers(&e.record_bytes)
+            {
+                return Ok(());
+            }
+        }
+        self.event.check()
     }
 }
 
@@ -253,4 +286,66 @@ pub trait EventStream: Send + Sync {
     /// the store holds exactly seqs `0..=highest`: the catch-up worker appends from
     /// `highest + 1` up to the ledger's size.
     fn highest_seq(&self) -> impl Future<Output = Result<Option<u64>, StreamError>> + Send;
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::fixtures::{event, event_with, record};
+
+    fn proven(seq: u64) -> (DecisionRecorded, CanonicalProof) {
+        let (bytes, proof) = record(seq, seq, 0).to_proven_bytes().unwrap();
+        let e = event(seq);
+        assert_eq!(e.record_bytes, bytes);
+        (e, proof)
+    }
+
+    /// A proof changes what a check costs, never its verdict: an event it does not match in
+    /// every respect is checked in full and refused for what is wrong with it.
+    #[test]
+    fn a_proof_passes_only_the_event_it_was_issued_for() {
+        let (e, proof) = proven(7);
+        assert_eq!(
+            AppendRequest::new_proven_decision(e.clone(), proof).check(),
+            Ok(())
+        );
+
+        // Another seq claimed for the same bytes.
+        let mut wrong_seq = e.clone();
+        wrong_seq.seq = 8;
+        assert_eq!(
+            AppendRequest::new_proven_decision(wrong_seq, proof).check(),
+            Err(EventProblem::SeqMismatch { record_seq: 7 })
+        );
+        // Another decision id claimed.
+        let mut wrong_id = e.clone();
+        wrong_id.decision_id = event(9).decision_id;
+        assert!(matches!(
+            AppendRequest::new_proven_decision(wrong_id, proof).check(),
+            Err(EventProblem::DecisionMismatch { .. })
+        ));
+        // Another leaf hash claimed.
+        let mut wrong_hash = e.clone();
+        wrong_hash.leaf_hash[0] ^= 1;
+        assert!(matches!(
+            AppendRequest::new_proven_decision(wrong_hash, proof).check(),
+            Err(EventProblem::LeafHashMismatch { .. })
+        ));
+        // Other bytes, with the claims to match them: checked in full. Valid ones pass...
+        let other = event_with(7, 7, 1);
+        assert_eq!(
+            AppendRequest::new_proven_decision(other.clone(), proof).check(),
+            Ok(())
+        );
+        // ...and ones that are not a canonical record are refused.
+        let mut spaced = e.clone();
+        spaced.record_bytes.insert(1, b' ');
+        spaced.leaf_hash = triplicate_core::digest::leaf_hash(&spaced.record_bytes);
+        assert!(matches!(
+            AppendRequest::new_proven_decision(spaced, proof).check(),
+            Err(EventProblem::NotACanonicalRecord(_))
+        ));
+    }
 }

@@ -121,7 +121,7 @@ impl<'a> Validation<'a> {
                         continue;
                     }
                 }
-                req.event.check().map_err(|p| (start + i, p))?;
+                req.check().map_err(|p| (start + i, p))?;
             }
             Ok(())
         })
