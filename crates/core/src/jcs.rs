@@ -20,7 +20,7 @@ use std::io::Write;
 use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
-use crate::ids::Algorithm;
+use crate::ids::{Algorithm, Hash, KeyId};
 use crate::record::{Approval, Attachment, Decision, Record, UnsignedRecord};
 use crate::timestamp::Timestamp;
 use crate::view::{
@@ -163,6 +163,34 @@ pub(crate) fn write_record(out: &mut Vec<u8>, r: &RecordView<'_>) {
     out.extend_from_slice(b",\"version\":");
     write_u64(out, u64::from(*version));
     out.push(b'}');
+}
+
+/// `prefix || JCS({alg, decision_digest, key_id, signed_at})`: what an approver signs
+/// (`digest::approval_message`), members in JCS order, the digest in lowercase hex. Checked
+/// against `serde_jcs` by debug builds and a unit test.
+pub(crate) fn approval_statement(
+    prefix: &[u8],
+    decision_digest: &Hash,
+    key_id: &KeyId,
+    alg: Algorithm,
+    signed_at: &Timestamp,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 192);
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(b"{\"alg\":");
+    write_str(&mut out, alg.as_str());
+    out.extend_from_slice(b",\"decision_digest\":\"");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in decision_digest {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0x0f)]);
+    }
+    out.extend_from_slice(b"\",\"key_id\":");
+    write_str(&mut out, key_id.as_str());
+    out.extend_from_slice(b",\"signed_at\":");
+    write_time(&mut out, signed_at);
+    out.push(b'}');
+    out
 }
 
 fn write_approval(out: &mut Vec<u8>, a: &ApprovalView<'_>) {
