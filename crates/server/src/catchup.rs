@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use triplicate_projection::Projection;
 use triplicate_stream::EventStream;
 
-use crate::service::{event_for, Downstream, Inner, Service};
+use crate::service::{event_for, within_limits, Downstream, Inner, Service};
 
 /// Starts the worker; it stops when `shutdown` resolves.
 ///
@@ -183,11 +183,15 @@ async fn write(
                 .enumerate()
                 .map(|(i, b)| event_for(start + i as u64, b))
                 .collect::<Result<Vec<_>, _>>()?;
-            tokio::time::timeout(timeout, inner.stream.append(batch))
-                .await
-                .map_err(|_| "timed out".to_owned())?
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            // In appends the backend takes; a failure part-way leaves a prefix, which the next
+            // round continues from the store's highest seq.
+            for part in within_limits(batch, inner.stream.limits()) {
+                tokio::time::timeout(timeout, inner.stream.append(part))
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         }
         Store::Projection => tokio::time::timeout(timeout, inner.projection.apply(entries))
             .await

@@ -891,12 +891,14 @@ const JUDGE_GATHER_BELOW: usize = 8;
 
 /// Takes every waiting submission into one commit, until the channel closes.
 ///
-/// Four tasks, so no store waits on another and the ledger commit of one batch overlaps the
-/// store writes of the ones before: the committer assigns seqs, notarises and appends to the
-/// ledger; a writer per store (stream, projection) writes the committed batches in seq order
-/// (they reach it in commit order), taking every batch queued while it was busy into one
-/// write; the replier computes each batch's inclusion proofs meanwhile, waits until both
-/// stores have finished with the batch (written, or found pending), and answers the callers.
+/// Four tasks, so a store does not wait on the other's write of the same batch (only, through
+/// the committer, on its falling more than [`STORE_QUEUE`] batches behind), and the ledger
+/// commit of one batch overlaps the store writes of the ones before: the committer assigns
+/// seqs, notarises and appends to the ledger; a writer per store (stream, projection) writes
+/// the committed batches in seq order (they reach it in commit order), taking every batch
+/// queued while it was busy into one write; the replier computes each batch's inclusion proofs
+/// meanwhile, waits until both stores have finished with the batch (written, or found
+/// pending), and answers the callers.
 ///
 /// Before the writers took whatever was queued, one task wrote both stores and answered
 /// batch by batch: the slower store (the projection) paced every batch, its fixed cost per
@@ -935,14 +937,12 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
             proofs: committed.proofs.clone(),
             done,
         };
-        // A writer gone (it panicked) leaves its store to the catch-up worker; the batch's
-        // `done` is dropped with it, which the replier takes as finished.
-        if stream_tx.send(to_store(stream_done)).await.is_err() {
-            mark_pending(&inner.stream_state, "stream", "its writer stopped");
-        }
-        if projection_tx.send(to_store(projection_done)).await.is_err() {
-            mark_pending(&inner.projection_state, "projection", "its writer stopped");
-        }
+        // A writer gone means it panicked (a bug): the committer stops, as it did when the
+        // one task that wrote both stores failed, rather than run on with a store that no
+        // batch reaches. This batch is committed; its callers get their answer (the store
+        // pending) from the replier, and the catch-up worker writes it after a restart.
+        let stream_sent = stream_tx.send(to_store(stream_done)).await.is_ok();
+        let projection_sent = projection_tx.send(to_store(projection_done)).await.is_ok();
         let out = Outgoing {
             committed,
             stream_wait,
@@ -950,6 +950,22 @@ async fn committer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         };
         if reply_tx.send(out).await.is_err() {
             tracing::error!("the replier stopped; the committer stops");
+            break;
+        }
+        if !(stream_sent && projection_sent) {
+            for (sent, d, store) in [
+                (stream_sent, &inner.stream_state, "stream"),
+                (projection_sent, &inner.projection_state, "projection"),
+            ] {
+                if !sent {
+                    mark_pending(d, store, "its writer stopped");
+                }
+            }
+            tracing::error!(
+                stream_writer = stream_sent,
+                projection_writer = projection_sent,
+                "a store writer stopped; the committer stops"
+            );
             break;
         }
     }
@@ -1050,6 +1066,7 @@ async fn write_run(inner: &Arc<Inner>, store: StoreKind, run: Vec<StoreBatch>) {
     };
     let (start, end) = (first.start, last.end());
     if end > start {
+        debug_assert!(run.iter().all(|b| b.proofs.len() == b.entries.len()));
         let records: Vec<(&[u8], &CanonicalProof)> = run
             .iter()
             .flat_map(|b| b.entries.iter().map(Vec::as_slice).zip(b.proofs.iter()))
@@ -1064,8 +1081,8 @@ async fn write_run(inner: &Arc<Inner>, store: StoreKind, run: Vec<StoreBatch>) {
     }
 }
 
-/// One group commit: seqs, notary signatures, one ledger append. Returns what the publisher
-/// must finish, or `None` when every submission was already answered.
+/// One group commit: seqs, notary signatures, one ledger append. Returns what the store
+/// writers and the replier must finish, or `None` when every submission was already answered.
 #[tracing::instrument(skip_all, fields(submissions = jobs.len()))]
 async fn commit(inner: &Arc<Inner>, jobs: Vec<Job>) -> Option<Committed> {
     let start_seq = inner.ledger.tree_size();
@@ -1497,7 +1514,8 @@ fn status(inner: &Inner, seq: u64) -> StoreStatus {
     }
 }
 
-/// Writes a committed batch to the stream unless it is behind (then catch-up owns it).
+/// Writes consecutive committed records (one or more batches) to the stream unless it is
+/// behind (then catch-up owns them).
 async fn write_stream(
     inner: &Arc<Inner>,
     start: u64,
@@ -1529,17 +1547,55 @@ async fn write_stream(
             AppendRequest::new_proven_decision(event, **proof)
         })
         .collect();
-    match tokio::time::timeout(inner.options.store_timeout, inner.stream.append(batch)).await {
-        Ok(Ok(_)) => {
-            d.size.store(end, Ordering::Release);
-            d.acked.fetch_max(end, Ordering::AcqRel);
+    // In appends the backend takes (JetStream: at most 16 MiB of records each), one after
+    // the other; the store's size follows each one, so a failure part-way leaves catch-up a
+    // consecutive prefix to continue from.
+    let mut at = start;
+    for part in within_limits(batch, inner.stream.limits()) {
+        let part_end = at + part.len() as u64;
+        match tokio::time::timeout(inner.options.store_timeout, inner.stream.append(part)).await {
+            Ok(Ok(_)) => {
+                d.size.store(part_end, Ordering::Release);
+                d.acked.fetch_max(part_end, Ordering::AcqRel);
+                at = part_end;
+            }
+            Ok(Err(e)) => return mark_pending(d, "stream", &e.to_string()),
+            Err(_) => return mark_pending(d, "stream", "timed out"),
         }
-        Ok(Err(e)) => mark_pending(d, "stream", &e.to_string()),
-        Err(_) => mark_pending(d, "stream", "timed out"),
     }
+    debug_assert_eq!(at, end);
 }
 
-/// Applies a committed batch to the projection unless it is behind.
+/// Splits consecutive appends, in order, into batches within `limits`: at most
+/// `max_batch_events` events and `max_batch_bytes` of records each. An event larger than the
+/// byte limit on its own is a batch alone (the stream refuses it, as it would have anyway).
+pub(crate) fn within_limits(
+    batch: Vec<AppendRequest>,
+    limits: triplicate_stream::Limits,
+) -> Vec<Vec<AppendRequest>> {
+    let mut out: Vec<Vec<AppendRequest>> = Vec::new();
+    let mut bytes = 0usize;
+    for req in batch {
+        let size = req.event.record_bytes.len();
+        let fits = out.last().is_some_and(|part| {
+            part.len() < limits.max_batch_events
+                && bytes.saturating_add(size) <= limits.max_batch_bytes
+        });
+        if fits {
+            bytes += size;
+            if let Some(part) = out.last_mut() {
+                part.push(req);
+            }
+        } else {
+            bytes = size;
+            out.push(vec![req]);
+        }
+    }
+    out
+}
+
+/// Applies consecutive committed records (one or more batches) to the projection unless it
+/// is behind.
 async fn write_projection(
     inner: &Arc<Inner>,
     start: u64,
@@ -1600,6 +1656,43 @@ pub(crate) fn event_for(seq: u64, bytes: &[u8]) -> Result<AppendRequest, String>
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    /// Appends are split, in order, so that none passes the backend's event or byte limit; an
+    /// event over the byte limit alone is an append alone.
+    #[test]
+    fn stream_appends_are_split_within_the_backends_limits() {
+        let req = |seq: u64, len: usize| {
+            AppendRequest::new_decision(DecisionRecorded {
+                seq,
+                decision_id: Uuid::now_v7(),
+                leaf_hash: [0; 32],
+                record_bytes: vec![b'x'; len],
+            })
+        };
+        let limits = triplicate_stream::Limits {
+            max_batch_events: 3,
+            max_batch_bytes: 100,
+        };
+        let shape = |sizes: &[usize]| -> Vec<Vec<u64>> {
+            let batch = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| req(i as u64, n))
+                .collect();
+            within_limits(batch, limits)
+                .iter()
+                .map(|p| p.iter().map(|r| r.event.seq).collect())
+                .collect()
+        };
+        // Events: three per append.
+        assert_eq!(shape(&[1; 7]), vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+        // Bytes: 40 + 60 = 100 fits, one more byte does not.
+        assert_eq!(shape(&[40, 60, 1]), vec![vec![0, 1], vec![2]]);
+        assert_eq!(shape(&[40, 61, 1]), vec![vec![0], vec![1, 2]]);
+        // Over the limit alone: alone, and the rest go on.
+        assert_eq!(shape(&[10, 150, 10]), vec![vec![0], vec![1], vec![2]]);
+        assert!(shape(&[]).is_empty());
+    }
 
     /// Queued batches become one write only while each continues the one before and the write
     /// stays within the limit; a batch over the limit alone is one write; order is kept.

@@ -96,7 +96,8 @@ impl DecisionRecorded {
         uuid::Builder::from_custom_bytes(b).into_uuid()
     }
 
-    /// Checks what every backend checks before writing: the bytes are at most
+    /// Checks what every backend checks before writing (through [`crate::AppendRequest::check`],
+    /// which skips the parse for bytes a core `CanonicalProof` covers): the bytes are at most
     /// [`MAX_EVENT_BYTES`], parse as a canonical record (`Record::from_canonical_bytes`), and
     /// agree with the event's `seq`, decision id and leaf hash.
     ///
