@@ -1523,15 +1523,17 @@ async fn write_stream(
     records: &[(&[u8], &CanonicalProof)],
 ) {
     let d = &inner.stream_state;
-    if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
+    if !d.healthy.load(Ordering::Acquire) {
         d.wake.notify_one();
+        return;
+    }
+    if write_from(d, start, end).is_none() {
         return;
     }
     let _guard = d.write.lock().await;
-    if d.size.load(Ordering::Acquire) != start {
-        d.wake.notify_one();
+    let Some((start, records)) = unwritten(d, start, end, records) else {
         return;
-    }
+    };
     // The proof names the decision and the leaf hash, so the bytes are neither parsed here
     // nor by the stream; the stream hashes them to tie them to the proof.
     let batch: Vec<AppendRequest> = records
@@ -1603,15 +1605,17 @@ async fn write_projection(
     records: &[(&[u8], &CanonicalProof)],
 ) {
     let d = &inner.projection_state;
-    if !d.healthy.load(Ordering::Acquire) || d.size.load(Ordering::Acquire) != start {
+    if !d.healthy.load(Ordering::Acquire) {
         d.wake.notify_one();
+        return;
+    }
+    if write_from(d, start, end).is_none() {
         return;
     }
     let _guard = d.write.lock().await;
-    if d.size.load(Ordering::Acquire) != start {
-        d.wake.notify_one();
+    let Some((_, records)) = unwritten(d, start, end, records) else {
         return;
-    }
+    };
     match tokio::time::timeout(
         inner.options.store_timeout,
         inner.projection.apply_proven(
@@ -1628,6 +1632,33 @@ async fn write_projection(
         Ok(Err(e)) => mark_pending(d, "projection", &e.to_string()),
         Err(_) => mark_pending(d, "projection", "timed out"),
     }
+}
+
+/// Where a write of records `start..end` to a store begins: at `start`, or further on when
+/// the catch-up worker has already written part of the range (it may stop inside a run of
+/// batches a store writer took together). `None` when the store's size is outside the range:
+/// behind it, or seemingly holding all of it. Either way the range is left to the catch-up
+/// worker, which is woken and probes the store itself: the size is as of the last write or
+/// probe, and a repair that removed rows since may have made it too high.
+fn write_from(d: &Downstream, start: u64, end: u64) -> Option<u64> {
+    let size = d.size.load(Ordering::Acquire);
+    if size < start || size >= end {
+        d.wake.notify_one();
+        return None;
+    }
+    Some(size)
+}
+
+/// [`write_from`], with the records from there on (`records` are `start..end`).
+fn unwritten<'a, T>(
+    d: &Downstream,
+    start: u64,
+    end: u64,
+    records: &'a [T],
+) -> Option<(u64, &'a [T])> {
+    let from = write_from(d, start, end)?;
+    let skip = usize::try_from(from - start).ok()?;
+    Some((from, records.get(skip..)?))
 }
 
 pub(crate) fn mark_pending(d: &Downstream, store: &str, reason: &str) {
@@ -1656,6 +1687,31 @@ pub(crate) fn event_for(seq: u64, bytes: &[u8]) -> Result<AppendRequest, String>
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    /// A store write starts where the store is: at the range's start, or past what catch-up
+    /// has already written of it. A store whose size is outside the range (behind it, or past
+    /// its end, which a repair's removals can make stale) is left to catch-up, which is woken.
+    #[tokio::test]
+    async fn a_store_write_resumes_where_the_store_is() {
+        let records = [10u64, 11, 12, 13, 14];
+        for (size, want) in [
+            (10, Some((10, &records[..]))),
+            (12, Some((12, &records[2..]))),
+            (14, Some((14, &records[4..]))),
+            (7, None),
+            (15, None),
+            (20, None),
+        ] {
+            let d = Downstream::new(size, 100);
+            assert_eq!(unwritten(&d, 10, 15, &records), want, "size {size}");
+            let woken = tokio::time::timeout(Duration::from_millis(20), d.wake.notified());
+            assert_eq!(
+                woken.await.is_ok(),
+                want.is_none(),
+                "size {size}: catch-up woken only when the write is left to it"
+            );
+        }
+    }
 
     /// Appends are split, in order, so that none passes the backend's event or byte limit; an
     /// event over the byte limit alone is an append alone.
