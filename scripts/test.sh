@@ -138,8 +138,17 @@ if [ -n "$hw_pid" ]; then
   . "$hw_dir/env"
 fi
 
-echo "== cargo test (all crates, all features)"
-cargo test --workspace --all-features --locked
+# A watchdog: a test that hangs fails the run after TRIPLICATE_TEST_TIMEOUT seconds (default
+# 45 minutes, building included; a full run takes about 10) instead of running out CI's 90
+# minutes with nothing reported. Above, cargo test names any test running for over 60 s.
+test_timeout=${TRIPLICATE_TEST_TIMEOUT:-2700}
+echo "== cargo test (all crates, all features; stopped after ${test_timeout}s)"
+rc=0
+timeout --kill-after=60 "$test_timeout" cargo test --workspace --all-features --locked || rc=$?
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+  echo "cargo test: FAILED: still running after ${test_timeout}s; a test hangs (cargo names those running for over 60 s above)" >&2
+fi
+[ "$rc" = 0 ] || exit "$rc"
 
 echo "== the alert rules: promtool check and unit tests (ops/prometheus/)"
 ops/prometheus/check.sh

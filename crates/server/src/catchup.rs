@@ -215,7 +215,7 @@ mod tests {
     use crate::setup::ProjectionChoice;
     use crate::{Running, ServeConfig, ServiceOptions};
 
-    async fn submit(r: &Running, title: &str) {
+    async fn submit(r: &Running, title: &str) -> crate::service::Accepted {
         let d = Decision::from_json(
             json!({
                 "id": uuid::Uuid::now_v7().to_string(),
@@ -234,8 +234,32 @@ mod tests {
             .map(|key| triplicate_keys::approve(&d, key, Timestamp::now()).unwrap())
             .collect();
         let body = json!({ "decision": d, "approvals": approvals }).to_string();
-        let out = r.service.submit(body.as_bytes()).await.unwrap();
-        assert!(matches!(out, SubmitOutcome::Created(_)), "{out:?}");
+        // Bounded, so a submission that is never answered fails the test rather than hang it.
+        let out = tokio::time::timeout(Duration::from_secs(30), r.service.submit(body.as_bytes()))
+            .await
+            .expect("the submission is answered within 30 s")
+            .unwrap();
+        match out {
+            SubmitOutcome::Created(accepted) => accepted,
+            out => panic!("{out:?}"),
+        }
+    }
+
+    async fn start(dir: &std::path::Path, store_timeout: Duration) -> Running {
+        crate::start(ServeConfig {
+            data_dir: dir.to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            projection: ProjectionChoice::Sqlite,
+            stream: Default::default(),
+            origin: crate::setup::DEV_ORIGIN.into(),
+            options: ServiceOptions {
+                catchup_interval: Duration::from_millis(50),
+                store_timeout,
+                ..ServiceOptions::on_demand_crosscheck()
+            },
+        })
+        .await
+        .unwrap()
     }
 
     /// Waits up to 10 s for `store` to hold everything the ledger does.
@@ -259,19 +283,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_held_by_a_long_write_does_not_hold_up_the_others_catch_up() {
         let dir = tempfile::tempdir().unwrap();
-        let r = crate::start(ServeConfig {
-            data_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            projection: ProjectionChoice::Sqlite,
-            stream: Default::default(),
-            origin: crate::setup::DEV_ORIGIN.into(),
-            options: ServiceOptions {
-                catchup_interval: Duration::from_millis(50),
-                ..ServiceOptions::on_demand_crosscheck()
-            },
-        })
-        .await
-        .unwrap();
+        let r = start(dir.path(), ServiceOptions::default().store_timeout).await;
         let inner = r.service.inner.clone();
         submit(&r, "Before the rebuild").await;
         assert!(caught_up(&inner, Store::Stream).await);
@@ -280,6 +292,7 @@ mod tests {
         // What `rebuild::rebuild_stream` does before it copies anything.
         inner.stream_state.healthy.store(false, Ordering::Release);
         let rebuilding = inner.stream_state.write.lock().await;
+        inner.stream_state.healthy.store(false, Ordering::Release);
         crate::service::mark_pending(&inner.projection_state, "projection", "test: an outage");
         for i in 0..3 {
             submit(&r, &format!("During the rebuild {i}")).await;
@@ -305,6 +318,45 @@ mod tests {
         );
         assert_eq!(inner.stream.highest_seq().await.unwrap(), Some(3));
         assert_eq!(inner.projection.highest_seq().await.unwrap(), Some(3));
+        r.stop().await.unwrap();
+    }
+
+    /// The race that once held every submission for as long as a rebuild ran: a rebuild marks
+    /// the stream pending, the catch-up worker's probe finds it caught up and marks it healthy
+    /// again, then the rebuild takes the write lock. The store writer, seeing the stream
+    /// healthy, asks for the lock: it must give up after the store timeout and leave the
+    /// records to catch-up, so the callers are answered (the stream pending) rather than kept
+    /// waiting for the rebuild.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_writer_does_not_wait_out_a_long_holder_of_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = start(dir.path(), Duration::from_millis(300)).await;
+        let inner = r.service.inner.clone();
+        submit(&r, "Before the rebuild").await;
+        assert!(caught_up(&inner, Store::Stream).await);
+
+        // Held with the stream marked healthy: the state the race leaves.
+        let rebuilding = inner.stream_state.write.lock().await;
+        inner.stream_state.healthy.store(true, Ordering::Release);
+        let during = submit(&r, "During the rebuild").await;
+        assert_eq!(during.stores.stream, crate::service::StoreState::Pending);
+        assert_eq!(during.stores.ledger, crate::service::StoreState::Written);
+        assert!(
+            !inner.stream_state.healthy.load(Ordering::Acquire),
+            "the stream is pending once its writer gave up on the lock"
+        );
+        // The projection, not held, is written as usual.
+        assert!(caught_up(&inner, Store::Projection).await);
+        let also = submit(&r, "Also during the rebuild").await;
+        assert_eq!(also.stores.stream, crate::service::StoreState::Pending);
+
+        drop(rebuilding);
+        assert!(
+            caught_up(&inner, Store::Stream).await,
+            "the stream catches up once the lock is free: {:?}",
+            r.service.health()
+        );
+        assert_eq!(inner.stream.highest_seq().await.unwrap(), Some(2));
         r.stop().await.unwrap();
     }
 }

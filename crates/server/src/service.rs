@@ -1530,7 +1530,9 @@ async fn write_stream(
     if write_from(d, start, end).is_none() {
         return;
     }
-    let _guard = d.write.lock().await;
+    let Some(_guard) = lock_for_write(inner, d, "stream").await else {
+        return;
+    };
     let Some((start, records)) = unwritten(d, start, end, records) else {
         return;
     };
@@ -1612,7 +1614,9 @@ async fn write_projection(
     if write_from(d, start, end).is_none() {
         return;
     }
-    let _guard = d.write.lock().await;
+    let Some(_guard) = lock_for_write(inner, d, "projection").await else {
+        return;
+    };
     let Some((_, records)) = unwritten(d, start, end, records) else {
         return;
     };
@@ -1632,6 +1636,37 @@ async fn write_projection(
         Ok(Err(e)) => mark_pending(d, "projection", &e.to_string()),
         Err(_) => mark_pending(d, "projection", "timed out"),
     }
+}
+
+/// The store's write lock for a store writer, waited for no longer than a store call may
+/// take, and only while the store is still healthy once it is held. Whoever else holds it
+/// (the catch-up worker, an approved rebuild copying the whole ledger, a repair) may hold it
+/// for minutes; the writer must not wait that long, since the callers of every batch queued
+/// behind it wait for its answer. `None` leaves the records to the catch-up worker, woken
+/// here, and the store pending meanwhile.
+///
+/// (The writer checks `healthy` before it asks for the lock, but a holder may take the lock
+/// after that check: a rebuild marks the store pending, the catch-up worker's probe may mark
+/// it healthy again just before the rebuild takes the lock, and a writer waiting without a
+/// bound then held every submission until the rebuild ended.)
+async fn lock_for_write<'a>(
+    inner: &Inner,
+    d: &'a Downstream,
+    store: &str,
+) -> Option<tokio::sync::MutexGuard<'a, ()>> {
+    let Ok(guard) = tokio::time::timeout(inner.options.store_timeout, d.write.lock()).await else {
+        mark_pending(
+            d,
+            store,
+            "its write lock is held by a rebuild, repair or catch-up",
+        );
+        return None;
+    };
+    if !d.healthy.load(Ordering::Acquire) {
+        d.wake.notify_one();
+        return None;
+    }
+    Some(guard)
 }
 
 /// Where a write of records `start..end` to a store begins: at `start`, or further on when
