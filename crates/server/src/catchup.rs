@@ -22,8 +22,8 @@ use crate::service::{event_for, within_limits, Downstream, Inner, Service};
 ///
 /// Each store has a loop of its own, so a store that is slow, unreachable until its timeout, or
 /// held by a long write (an approved stream rebuild holds the stream's write lock while it
-/// copies the ledger) never delays the other's catch-up. A loop finishes the batch it is
-/// writing before it stops.
+/// copies the ledger) never delays the other's catch-up. A loop finishes the round it is
+/// writing before it stops, but does not wait for a lock someone else holds.
 pub fn spawn(
     service: &Service,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -46,7 +46,13 @@ pub fn spawn(
 async fn run(inner: Arc<Inner>, store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
     let d = store.state(&inner);
     while !*stop.borrow_and_update() {
-        let wait = if catch_up(&inner, store).await {
+        // The lock may be held for minutes (an approved rebuild copying the ledger): a stop
+        // does not wait for it. A round under way is finished.
+        let guard = tokio::select! {
+            guard = d.write.lock() => guard,
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        };
+        let wait = if catch_up(&inner, store, guard).await {
             inner.options.catchup_interval * 10
         } else {
             inner.options.catchup_interval
@@ -85,11 +91,14 @@ impl Store {
     }
 }
 
-/// Writes what the store lacks; returns true when it holds everything the ledger has and is
-/// healthy.
-async fn catch_up(inner: &Arc<Inner>, store: Store) -> bool {
+/// Writes what the store lacks, holding its write lock (`_guard`); returns true when it holds
+/// everything the ledger has and is healthy.
+async fn catch_up(
+    inner: &Arc<Inner>,
+    store: Store,
+    _guard: tokio::sync::MutexGuard<'_, ()>,
+) -> bool {
     let d = store.state(inner);
-    let _guard = d.write.lock().await;
     // Ask the store itself: after a failure its acknowledged size may be stale either way
     // (a lost acknowledgement of a write that happened).
     let held = match highest(inner, store).await {
@@ -357,6 +366,57 @@ mod tests {
             r.service.health()
         );
         assert_eq!(inner.stream.highest_seq().await.unwrap(), Some(2));
+        r.stop().await.unwrap();
+    }
+
+    /// A stop does not wait for a store's write lock: an approved rebuild may hold it for
+    /// minutes, and the catch-up loop waiting for it held the whole shutdown until it ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_does_not_wait_for_a_held_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = start(dir.path(), ServiceOptions::default().store_timeout).await;
+        let inner = r.service.inner.clone();
+        submit(&r, "Before the rebuild").await;
+        assert!(caught_up(&inner, Store::Stream).await);
+
+        let rebuilding = inner.stream_state.write.lock().await;
+        inner.stream_state.healthy.store(false, Ordering::Release);
+        // The stream's loop is woken and waits for the lock.
+        inner.stream_state.wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stopped = tokio::time::timeout(Duration::from_secs(30), tokio::spawn(r.stop())).await;
+        drop(rebuilding);
+        stopped
+            .expect("the service stops while the stream's write lock is held")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A repair holds both stores' write locks: it marks them pending first, so a submission
+    /// meanwhile is answered at once (the stores pending) rather than after the store writers
+    /// waited out their timeout (an hour here, so a writer that waited fails the test), and
+    /// both are caught up once the repair lets go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repair_holding_the_stores_leaves_submissions_to_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = start(dir.path(), Duration::from_secs(3600)).await;
+        let inner = r.service.inner.clone();
+        submit(&r, "Before the repair").await;
+        assert!(caught_up(&inner, Store::Stream).await);
+        assert!(caught_up(&inner, Store::Projection).await);
+
+        let held = crate::service::hold_for_repair(&inner).await;
+        let during = submit(&r, "During the repair").await;
+        assert_eq!(during.stores.stream, crate::service::StoreState::Pending);
+        assert_eq!(
+            during.stores.projection,
+            crate::service::StoreState::Pending
+        );
+        drop(held);
+        assert!(caught_up(&inner, Store::Stream).await);
+        assert!(caught_up(&inner, Store::Projection).await);
+        assert_eq!(inner.stream.highest_seq().await.unwrap(), Some(1));
+        assert_eq!(inner.projection.highest_seq().await.unwrap(), Some(1));
         r.stop().await.unwrap();
     }
 }

@@ -622,9 +622,7 @@ impl CrossCheck {
                         },
                     )
                 } else if action.operation.is_executable() {
-                    let inner = &self.service.inner;
-                    let _stream = inner.stream_state.write.lock().await;
-                    let _projection = inner.projection_state.write.lock().await;
+                    let _held = crate::service::hold_for_repair(&self.service.inner).await;
                     let stores = Stores {
                         ledger: &**self.service.ledger(),
                         stream: self.service.stream(),
@@ -745,8 +743,7 @@ impl CrossCheck {
             return;
         }
         let inner = &self.service.inner;
-        let _stream = inner.stream_state.write.lock().await;
-        let _projection = inner.projection_state.write.lock().await;
+        let _held = crate::service::hold_for_repair(inner).await;
         let summary = apply_repairs(stores, &self.policy, &mut report.actions, report.run_id).await;
         tracing::info!(
             run_id = %report.run_id,

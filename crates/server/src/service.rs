@@ -1669,6 +1669,44 @@ async fn lock_for_write<'a>(
     Some(guard)
 }
 
+/// Both stores' write locks, held while a repair changes them (stream first, as everywhere).
+/// The stores are marked pending first, so the store writers leave what is committed
+/// meanwhile to the catch-up worker instead of waiting out the store timeout for the locks;
+/// when this is dropped the catch-up worker is woken, probes each store and marks it healthy
+/// again once it holds everything.
+pub(crate) struct HeldForRepair<'a> {
+    inner: &'a Inner,
+    _stream: tokio::sync::MutexGuard<'a, ()>,
+    _projection: tokio::sync::MutexGuard<'a, ()>,
+}
+
+pub(crate) async fn hold_for_repair(inner: &Inner) -> HeldForRepair<'_> {
+    let stores = [&inner.stream_state, &inner.projection_state];
+    for d in stores {
+        d.healthy.store(false, Ordering::Release);
+    }
+    let stream = inner.stream_state.write.lock().await;
+    let projection = inner.projection_state.write.lock().await;
+    // Again: the catch-up worker may have held a lock meanwhile and marked its store healthy.
+    for d in stores {
+        d.healthy.store(false, Ordering::Release);
+    }
+    tracing::debug!("stores held for a repair; writes to them are pending meanwhile");
+    HeldForRepair {
+        inner,
+        _stream: stream,
+        _projection: projection,
+    }
+}
+
+impl Drop for HeldForRepair<'_> {
+    fn drop(&mut self) {
+        // The locks are released right after this; the woken loops wait for them.
+        self.inner.stream_state.wake.notify_one();
+        self.inner.projection_state.wake.notify_one();
+    }
+}
+
 /// Where a write of records `start..end` to a store begins: at `start`, or further on when
 /// the catch-up worker has already written part of the range (it may stop inside a run of
 /// batches a store writer took together). `None` when the store's size is outside the range:
