@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -466,16 +465,14 @@ async fn a_running_auditor_serves_its_metrics_and_stops_on_sigterm() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut child = KillOnDrop(child);
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("audit printed nothing").unwrap();
+    let mut child = common::KillOnDrop(child);
+    let first = common::first_line(&mut child.0, "audit");
     let metrics_url = first
         .split_whitespace()
         .map(|w| w.trim_end_matches(['.', ';']))
         .find(|w| w.starts_with("http://") && w.ends_with("/metrics"))
         .unwrap_or_else(|| panic!("no metrics address in {first:?}"))
         .to_owned();
-    std::thread::spawn(move || for _ in lines {});
 
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -536,18 +533,6 @@ async fn a_running_auditor_serves_its_metrics_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert_eq!(read_json(&state_file(&state, r.addr))["size"], 2);
     r.stop().await.unwrap();
-}
-
-/// A child process killed if a failed assertion leaves it running.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// The value of the sample `name` (with its labels, as exposed) in a text exposition.

@@ -8,12 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_triplicate");
 
@@ -93,18 +94,13 @@ impl Server {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines
-            .next()
-            .expect("serve printed nothing (see the .serve.log beside the data dir)")
-            .unwrap();
+        let first =
+            common::first_line(&mut child, "serve (see the .serve.log beside the data dir)");
         let url = first
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {first:?}"))
             .to_owned();
-        // Keep reading (and discarding) so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
         Server {
             child,
             url,

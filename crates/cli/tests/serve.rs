@@ -3,17 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
+mod common;
+use common::KillOnDrop;
+
 const BIN: &str = env!("CARGO_BIN_EXE_triplicate");
 
-/// Starts `triplicate <args>` and returns the child and the URL it printed.
-fn spawn(args: &[&str], log: &Path) -> (Child, String) {
+/// Starts `triplicate <args>` and returns the child (killed if a failed assertion leaves it
+/// running) and the URL it printed.
+fn spawn(args: &[&str], log: &Path) -> (KillOnDrop, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "info")
@@ -21,15 +24,13 @@ fn spawn(args: &[&str], log: &Path) -> (Child, String) {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("serve printed nothing").unwrap();
+    let first = common::first_line(&mut child, "serve");
     let url = first
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {first:?}"))
         .to_owned();
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (KillOnDrop(child), url)
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -71,9 +72,9 @@ async fn a_configured_server_uses_its_tokens_restricts_reads_and_reloads_on_sigh
         ],
         &dir.path().join("dev.log"),
     );
-    signal(&child, "-TERM");
+    signal(&child.0, "-TERM");
     assert!(
-        wait_exit(&mut child).success(),
+        wait_exit(&mut child.0).success(),
         "SIGTERM stops serve cleanly"
     );
 
@@ -151,7 +152,7 @@ sha256 = "{}"
     let gov = dev.join("policies/governance.toml");
     let good = std::fs::read_to_string(&gov).unwrap();
     std::fs::write(&gov, good.replace("threshold = 2 }]", "threshold = 0 }]")).unwrap();
-    signal(&child, "-HUP");
+    signal(&child.0, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(&log).unwrap();
@@ -166,7 +167,7 @@ sha256 = "{}"
         std::thread::sleep(Duration::from_millis(50));
     }
     std::fs::write(&gov, &good).unwrap();
-    signal(&child, "-HUP");
+    signal(&child.0, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log)
         .unwrap()
@@ -176,8 +177,8 @@ sha256 = "{}"
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(get(Some("reader-token")).await.unwrap().status(), 200);
-    signal(&child, "-TERM");
-    assert!(wait_exit(&mut child).success());
+    signal(&child.0, "-TERM");
+    assert!(wait_exit(&mut child.0).success());
 }
 
 #[test]

@@ -299,6 +299,14 @@ fn appends_and_flushes_from_two_threads_agree() {
     c.flush_interval = std::time::Duration::MAX;
     let l = EmbeddedLedger::open(c, s.clone()).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
+    // Sets `done` when dropped, so a panic in `fill` stops the flusher too (the scope would
+    // otherwise wait for it for ever instead of failing).
+    struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
     let flushes = std::thread::scope(|sc| {
         let flusher = sc.spawn(|| {
             let mut n = 0u32;
@@ -308,8 +316,10 @@ fn appends_and_flushes_from_two_threads_agree() {
             }
             n
         });
-        fill(&l, 6_000, 7);
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        {
+            let _done = Done(&done);
+            fill(&l, 6_000, 7);
+        }
         flusher.join().unwrap()
     });
     assert!(flushes > 0);

@@ -43,6 +43,9 @@ impl Proxy {
                     let Ok((mut inbound, _)) = listener.accept().await else {
                         return;
                     };
+                    // Checked and recorded under the list's lock, so `cut` (which takes it
+                    // too) cannot fall between them and miss a connection let through.
+                    let mut open = conns.lock().unwrap();
                     if !up.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
@@ -54,7 +57,7 @@ impl Proxy {
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
-                    conns.lock().unwrap().push(task);
+                    open.push(task);
                 }
             })
         };
@@ -67,8 +70,9 @@ impl Proxy {
     }
 
     fn cut(&self) {
+        let mut open = self.conns.lock().unwrap();
         self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
+        for c in open.drain(..) {
             c.abort();
         }
     }

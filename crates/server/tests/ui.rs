@@ -790,10 +790,18 @@ fn chromium() -> PathBuf {
 
 /// Runs headless Chromium on `url` with `mode` (`--dump-dom` or `--screenshot=FILE`); its
 /// standard output. Fails after 90 s.
+///
+/// The browser runs in a process group of its own, killed whole once it exits or times out:
+/// its helpers (zygotes, renderers, crash handlers, some detached) may outlive it. Its output
+/// goes to a file read after it exits, not to a pipe, since a helper holding the pipe open
+/// would keep a reader waiting for ever.
 async fn browse(bin: PathBuf, mode: String, url: String) -> String {
+    use std::os::unix::process::CommandExt;
     let profile = tempfile::tempdir().unwrap();
     let profile_arg = format!("--user-data-dir={}", profile.path().display());
     tokio::task::spawn_blocking(move || {
+        let out_path = profile.path().join("stdout");
+        let out_file = std::fs::File::create(&out_path).unwrap();
         let mut child = std::process::Command::new(&bin)
             .args([
                 "--headless",
@@ -808,30 +816,34 @@ async fn browse(bin: PathBuf, mode: String, url: String) -> String {
                 &mode,
                 &url,
             ])
-            .stdout(std::process::Stdio::piped())
+            .stdout(out_file)
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut out = String::new();
-            std::io::Read::read_to_string(&mut stdout, &mut out).map(|_| out)
-        });
+        let kill_group = |pid: u32| {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        loop {
+        let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "chromium {mode}: {status}");
-                break;
+                break status;
             }
             if std::time::Instant::now() > deadline {
-                let _ = child.kill();
+                kill_group(child.id());
                 let _ = child.wait();
                 panic!("chromium {mode} did not finish in 90 s");
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
+        };
+        kill_group(child.id());
+        assert!(status.success(), "chromium {mode}: {status}");
+        let out = std::fs::read_to_string(&out_path).unwrap();
         drop(profile);
-        reader.join().unwrap().unwrap()
+        out
     })
     .await
     .unwrap()

@@ -61,3 +61,39 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A child process killed if a failed assertion leaves it running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The first line `child` prints on its (piped) standard output, waited for at most 60 s;
+/// the rest is read and discarded, so the child never blocks on a full pipe. A child that
+/// prints nothing in time is killed and the test fails saying `what` (rather than wait for
+/// ever).
+pub fn first_line(child: &mut std::process::Child, what: &str) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Some(Ok(line))) => line,
+        Ok(_) => panic!("{what} printed nothing"),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} printed nothing in 60 s")
+        }
+    }
+}
