@@ -60,13 +60,9 @@ pub(crate) async fn rebuild_stream(
         return Err(RebuildError::Unsupported(inner.stream.name()));
     };
     let d = &inner.stream_state;
-    // Pending first, so the store writer stops writing the stream rather than waiting for
-    // the lock below; the catch-up worker appends what it skipped once the rebuild is in
-    // place. Pending again once the lock is held: the catch-up worker may have held it
-    // meanwhile and, finding the stream caught up, marked it healthy.
-    d.healthy.store(false, Ordering::Release);
-    let guard = d.write.lock().await;
-    d.healthy.store(false, Ordering::Release);
+    // Pending while the rebuild runs; the catch-up worker appends what was skipped once the
+    // rebuild is in place.
+    let guard = crate::service::hold_pending(d).await;
     let checkpoint = inner.ledger.checkpoint();
     tracing::warn!(
         target: "triplicate::verifier",

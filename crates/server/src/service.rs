@@ -1669,6 +1669,18 @@ async fn lock_for_write<'a>(
     Some(guard)
 }
 
+/// A store's write lock for a long holder (a rebuild, a repair). The store is marked pending
+/// before the wait, so the store writer leaves records to catch-up instead of waiting for the
+/// lock, and again once the lock is held: the catch-up worker may have held it meanwhile and,
+/// finding the store caught up, marked it healthy. The holder wakes the catch-up worker when it
+/// lets go.
+pub(crate) async fn hold_pending(d: &Downstream) -> tokio::sync::MutexGuard<'_, ()> {
+    d.healthy.store(false, Ordering::Release);
+    let guard = d.write.lock().await;
+    d.healthy.store(false, Ordering::Release);
+    guard
+}
+
 /// Both stores' write locks, held while a repair changes them (stream first, as everywhere).
 /// The stores are marked pending first, so the store writers leave what is committed
 /// meanwhile to the catch-up worker instead of waiting out the store timeout for the locks;
@@ -1681,16 +1693,14 @@ pub(crate) struct HeldForRepair<'a> {
 }
 
 pub(crate) async fn hold_for_repair(inner: &Inner) -> HeldForRepair<'_> {
-    let stores = [&inner.stream_state, &inner.projection_state];
-    for d in stores {
-        d.healthy.store(false, Ordering::Release);
-    }
-    let stream = inner.stream_state.write.lock().await;
-    let projection = inner.projection_state.write.lock().await;
-    // Again: the catch-up worker may have held a lock meanwhile and marked its store healthy.
-    for d in stores {
-        d.healthy.store(false, Ordering::Release);
-    }
+    // Both marked before either lock is waited for, so neither writer waits on the other's.
+    inner.stream_state.healthy.store(false, Ordering::Release);
+    inner
+        .projection_state
+        .healthy
+        .store(false, Ordering::Release);
+    let stream = hold_pending(&inner.stream_state).await;
+    let projection = hold_pending(&inner.projection_state).await;
     tracing::debug!("stores held for a repair; writes to them are pending meanwhile");
     HeldForRepair {
         inner,
